@@ -1,0 +1,48 @@
+"The `sediment-cluster` command end to end, as a user runs it (a real subprocess)."
+import subprocess, sys, shutil
+from pathlib import Path
+import pytest
+from sediment_cluster.cli import make_parser
+from sediment_cluster.core import find_stacks, read_image
+
+EXE = shutil.which('sediment-cluster', path=str(Path(sys.executable).parent))
+
+def run(*args, cwd=None):
+    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+def commands(): return sorted(make_parser()._subparsers._group_actions[0].choices)
+
+def test_console_script_installed(): assert EXE, 'sediment-cluster is not on the venv PATH: pip install -e .'
+
+@pytest.mark.parametrize('cmd', commands())
+def test_every_command_has_help(cmd):
+    r = run(cmd, '--help')
+    assert r.returncode == 0 and 'usage: sediment-cluster' in r.stdout
+
+def test_no_command_prints_help_and_fails():
+    r = run()
+    assert r.returncode == 2 and 'commands' in r.stdout
+
+def test_demo_writes_what_it_prints(tmp_path):
+    r = run('demo', '--out', tmp_path/'demo', '--stacks', '2')
+    assert r.returncode == 0, r.stderr
+    written = [Path(l.removeprefix('wrote ')) for l in r.stdout.splitlines() if l.startswith('wrote ')]
+    assert written and all(p.exists() for p in written)
+    assert len(find_stacks(tmp_path/'demo'/'plates')) == 2
+    assert read_image(tmp_path/'demo'/'stack.png').shape[2] == 3
+
+def test_synth_plates_round_trip(tmp_path):
+    r = run('synth-plates', tmp_path/'p', '--stacks', '3', '--layers', '4', '--width', '320', '--height', '256', '--seed', '5')
+    assert r.returncode == 0, r.stderr
+    stacks = find_stacks(tmp_path/'p')
+    assert len(stacks) == 3 and all(len(v) == 4 for v in stacks.values())
+
+@pytest.mark.parametrize('args,needle', [
+    (['synth-plates', '{tmp}/p', '--stacks', '0'], 'stacks'),
+    (['synth-plates', '{tmp}/p', '--plate', 'mauve-ish'], 'mauve-ish'),
+])
+def test_bad_input_is_one_line(tmp_path, args, needle):
+    r = run(*[a.format(tmp=tmp_path) for a in args])
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and 'Traceback' not in r.stderr
