@@ -46,3 +46,16 @@ def test_bad_input_is_one_line(tmp_path, args, needle):
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and 'Traceback' not in r.stderr
+
+def test_synth_cube_xrf_writes_cube_and_labels(tmp_path):
+    import numpy as np
+    from sediment_cluster.cube import read_cube
+    r = run('synth-cube', '--kind', 'xrf', '--out', tmp_path/'c.h5', '--size', '24', '--channels', '256')
+    assert r.returncode == 0, r.stderr
+    cube, labels = read_cube(tmp_path/'c.h5'), np.load(tmp_path/'c_labels.npy')
+    assert cube.n_channels == 256 and cube.shape[:2] == labels.shape
+    assert labels.ndim == 2 and labels.max() >= 1
+
+def test_synth_cube_missing_rgb_is_one_line(tmp_path):
+    r = run('synth-cube', '--kind', 'xrf', '--out', tmp_path/'c.h5', '--rgb', tmp_path/'nope.png')
+    assert r.returncode == 2 and 'nope.png' in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -12,6 +12,6 @@ def test_notebooks_found(): assert len(NOTEBOOKS) >= 3, NOTEBOOKS
 
 @pytest.mark.parametrize('nb', NOTEBOOKS, ids=[str(p.relative_to(NBS)) for p in NOTEBOOKS])
 def test_notebook(nb):
-    flags = get_config().tst_flags.split('|')
+    flags = get_config().tst_flags.split()
     ok, secs = run_notebook(nb, skip_flags=flags, basepath=NBS.parent)
     assert ok, f"{nb.name} failed (see the cell error above)"
