@@ -31,6 +31,43 @@ def _synth_cube(args) -> list:
                          step=args.step, snr=args.snr)
     return list(written.values())
 
+# %% ../nbs/20_cli.ipynb #f99777dc
+def _load_labels(path) -> 'np.ndarray':
+    import numpy as np
+    path = Path(path)
+    if not path.is_file(): raise InputError(f"{path}: no such label file")
+    try: a = np.load(path, allow_pickle=False)
+    except Exception as e: raise InputError(f"{path}: not a .npy label array ({type(e).__name__})")
+    if not np.issubdtype(a.dtype, np.integer): raise InputError(f"{path}: labels must be integers, got {a.dtype}")
+    return a
+
+def _save_npy(path, a) -> Path:
+    import numpy as np
+    from sediment_cluster.core import atomic_path
+    with atomic_path(path) as tmp: np.save(tmp, a)
+    return Path(path)
+
+# %% ../nbs/20_cli.ipynb #89a61245
+def _evaluate(args) -> list:
+    import json
+    from sediment_cluster.core import atomic_path
+    from sediment_cluster.metrics import evaluate_labels
+    pred, ref = _load_labels(args.labels), _load_labels(args.reference)
+    if pred.shape != ref.shape: raise InputError(f"{args.labels}: shape {pred.shape} differs from {args.reference} {ref.shape}")
+    metrics = evaluate_labels(pred, ref, alpha=args.alpha, beta=args.beta, match=args.match)
+    with atomic_path(args.out) as tmp: tmp.write_text(json.dumps(metrics, indent=1))
+    print(f"weighted F1 {metrics['f1']['weighted']:.3f}, Tversky {metrics['tversky']['weighted']:.3f}, ARI {metrics['ari']:.3f}")
+    return [args.out]
+
+# %% ../nbs/20_cli.ipynb #b9f19764
+def _rgb_cluster(args) -> list:
+    from sediment_cluster.core import read_image
+    from sediment_cluster.synth.cubes import cluster_rgb
+    rgb = read_image(args.image)
+    km = cluster_rgb(rgb, k_range=(args.k_min, args.k_max), random_state=args.seed)
+    print(f"k = {km.n_clusters_} (silhouette {km.scores_[km.n_clusters_]:.3f})")
+    return [_save_npy(args.out, km.labels_.reshape(rgb.shape[:2]).astype('int32'))]
+
 # %% ../nbs/20_cli.ipynb #b210bb7a
 def demo(out, n_stacks:int=4, seed:int=0) -> dict:
     "Run the demo into folder `out`: synthetic plates and a picture of one stack. Returns the paths written."
@@ -78,6 +115,28 @@ def _add_synth_cube(sub):
     p.add_argument('--snr', type=float, default=20, help='astro peak S/N of H-alpha at full brightness (default 20)')
     p.set_defaults(func=_synth_cube)
 
+# %% ../nbs/20_cli.ipynb #e1b2cae9
+def _add_evaluate(sub):
+    p = sub.add_parser('evaluate', help='score a label map against a reference (Tversky, P/R/F1, ARI/NMI, confusion)',
+                       description='Match predicted clusters to reference clusters and write metrics.json; pixels labelled -1 are ignored.')
+    p.add_argument('labels', type=Path, help='predicted labels (.npy int array, H×W)')
+    p.add_argument('--reference', required=True, type=Path, help='reference labels (.npy, same shape)')
+    p.add_argument('--out', required=True, type=Path, help='metrics file to write (JSON)')
+    p.add_argument('--alpha', type=float, default=0.7, help='Tversky weight of false negatives (default 0.7)')
+    p.add_argument('--beta', type=float, default=0.3, help='Tversky weight of false positives (default 0.3)')
+    p.add_argument('--match', default='hungarian', choices=['hungarian', 'majority'], help='cluster matching (default hungarian)')
+    p.set_defaults(func=_evaluate)
+
+def _add_rgb_cluster(sub):
+    p = sub.add_parser('rgb-cluster', help='reference labels: IKMeans on the RGB pixels, k by silhouette',
+                       description='Cluster the pixels of an RGB image (seeded, k chosen by silhouette) and save the label map.')
+    p.add_argument('image', type=Path, help='RGB image (png, jpg, tif)')
+    p.add_argument('--out', required=True, type=Path, help='label map to write (.npy)')
+    p.add_argument('--k-min', type=int, default=2, help='smallest k tried (default 2)')
+    p.add_argument('--k-max', type=int, default=8, help='largest k tried (default 8)')
+    p.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
+    p.set_defaults(func=_rgb_cluster)
+
 # %% ../nbs/20_cli.ipynb #ca380690
 def _add_demo(sub):
     p = sub.add_parser('demo', help='run the main job on embedded demo data',
@@ -87,7 +146,7 @@ def _add_demo(sub):
     p.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
     p.set_defaults(func=_demo)
 
-# %% ../nbs/20_cli.ipynb #d50a123a
+# %% ../nbs/20_cli.ipynb #a1fc7f94
 def make_parser() -> argparse.ArgumentParser:
     "The `sediment-cluster` argument parser with one sub-command per pipeline step."
     from sediment_cluster import __version__
@@ -95,7 +154,7 @@ def make_parser() -> argparse.ArgumentParser:
         description='Unsupervised clustering of sediment particles and segmentation of spectral datacubes.')
     parser.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
     sub = parser.add_subparsers(title='commands', dest='command', metavar='COMMAND')
-    for add in (_add_demo, _add_synth_plates, _add_synth_cube): add(sub)
+    for add in (_add_demo, _add_synth_plates, _add_synth_cube, _add_rgb_cluster, _add_evaluate): add(sub)
     return parser
 
 # %% ../nbs/20_cli.ipynb #da4998ef

@@ -59,3 +59,23 @@ def test_synth_cube_xrf_writes_cube_and_labels(tmp_path):
 def test_synth_cube_missing_rgb_is_one_line(tmp_path):
     r = run('synth-cube', '--kind', 'xrf', '--out', tmp_path/'c.h5', '--rgb', tmp_path/'nope.png')
     assert r.returncode == 2 and 'nope.png' in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+def test_rgb_cluster_then_evaluate_recovers_blocks(tmp_path):
+    import json, numpy as np
+    from sediment_cluster.core import write_image
+    truth = np.repeat(np.arange(3), 8)[None].repeat(12, 0)           # three vertical bands
+    colours = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200]], np.uint8)
+    write_image(tmp_path/'img.png', colours[truth]); np.save(tmp_path/'truth.npy', truth)
+    r = run('rgb-cluster', tmp_path/'img.png', '--out', tmp_path/'ref.npy', '--k-max', '4')
+    assert r.returncode == 0, r.stderr
+    r = run('evaluate', tmp_path/'ref.npy', '--reference', tmp_path/'truth.npy', '--out', tmp_path/'m.json')
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path/'m.json').read_text())
+    assert set(m) == {'n_pred', 'n_ref', 'matching', 'accuracy', 'precision', 'recall', 'f1', 'tversky', 'ari', 'nmi', 'confusion'}
+    assert m['n_pred'] == 3 and m['f1']['weighted'] == 1.0 and m['ari'] == 1.0
+
+def test_evaluate_rejects_shape_mismatch(tmp_path):
+    import numpy as np
+    np.save(tmp_path/'a.npy', np.zeros((4, 4), int)); np.save(tmp_path/'b.npy', np.zeros((4, 5), int))
+    r = run('evaluate', tmp_path/'a.npy', '--reference', tmp_path/'b.npy', '--out', tmp_path/'m.json')
+    assert r.returncode == 2 and 'differs' in r.stderr and not (tmp_path/'m.json').exists()
