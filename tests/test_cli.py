@@ -30,6 +30,8 @@ def test_demo_writes_what_it_prints(tmp_path):
     assert written and all(p.exists() for p in written)
     assert len(find_stacks(tmp_path/'demo'/'plates')) == 2
     assert read_image(tmp_path/'demo'/'stack.png').shape[2] == 3
+    from sediment_cluster.store import ParticleStore
+    assert len(ParticleStore(tmp_path/'demo'/'store')) > 0
 
 def test_synth_plates_round_trip(tmp_path):
     r = run('synth-plates', tmp_path/'p', '--stacks', '3', '--layers', '4', '--width', '320', '--height', '256', '--seed', '5')
@@ -79,3 +81,26 @@ def test_evaluate_rejects_shape_mismatch(tmp_path):
     np.save(tmp_path/'a.npy', np.zeros((4, 4), int)); np.save(tmp_path/'b.npy', np.zeros((4, 5), int))
     r = run('evaluate', tmp_path/'a.npy', '--reference', tmp_path/'b.npy', '--out', tmp_path/'m.json')
     assert r.returncode == 2 and 'differs' in r.stderr and not (tmp_path/'m.json').exists()
+
+def test_extract_store_from_synthetic_plates(tmp_path):
+    import pandas as pd
+    from sediment_cluster.store import ParticleStore
+    assert run('synth-plates', tmp_path/'p', '--stacks', '2', '--width', '320', '--height', '256', '--seed', '3').returncode == 0
+    r = run('extract', tmp_path/'p', '--out', tmp_path/'s', '--size', '32', '--workers', '1', '--pixel-size-um', '2.5')
+    assert r.returncode == 0, r.stderr
+    store, truth = ParticleStore(tmp_path/'s'), pd.read_parquet(tmp_path/'p'/'truth.parquet')
+    assert store.crops.shape[1:] == (6, 32, 32, 3) and 'eq_diameter_um' in store.table
+    assert abs(len(store) - len(truth)) <= max(2, len(truth) // 5)   # about one particle per grain (clumps merge)
+    again = run('extract', tmp_path/'p', '--out', tmp_path/'s', '--size', '32', '--workers', '1', '--pixel-size-um', '2.5')
+    assert again.returncode == 0 and len(ParticleStore(tmp_path/'s')) == len(store)    # a rerun finds the finished store
+
+def test_extract_missing_folder_is_one_line(tmp_path):
+    r = run('extract', tmp_path/'nope', '--out', tmp_path/'s')
+    assert r.returncode == 2 and 'nope' in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+def test_bench_extract_prints_ratio_and_writes_json(tmp_path):
+    import json
+    r = run('bench', 'extract', '--n-stacks', '1', '--size', '320', '256', '--methods', 'fast', 'reference', '--out', tmp_path/'b.json')
+    assert r.returncode == 0, r.stderr
+    b = json.loads((tmp_path/'b.json').read_text())
+    assert b['speedup'] > 1 and set(b['methods']) == {'fast', 'reference'} and 'faster than reference' in r.stdout
