@@ -90,6 +90,26 @@ def _bench(args) -> list:
     with atomic_path(args.out) as tmp: tmp.write_text(json.dumps(r, indent=1, default=float))
     return [args.out]
 
+# %% ../nbs/20_cli.ipynb #ee2ca397
+def _cluster(args) -> list:
+    from sediment_cluster.overcluster import cluster_store
+    return [cluster_store(args.store, k=args.k, random_state=args.seed, model=args.model, progress=True)]
+
+# %% ../nbs/20_cli.ipynb #85927623
+def _layer_arg(v:str):
+    "A `--layer` value: a layer index, or a word such as 'sharpest' or 'all'."
+    return int(v) if str(v).isdigit() else v
+
+def _report(args) -> list:
+    from sediment_cluster.report import write_report
+    return [write_report(args.store, out=args.out, samples=args.samples, groups=args.groups,
+                         view=None if args.view == 'none' else args.view, layer=_layer_arg(args.layer), title=args.title)]
+
+def _export_ecotaxa(args) -> list:
+    from sediment_cluster.label import export_ecotaxa
+    r = export_ecotaxa(args.store, args.out, samples=args.samples, layer=_layer_arg(args.layer), fmt=args.format, status=args.status)
+    return list(r.values())
+
 # %% ../nbs/20_cli.ipynb #625fb688
 def demo(out, n_stacks:int=4, seed:int=0, workers:int=None) -> dict:
     "Run the demo into folder `out`: synthetic plates, a picture of one stack, a particle store. Returns the paths written."
@@ -181,6 +201,42 @@ def _add_extract(sub):
     p.add_argument('--layers', type=int, default=None, help='layers per stack (default: the most common count)')
     p.set_defaults(func=_extract)
 
+# %% ../nbs/20_cli.ipynb #53c855b4
+def _add_cluster(sub):
+    p = sub.add_parser('cluster', help='overcluster the latent features of a particle store (K-means, K=100)',
+                       description='K-means with K clusters on STORE/latent.npy; writes STORE/clusters.parquet '
+                                   '(particle_id, cluster, distance) and the model STORE/overcluster.npz.')
+    p.add_argument('store', type=Path, help='particle store folder with latent.npy (from encode)')
+    p.add_argument('--k', type=int, default=100, help='number of clusters K (default 100)')
+    p.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
+    p.add_argument('--model', type=Path, default=None, help='saved overcluster.npz to apply instead of fitting (new samples)')
+    p.set_defaults(func=_cluster)
+
+# %% ../nbs/20_cli.ipynb #7cf47a51
+def _add_report(sub):
+    p = sub.add_parser('report', help='write a static HTML report of a particle store',
+                       description='One self-contained HTML page: overview, cluster galleries, latent map, labels and '
+                                   'per-sample proxies (sections whose inputs are missing are listed, not failed).')
+    p.add_argument('store', type=Path, help='particle store folder')
+    p.add_argument('--out', type=Path, default=Path('report.html'), help='HTML file to write (default report.html)')
+    p.add_argument('--samples', default=None, help='stack → sample: CSV stack_id,sample or a regex with a group named sample')
+    p.add_argument('--groups', default=None, help='class → group mapping for the proxies (CSV or JSON)')
+    p.add_argument('--view', default='umap', choices=['umap', 'pca', 'none'], help='latent map (default umap)')
+    p.add_argument('--layer', default='sharpest', help="focal layer of the galleries: an index or 'sharpest' (default)")
+    p.add_argument('--title', default=None, help="page title (default: the store's folder name)")
+    p.set_defaults(func=_report)
+
+def _add_export_ecotaxa(sub):
+    p = sub.add_parser('export-ecotaxa', help='write the EcoTaxa import archive (TSV + images) of a labelled store',
+                       description='Write OUT/ecotaxa_<store>.zip (TSV + one image per object) and the TSV beside it.')
+    p.add_argument('store', type=Path, help='particle store folder')
+    p.add_argument('--out', required=True, type=Path, help='output folder')
+    p.add_argument('--samples', default=None, help='stack → sample: CSV stack_id,sample or a regex with a group named sample')
+    p.add_argument('--layer', default='sharpest', help="image per object: a layer index, 'sharpest' (default) or 'all'")
+    p.add_argument('--format', default='png', choices=['png', 'jpg'], help='image format (default png)')
+    p.add_argument('--status', default='validated', choices=['validated', 'predicted', 'dubious'], help='annotation status of named objects')
+    p.set_defaults(func=_export_ecotaxa)
+
 # %% ../nbs/20_cli.ipynb #ebbaaccb
 def _add_bench(sub):
     p = sub.add_parser('bench', help='benchmarks: our pipeline against a library baseline in the same run',
@@ -206,7 +262,7 @@ def _add_demo(sub):
     p.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
     p.set_defaults(func=_demo)
 
-# %% ../nbs/20_cli.ipynb #57db2842
+# %% ../nbs/20_cli.ipynb #1ab8725e
 def make_parser() -> argparse.ArgumentParser:
     "The `sediment-cluster` argument parser with one sub-command per pipeline step."
     from sediment_cluster import __version__
@@ -214,7 +270,7 @@ def make_parser() -> argparse.ArgumentParser:
         description='Unsupervised clustering of sediment particles and segmentation of spectral datacubes.')
     parser.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
     sub = parser.add_subparsers(title='commands', dest='command', metavar='COMMAND')
-    for add in (_add_demo, _add_synth_plates, _add_extract, _add_synth_cube, _add_rgb_cluster, _add_evaluate, _add_bench): add(sub)
+    for add in (_add_demo, _add_synth_plates, _add_extract, _add_cluster, _add_report, _add_export_ecotaxa, _add_synth_cube, _add_rgb_cluster, _add_evaluate, _add_bench): add(sub)
     return parser
 
 # %% ../nbs/20_cli.ipynb #da4998ef
