@@ -104,3 +104,39 @@ def test_bench_extract_prints_ratio_and_writes_json(tmp_path):
     assert r.returncode == 0, r.stderr
     b = json.loads((tmp_path/'b.json').read_text())
     assert b['speedup'] > 1 and set(b['methods']) == {'fast', 'reference'} and 'faster than reference' in r.stdout
+
+def _toy_store(path, n=40, seed=0):
+    "A store of `n` crops in two colour groups with a 2-D latent that separates them."
+    import numpy as np, pandas as pd
+    from sediment_cluster.store import ParticleStore
+    rng = np.random.default_rng(seed); grp = np.arange(n) % 2
+    crops = np.zeros((n, 2, 16, 16, 3), np.uint8); crops[grp == 0, ..., 0] = 200; crops[grp == 1, ..., 2] = 200
+    table = pd.DataFrame({'stack_id': [f's{i // 4}' for i in range(n)], 'x0': 0, 'y0': 0, 'x1': 16, 'y1': 16,
+                          'chopped': False, 'clumped': False, 'area_px': 200., 'eq_diameter_px': 16., 'aspect_ratio': 1.,
+                          'circularity': .9, 'solidity': .95})
+    s = ParticleStore.create(path, table, crops)
+    s.write_array('latent.npy', (grp[:, None] * 10 + rng.normal(size=(n, 2))).astype('float32'))
+    return s, grp
+
+def test_cluster_report_and_ecotaxa(tmp_path):
+    import pandas as pd
+    from sediment_cluster.metrics import ari
+    s, grp = _toy_store(tmp_path/'s')
+    r = run('cluster', s.path, '--k', '2')
+    assert r.returncode == 0, r.stderr
+    cl = pd.read_parquet(s.path/'clusters.parquet')
+    assert list(cl.columns[:3]) == ['particle_id', 'cluster', 'distance'] and ari(cl.cluster.to_numpy(), grp) == 1.0
+    (s.path/'labels.csv').write_text('cluster,class\n' + '\n'.join(f"{c},{'red' if grp[cl.cluster == c][0] == 0 else 'blue'}" for c in sorted(cl.cluster.unique())))
+    r = run('report', s.path, '--out', tmp_path/'r.html', '--view', 'pca')
+    assert r.returncode == 0, r.stderr
+    html = (tmp_path/'r.html').read_text()
+    assert html.startswith('<!') and 'data:image/png;base64' in html and 'red' in html
+    r = run('export-ecotaxa', s.path, '--out', tmp_path/'eco')
+    assert r.returncode == 0, r.stderr
+    assert any(p.suffix == '.zip' for p in (tmp_path/'eco').iterdir())
+
+def test_cluster_k_above_particles_is_one_line(tmp_path):
+    s, _ = _toy_store(tmp_path/'s', n=6)
+    r = run('cluster', s.path, '--k', '100')
+    last = r.stderr.strip().splitlines()[-1]   # after the progress bar, one line names the problem
+    assert r.returncode == 2 and last.startswith('sediment-cluster cluster: error') and '100' in last and 'Traceback' not in r.stderr
