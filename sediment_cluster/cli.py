@@ -78,7 +78,7 @@ def _extract(args) -> list:
     print(f"{len(store)} particles from {store.meta.get('n_stacks', '?')} stacks" + (f"; {n_err} stacks skipped (see errors.csv)" if n_err else ''))
     return [store.path/'particles.parquet', store.path/'crops.zarr', store.path/'errors.csv']
 
-# %% ../nbs/20_cli.ipynb #d78141c0
+# %% ../nbs/20_cli.ipynb #629be0f0
 def _bench(args) -> list:
     import json
     from sediment_cluster.core import atomic_path
@@ -86,6 +86,9 @@ def _bench(args) -> list:
     if args.what == 'extract':
         r = bench.bench_extract(n_stacks=args.n_stacks, size=tuple(args.size), seed=args.seed,
                                 methods=tuple(args.methods), background=args.background)
+    if args.what == 'cube':
+        r = bench.bench_cube(n_points=args.n_points, size=args.size, n_channels=args.channels, umap_sample=args.umap_sample or None,
+                             parts=tuple(args.parts), seed=args.seed, device=args.device)
     if args.out is None: return []
     with atomic_path(args.out) as tmp: tmp.write_text(json.dumps(r, indent=1, default=float))
     return [args.out]
@@ -110,23 +113,89 @@ def _export_ecotaxa(args) -> list:
     r = export_ecotaxa(args.store, args.out, samples=args.samples, layer=_layer_arg(args.layer), fmt=args.format, status=args.status)
     return list(r.values())
 
-# %% ../nbs/20_cli.ipynb #625fb688
-def demo(out, n_stacks:int=4, seed:int=0, workers:int=None) -> dict:
-    "Run the demo into folder `out`: synthetic plates, a picture of one stack, a particle store. Returns the paths written."
+# %% ../nbs/20_cli.ipynb #3a6cec77
+def _pretrained_arg(v):
+    "`--pretrained`: None → random weights, 'cache' → the torch hub cache, else a weight file."
+    return False if v is None else True if v == 'cache' else Path(v)
+
+def _train_vae(args) -> list:
+    from sediment_cluster.vae import train_vae
+    return [train_vae(args.store, args.out, epochs=args.epochs, backbone=args.backbone, size=args.size, latent=args.latent,
+                      beta=args.beta, regulariser=args.regulariser, batch_size=args.batch_size, lr=args.lr,
+                      one_cycle=args.one_cycle, pretrained=_pretrained_arg(args.pretrained), device=args.device, random_state=args.seed)]
+
+def _encode(args) -> list:
+    from sediment_cluster.vae import encode_store
+    return [encode_store(args.store, args.model, batch_size=args.batch_size, device=args.device)]
+
+# %% ../nbs/20_cli.ipynb #8f36caf0
+def _train_spectral(args) -> list:
+    from sediment_cluster.deepcluster import train_spectral
+    return [train_spectral(args.cubes, args.out, latent=args.latent, variant=args.variant, clustering=None if args.clustering == 'none' else args.clustering,
+                           mode=args.mode, gamma=args.gamma, k_range=(args.k_min, args.k_max), n_bins=args.bins,
+                           epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_spectra=args.max_spectra,
+                           random_state=args.seed)]
+
+def _segment(args) -> list:
+    from sediment_cluster.deepcluster import segment_file
+    return [segment_file(args.cube, args.model, args.out, k_range=tuple(args.k_range), scheduler=args.scheduler)]
+
+# %% ../nbs/20_cli.ipynb #c2efaa12
+def _demo_particles(out:Path, n_stacks:int, seed:int, epochs:int, workers) -> dict:
+    "Synthetic plates → store → VAE → latent → clusters → HTML report."
     import matplotlib; matplotlib.use('Agg')
     from sediment_cluster.core import iter_stacks, show_stack
     from sediment_cluster.synth.plates import synth_plates
     from sediment_cluster.store import extract_store
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    from sediment_cluster.vae import train_vae, encode_store
+    from sediment_cluster.overcluster import cluster_store
+    from sediment_cluster.report import write_report
     plates = synth_plates(out/'plates', n_stacks=n_stacks, seed=seed, overwrite=True)
     fig = show_stack(next(iter_stacks(plates)))
     picture = out/'stack.png'; fig.savefig(picture, dpi=80); matplotlib.pyplot.close(fig)
     shutil.rmtree(out/'store', ignore_errors=True)  # the plates were just re-rendered: extract them afresh
     store = extract_store(plates, out/'store', size=64, workers=workers)
     print(f"{len(store)} particles extracted from {n_stacks} stacks")
-    return {'plates': plates, 'truth': plates/'truth.parquet', 'stack picture': picture, 'store': store.path}
+    model = train_vae(store, out/'vae.pt', epochs=epochs, size=64, latent=32, batch_size=16, lr=1e-3, random_state=seed)
+    encode_store(store, model)
+    k = min(100, max(2, len(store) // 3))
+    if k < 100: print(f"K = {k} clusters for the demo's {len(store)} particles (100 on real data)")
+    clusters = cluster_store(store, k=k, random_state=seed)
+    report = write_report(store, out/'report.html', view='pca')
+    return {'plates': plates, 'stack picture': picture, 'store': store.path, 'model': model, 'clusters': clusters, 'report': report}
 
-def _demo(args) -> list: return list(demo(args.out, n_stacks=args.stacks, seed=args.seed).values())
+# %% ../nbs/20_cli.ipynb #62e615b4
+def _demo_cube(out:Path, seed:int, epochs:int) -> dict:
+    "Synthetic MA-XRF cube → deep spectral clustering → label map → metrics and figures against the reference."
+    import json
+    from sediment_cluster.core import atomic_path
+    from sediment_cluster.synth.cubes import synth_cube
+    from sediment_cluster.deepcluster import train_spectral, segment_file
+    from sediment_cluster.metrics import evaluate_labels
+    from sediment_cluster.evaluate import save_evaluation
+    cube = synth_cube('xrf', out/'cube.h5', size=48, n_channels=256, random_state=seed)
+    model = train_spectral(cube['cube'], out/'spectral.pt', epochs=epochs, gamma_ramp=(epochs // 3, 2 * epochs // 3),
+                           k_range=(2, 8), random_state=seed)
+    labels = segment_file(cube['cube'], model, out/'cube_segments.npy', k_range=(2, 8))
+    metrics = evaluate_labels(_load_labels(labels), _load_labels(cube['labels']))
+    with atomic_path(out/'cube_metrics.json') as tmp: tmp.write_text(json.dumps(metrics, indent=1))
+    print(f"datacube: {metrics['n_pred']} clusters vs {metrics['n_ref']} reference; weighted F1 {metrics['f1']['weighted']:.3f}, "
+          f"Tversky {metrics['tversky']['weighted']:.3f}, ARI {metrics['ari']:.3f}")
+    figures = save_evaluation(labels, cube['labels'], out/'cube_evaluation')
+    return {'cube': cube['cube'], 'spectral model': model, 'segments': labels, 'cube metrics': out/'cube_metrics.json',
+            'cube figures': out/'cube_evaluation'}
+
+# %% ../nbs/20_cli.ipynb #2850fcee
+def demo(out, n_stacks:int=12, seed:int=0, workers:int=None, epochs:int=3, cube_epochs:int=30, parts=('particles', 'cube')) -> dict:
+    "Run the demo into folder `out`: both pipelines on synthetic data. Returns the paths written."
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    if 'particles' in parts: written.update(_demo_particles(out, n_stacks, seed, epochs, workers))
+    if 'cube' in parts: written.update(_demo_cube(out, seed, cube_epochs))
+    return written
+
+def _demo(args) -> list:
+    return list(demo(args.out, n_stacks=args.stacks, seed=args.seed, epochs=args.epochs, parts=tuple(args.parts)).values())
 
 # %% ../nbs/20_cli.ipynb #e50f03d0
 def _add_synth_plates(sub):
@@ -237,7 +306,70 @@ def _add_export_ecotaxa(sub):
     p.add_argument('--status', default='validated', choices=['validated', 'predicted', 'dubious'], help='annotation status of named objects')
     p.set_defaults(func=_export_ecotaxa)
 
-# %% ../nbs/20_cli.ipynb #ebbaaccb
+# %% ../nbs/20_cli.ipynb #8a84c5c5
+def _add_train_vae(sub):
+    p = sub.add_parser('train-vae', help='train the multi-focal VAE on the crops of a particle store',
+                       description='Train a FocalVAE (one ResNet branch per focal layer; loss = pixel MSE + beta * KL) with fastai '
+                                   'and write the best model (validation loss) to MODEL; rerunning continues from MODEL.ckpt.')
+    p.add_argument('store', type=Path, help='particle store folder')
+    p.add_argument('--out', required=True, type=Path, help='model file to write')
+    p.add_argument('--epochs', type=int, default=5, help='epochs (default 5)')
+    p.add_argument('--backbone', default='resnet18', choices=['resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152'],
+                   help='ResNet of each branch (default resnet18; the paper: resnet152)')
+    p.add_argument('--size', type=int, default=64, help='input size in px (default 64; the paper: 280)')
+    p.add_argument('--latent', type=int, default=512, help='latent dimension (default 512)')
+    p.add_argument('--beta', type=float, default=1.0, help='weight of the KL (or MMD) term (default 1)')
+    p.add_argument('--regulariser', default='kl', choices=['kl', 'mmd'], help='kl (beta-VAE) or mmd (InfoVAE) (default kl)')
+    p.add_argument('--batch-size', type=int, default=32, help='batch size (default 32)')
+    p.add_argument('--lr', type=float, default=1e-4, help='Adam learning rate (default 1e-4, as the paper)')
+    p.add_argument('--one-cycle', action='store_true', help="fastai's 1cycle schedule (peak rate --lr)")
+    p.add_argument('--pretrained', default=None, help="ImageNet weights: 'cache' (torch hub cache) or a .pth file; never downloaded")
+    p.add_argument('--device', default='auto', help='auto, cpu, cuda (default auto)')
+    p.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
+    p.set_defaults(func=_train_vae)
+
+def _add_encode(sub):
+    p = sub.add_parser('encode', help='write the latent features (mu) of every particle into the store',
+                       description='Encode every particle of STORE with MODEL and write STORE/latent.npy (N x latent, store order).')
+    p.add_argument('store', type=Path, help='particle store folder')
+    p.add_argument('--model', required=True, type=Path, help='model file from train-vae')
+    p.add_argument('--batch-size', type=int, default=64, help='batch size (default 64)')
+    p.add_argument('--device', default='auto', help='auto, cpu, cuda (default auto)')
+    p.set_defaults(func=_encode)
+
+# %% ../nbs/20_cli.ipynb #dea64aef
+def _add_train_spectral(sub):
+    p = sub.add_parser('train-spectral', help='train a deep spectral clustering model on one or more datacubes',
+                       description='Train an autoencoder on pixel spectra jointly with a clustering loss '
+                                   '(reconstruction + beta(t) MMD + gamma(t) clustering) and save it to MODEL.')
+    p.add_argument('cubes', type=Path, nargs='+', help='cube files (.npy, .h5, .zarr) with the same channels')
+    p.add_argument('--out', required=True, type=Path, help='model file to write')
+    p.add_argument('--latent', type=int, default=8, help='latent dimension (default 8)')
+    p.add_argument('--variant', default='ae', choices=['ae', 'vae', 'infovae'], help='autoencoder variant (default ae)')
+    p.add_argument('--clustering', default='kmeans', choices=['kmeans', 'silhouette', 'soft_silhouette', 'none'], help='clustering loss (default kmeans)')
+    p.add_argument('--mode', default='sum', choices=['sum', 'product'], help='how the losses combine (default sum, eq. 6)')
+    p.add_argument('--gamma', type=float, default=1.0, help='final weight of the clustering loss (default 1)')
+    p.add_argument('--k-min', type=int, default=2, help='smallest k tried (default 2)')
+    p.add_argument('--k-max', type=int, default=12, help='largest k tried (default 12)')
+    p.add_argument('--bins', type=int, default=None, help='sum channels into this many bins first')
+    p.add_argument('--epochs', type=int, default=50, help='epochs (default 50)')
+    p.add_argument('--batch-size', type=int, default=1024, help='batch size (default 1024)')
+    p.add_argument('--lr', type=float, default=1e-3, help='Adam learning rate (default 1e-3)')
+    p.add_argument('--max-spectra', type=int, default=100_000, help='spectra sampled from all cubes (default 100000)')
+    p.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
+    p.set_defaults(func=_train_spectral)
+
+def _add_segment(sub):
+    p = sub.add_parser('segment', help='segment a datacube with a trained spectral model',
+                       description='Encode every pixel spectrum (streamed in row blocks), choose k by silhouette and save the label map.')
+    p.add_argument('cube', type=Path, help='cube file (.npy, .h5, .zarr)')
+    p.add_argument('--model', required=True, type=Path, help='model file from train-spectral')
+    p.add_argument('--out', required=True, type=Path, help='label map to write (.npy, H x W)')
+    p.add_argument('--k-range', type=int, nargs=2, default=(2, 12), metavar=('KMIN', 'KMAX'), help='k tried (default 2 12)')
+    p.add_argument('--scheduler', default=None, help='address of a dask scheduler (tcp://host:port) to run on')
+    p.set_defaults(func=_segment)
+
+# %% ../nbs/20_cli.ipynb #cb386d49
 def _add_bench(sub):
     p = sub.add_parser('bench', help='benchmarks: our pipeline against a library baseline in the same run',
                        description='Run a benchmark and print seconds, ratios and quality for both paths.')
@@ -251,18 +383,31 @@ def _add_bench(sub):
                    help='paths to time (default: all three)')
     e.add_argument('--background', default='saturation', choices=['saturation', 'auto'], help='plate detection (default saturation)')
     e.add_argument('--out', type=Path, default=None, help='also write the figures to this JSON file')
+    c = bsub.add_parser('cube', help='IKMeans vs scikit-learn k selection; segmentation spectra/s vs UMAP+KMeans',
+                        description='(a) IKMeans k in [2, 12] on latent points vs a scikit-learn KMeans + silhouette loop; '
+                                    '(b) segmentation of a synthetic XRF cube vs UMAP(3) + KMeans. Prints times and ratios.')
+    c.add_argument('--n-points', type=int, default=1_000_000, help='(a) latent points (default 1000000)')
+    c.add_argument('--size', type=int, default=1000, help='(b) cube side in px (default 1000)')
+    c.add_argument('--channels', type=int, default=1024, help='(b) energy channels (default 1024)')
+    c.add_argument('--umap-sample', type=int, default=20_000, help='(b) pixels given to UMAP, time extrapolated; 0 skips UMAP')
+    c.add_argument('--parts', nargs='+', default=['ikmeans', 'segment'], choices=['ikmeans', 'segment'], help='what to run (default both)')
+    c.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
+    c.add_argument('--device', default='auto', help="torch device: auto, cpu, cuda (default auto)")
+    c.add_argument('--out', type=Path, default=None, help='also write the figures to this JSON file')
     p.set_defaults(func=_bench)
 
-# %% ../nbs/20_cli.ipynb #ca380690
+# %% ../nbs/20_cli.ipynb #6caa81d7
 def _add_demo(sub):
     p = sub.add_parser('demo', help='run the main job on embedded demo data',
                        description='Run the pipeline on synthetic demo data and print where the outputs are.')
     p.add_argument('--out', type=Path, default=Path('demo'), help='output folder (default ./demo)')
-    p.add_argument('--stacks', type=int, default=4, help='number of synthetic stacks (default 4)')
+    p.add_argument('--stacks', type=int, default=12, help='number of synthetic stacks (default 12)')
+    p.add_argument('--epochs', type=int, default=3, help='VAE training epochs (default 3)')
+    p.add_argument('--parts', nargs='+', default=['particles', 'cube'], choices=['particles', 'cube'], help='pipelines to run (default both)')
     p.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
     p.set_defaults(func=_demo)
 
-# %% ../nbs/20_cli.ipynb #1ab8725e
+# %% ../nbs/20_cli.ipynb #9d859c1e
 def make_parser() -> argparse.ArgumentParser:
     "The `sediment-cluster` argument parser with one sub-command per pipeline step."
     from sediment_cluster import __version__
@@ -270,7 +415,8 @@ def make_parser() -> argparse.ArgumentParser:
         description='Unsupervised clustering of sediment particles and segmentation of spectral datacubes.')
     parser.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
     sub = parser.add_subparsers(title='commands', dest='command', metavar='COMMAND')
-    for add in (_add_demo, _add_synth_plates, _add_extract, _add_cluster, _add_report, _add_export_ecotaxa, _add_synth_cube, _add_rgb_cluster, _add_evaluate, _add_bench): add(sub)
+    for add in (_add_demo, _add_synth_plates, _add_extract, _add_train_vae, _add_encode, _add_cluster, _add_report, _add_export_ecotaxa,
+                _add_synth_cube, _add_rgb_cluster, _add_train_spectral, _add_segment, _add_evaluate, _add_bench): add(sub)
     return parser
 
 # %% ../nbs/20_cli.ipynb #da4998ef

@@ -19,8 +19,8 @@ from .core import InputError
 
 # %% auto #0
 __all__ = ['get_device', 'as_points', 'sqdist', 'chunk_rows', 'kmeans_plusplus', 'assign', 'lloyd', 'kmeans_fit', 'dist_sums',
-           'silhouette_samples_t', 'silhouette_scores_t', 'simplified_silhouette_t', 'silhouette', 'IKMeans',
-           'torch_threads']
+           'silhouette_samples_t', 'silhouette_scores_t', 'simplified_silhouette_t', 'soft_silhouette_t', 'silhouette',
+           'IKMeans', 'torch_threads']
 
 # %% ../nbs/02_ikmeans.ipynb #876738e5
 def get_device(device:str='auto') -> torch.device:
@@ -230,6 +230,24 @@ def simplified_silhouette_t(X:torch.Tensor, labels:torch.Tensor, C:torch.Tensor)
         out.append((b - a) / torch.maximum(a, b).clamp(min=1e-12))
     return torch.cat(out)
 
+# %% ../nbs/02_ikmeans.ipynb #656aaa9c
+def soft_silhouette_t(
+    X:torch.Tensor,     # (N, D) points (may require grad)
+    P:torch.Tensor,     # (N, K) memberships ≥ 0, rows summing to 1 (may require grad)
+) -> torch.Tensor:      # (N,) soft silhouette of each point
+    "Soft silhouette of each row of `X` for fuzzy memberships `P`; the exact silhouette when `P` is one-hot."
+    X = X - X.mean(0).detach()
+    S = dist_sums(X, P)[0][:, 0]                                # Σⱼ≠ᵢ pⱼₖ dᵢⱼ
+    n = P.sum(0)[None] - P                                      # Σⱼ≠ᵢ pⱼₖ: cluster mass without item i
+    has = n > 1e-6
+    D = S / n.clamp(min=1e-6)
+    eye = torch.eye(P.shape[1], dtype=torch.bool, device=P.device)[None]
+    b = D[:, None, :].masked_fill(eye | ~has[:, None, :], math.inf).min(-1).values   # nearest other cluster
+    ok = has & torch.isfinite(b)
+    b, D = torch.where(ok, b, torch.ones_like(b)), torch.where(ok, D, torch.zeros_like(D))
+    s = torch.where(ok, (b - D) / torch.maximum(D, b).clamp(min=1e-12), torch.zeros_like(D))
+    return (P * s).sum(1)
+
 # %% ../nbs/02_ikmeans.ipynb #00b7035b
 def silhouette(
     X,                          # (N, D) points
@@ -330,17 +348,17 @@ def _best_k(scores:dict) -> int|None:
     ok = {k: v for k, v in scores.items() if not math.isnan(v)}
     return max(ok, key=lambda k: (ok[k], -k)) if ok else None
 
-# %% ../nbs/02_ikmeans.ipynb #56e3c7e4
+# %% ../nbs/02_ikmeans.ipynb #056fdbcf
 @patch
 def _fit_constant(self:IKMeans, X:torch.Tensor, mean:torch.Tensor):
     "Fitted state for data whose rows are all equal: a single cluster."
-    warnings.warn("IKMeans: all samples are identical; returning a single cluster")
+    warnings.warn("IKMeans: all samples are identical (up to float32 rounding); returning a single cluster")
     self.n_clusters_, self.scores_, self.score_se_, self.inertias_, self.n_iter_ = 1, {}, {}, {1: 0.0}, 0
     self.cluster_centers_ = mean[None].cpu().numpy().astype(np.float32)
     self.labels_, self.inertia_ = np.zeros(len(X), np.int64), 0.0
     return self
 
-# %% ../nbs/02_ikmeans.ipynb #9dee4680
+# %% ../nbs/02_ikmeans.ipynb #10a512aa
 @patch
 def fit(self:IKMeans,
     X,          # (N, D) points: numpy array, list or torch tensor
@@ -350,8 +368,8 @@ def fit(self:IKMeans,
     dev = get_device(self.device); X = as_points(X, dev)
     ks, rng = self._k_values(len(X)), _rng(self.random_state)
     self.n_features_in_, self.device_ = X.shape[1], str(dev)
-    mean = X.double().mean(0).float(); X = X - mean
-    if float(X.abs().max()) == 0: return self._fit_constant(X, mean)
+    mean, span = X.double().mean(0).float(), float(X.abs().max()); X = X - mean
+    if float(X.abs().max()) <= 8 * torch.finfo(torch.float32).eps * span: return self._fit_constant(X, mean)
     method = self._sil_method(len(X), len(ks))
     sub = _subsample(rng, len(X), self.init_size, 2 * (self.init_size or 0), dev, sort=True)
     sil_idx = _subsample(rng, len(X), self.silhouette_sample_size, self.silhouette_sample_size, dev, sort=False)

@@ -30,8 +30,13 @@ def test_demo_writes_what_it_prints(tmp_path):
     assert written and all(p.exists() for p in written)
     assert len(find_stacks(tmp_path/'demo'/'plates')) == 2
     assert read_image(tmp_path/'demo'/'stack.png').shape[2] == 3
+    import json, numpy as np
     from sediment_cluster.store import ParticleStore
-    assert len(ParticleStore(tmp_path/'demo'/'store')) > 0
+    store = ParticleStore(tmp_path/'demo'/'store')
+    assert len(store) > 0 and np.load(store.path/'latent.npy').shape[0] == len(store)
+    assert 'data:image/png;base64' in (tmp_path/'demo'/'report.html').read_text()
+    m = json.loads((tmp_path/'demo'/'cube_metrics.json').read_text())
+    assert m['n_pred'] >= 2 and 0 <= m['f1']['weighted'] <= 1
 
 def test_synth_plates_round_trip(tmp_path):
     r = run('synth-plates', tmp_path/'p', '--stacks', '3', '--layers', '4', '--width', '320', '--height', '256', '--seed', '5')
@@ -140,3 +145,38 @@ def test_cluster_k_above_particles_is_one_line(tmp_path):
     r = run('cluster', s.path, '--k', '100')
     last = r.stderr.strip().splitlines()[-1]   # after the progress bar, one line names the problem
     assert r.returncode == 2 and last.startswith('sediment-cluster cluster: error') and '100' in last and 'Traceback' not in r.stderr
+
+def test_train_vae_then_encode(tmp_path):
+    import numpy as np
+    s, _ = _toy_store(tmp_path/'s', n=24)
+    r = run('train-vae', s.path, '--out', tmp_path/'vae.pt', '--epochs', '1', '--size', '32', '--latent', '8', '--batch-size', '8')
+    assert r.returncode == 0, r.stderr
+    r = run('encode', s.path, '--model', tmp_path/'vae.pt')
+    assert r.returncode == 0, r.stderr
+    mu = np.load(s.path/'latent.npy')
+    assert mu.shape == (24, 8) and mu.dtype == np.float32 and np.isfinite(mu).all()
+
+def test_train_vae_missing_pretrained_file_is_one_line(tmp_path):
+    s, _ = _toy_store(tmp_path/'s', n=8)
+    r = run('train-vae', s.path, '--out', tmp_path/'vae.pt', '--pretrained', tmp_path/'nope.pth')
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and 'nope.pth' in last and 'Traceback' not in r.stderr and not (tmp_path/'vae.pt').exists()
+
+def test_train_spectral_segment_evaluate(tmp_path):
+    import json, numpy as np
+    assert run('synth-cube', '--kind', 'xrf', '--out', tmp_path/'c.h5', '--size', '24', '--channels', '128').returncode == 0
+    r = run('train-spectral', tmp_path/'c.h5', '--out', tmp_path/'m.pt', '--epochs', '5', '--k-max', '6')
+    assert r.returncode == 0, r.stderr
+    r = run('segment', tmp_path/'c.h5', '--model', tmp_path/'m.pt', '--out', tmp_path/'seg.npy', '--k-range', '2', '6')
+    assert r.returncode == 0, r.stderr
+    seg, ref = np.load(tmp_path/'seg.npy'), np.load(tmp_path/'c_labels.npy')
+    assert seg.shape == ref.shape and 2 <= len(np.unique(seg)) <= 6
+    r = run('evaluate', tmp_path/'seg.npy', '--reference', tmp_path/'c_labels.npy', '--out', tmp_path/'m.json')
+    assert r.returncode == 0 and 0 <= json.loads((tmp_path/'m.json').read_text())['f1']['weighted'] <= 1
+
+def test_segment_bad_k_range_is_one_line(tmp_path):
+    assert run('synth-cube', '--kind', 'xrf', '--out', tmp_path/'c.h5', '--size', '16', '--channels', '64').returncode == 0
+    assert run('train-spectral', tmp_path/'c.h5', '--out', tmp_path/'m.pt', '--epochs', '2', '--k-max', '4').returncode == 0
+    r = run('segment', tmp_path/'c.h5', '--model', tmp_path/'m.pt', '--out', tmp_path/'seg.npy', '--k-range', '5', '2')
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and 'Traceback' not in r.stderr and last.startswith('sediment-cluster segment: error') and not (tmp_path/'seg.npy').exists()
