@@ -30,8 +30,8 @@ from .spectral import (AUTO_BETA, LossTerm, Ramp, SpectralAE, TrainingDiverged, 
 # %% auto #0
 __all__ = ['CLUSTER_LOSSES', 'CLUSTERINGS', 'AE_PARAMS', 'FORMAT', 'DASK_CONNECT_TIMEOUT', 'kmeans_loss', 'silhouette_loss',
            'ClusteringLoss', 'DeepSpectralClustering', 'check_latents', 'cluster_latents', 'within_between',
-           'train_spectral', 'Segmentation', 'dask_scheduler', 'segment', 'plot_cluster_spectra', 'plt_subplots',
-           'plot_barycentres', 'plot_integrated', 'plot_cluster_masks', 'segment_file']
+           'train_spectral', 'Segmentation', 'dask_scheduler', 'segment', 'plot_cluster_spectra', 'plot_barycentres',
+           'plot_integrated', 'plot_cluster_masks', 'segment_file']
 
 # %% ../nbs/13_deepcluster.ipynb #edb87ae4
 def kmeans_loss(
@@ -586,11 +586,11 @@ def _ylim(*curves) -> tuple:
     lo, hi = (v.min(), v.max()) if len(v) else (0., 1.)
     return (min(lo, 0.), hi * 1.08 + 1e-12)
 
-# %% ../nbs/13_deepcluster.ipynb #27b1bfaf
+# %% ../nbs/13_deepcluster.ipynb #bff339a0
 def plot_cluster_spectra(seg:Segmentation, backdrop:bool=True, size:float=2.):
     "Figs. 4/9: per cluster the binary map, the mean reconstruction (eq. 8) and the mean input (eq. 9)."
     K, x = seg.n_clusters, seg.model_axis
-    fig, axs = plt_subplots(K, 3, figsize=(10, size * K), squeeze=False, gridspec_kw={'width_ratios': [1, 2.2, 2.2]})
+    fig, axs = _subplots(K, 3, figsize=(10, size * K), squeeze=False, gridspec_kw={'width_ratios': [1, 2.2, 2.2]})
     for k, (a, b, c) in enumerate(axs):
         a.imshow(seg.labels == k, cmap='viridis', vmin=0, vmax=1, interpolation='nearest'); a.set_axis_off()
         a.set_title(f'cluster {k} ({seg.counts[k]} px)', fontsize=8)
@@ -601,15 +601,15 @@ def plot_cluster_spectra(seg:Segmentation, backdrop:bool=True, size:float=2.):
     for ax in axs[-1, 1:]: ax.set_xlabel(seg.unit, fontsize=8)
     fig.tight_layout(); return fig
 
-def plt_subplots(*args, **kwargs):
+def _subplots(*args, **kwargs):
     import matplotlib.pyplot as plt
     return plt.subplots(*args, **kwargs)
 
-# %% ../nbs/13_deepcluster.ipynb #da8b105a
+# %% ../nbs/13_deepcluster.ipynb #3c10e754
 def plot_barycentres(seg:Segmentation, backdrop:bool=True, size:float=2.):
     "Fig. 10: per cluster the mean reconstruction (eq. 8), the decoded barycentre (eq. 10) and the mean input (eq. 9)."
     K, x = seg.n_clusters, seg.model_axis
-    fig, axs = plt_subplots(K, 1, figsize=(9, size * K), squeeze=False, sharex=True)
+    fig, axs = _subplots(K, 1, figsize=(9, size * K), squeeze=False, sharex=True)
     for k, ax in enumerate(axs[:, 0]):
         curves = (seg.mean_decoded[k], seg.barycentres[k], seg.mean_input[k])
         if backdrop and len(seg.flat.get('input', [])): _backdrop(ax, np.abs(seg.flat['input'] - seg.flat['decoded']), x, _ylim(*curves))
@@ -620,22 +620,22 @@ def plot_barycentres(seg:Segmentation, backdrop:bool=True, size:float=2.):
     axs[0, 0].legend(fontsize=7, loc='upper right'); axs[-1, 0].set_xlabel(seg.unit, fontsize=8)
     fig.tight_layout(); return fig
 
-# %% ../nbs/13_deepcluster.ipynb #7adec3f0
+# %% ../nbs/13_deepcluster.ipynb #d6f96d68
 def plot_integrated(seg:Segmentation, size:float=3.):
     "Figs. 5/11: energy-integrated input, decoded and embedded cubes (viridis)."
-    fig, axs = plt_subplots(1, 3, figsize=(3 * size + 1, size))
+    fig, axs = _subplots(1, 3, figsize=(3 * size + 1, size))
     for ax, key in zip(axs, ['input', 'decoded', 'embedded']):
         im = ax.imshow(seg.integrated[key], cmap='viridis', interpolation='nearest'); ax.set_axis_off()
         ax.set_title(f'{key}', fontsize=9); fig.colorbar(im, ax=ax, fraction=.046, pad=.02).ax.tick_params(labelsize=7)
     fig.tight_layout(); return fig
 
-# %% ../nbs/13_deepcluster.ipynb #b6769898
+# %% ../nbs/13_deepcluster.ipynb #b27cd898
 def plot_cluster_masks(seg:Segmentation, rgb:np.ndarray, size:float=2.):
     "Fig. 12: per cluster the masked RGB image (top) and the binary cluster map (bottom)."
     rgb = np.asarray(rgb)
     if rgb.shape[:2] != seg.labels.shape: raise InputError(f"rgb has shape {rgb.shape[:2]} but the labels are {seg.labels.shape}; pass the seed image of this cube")
     K = seg.n_clusters
-    fig, axs = plt_subplots(2, K, figsize=(size * K, 2 * size), squeeze=False)
+    fig, axs = _subplots(2, K, figsize=(size * K, 2 * size), squeeze=False)
     for k in range(K):
         m = seg.labels == k
         axs[0, k].imshow(np.where(m[..., None], rgb, 0)); axs[0, k].set_title(f'cluster {k}', fontsize=9)
