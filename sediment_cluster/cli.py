@@ -164,7 +164,7 @@ def _demo_particles(out:Path, n_stacks:int, seed:int, epochs:int, workers) -> di
     report = write_report(store, out/'report.html', view='pca')
     return {'plates': plates, 'stack picture': picture, 'store': store.path, 'model': model, 'clusters': clusters, 'report': report}
 
-# %% ../nbs/20_cli.ipynb #62e615b4
+# %% ../nbs/20_cli.ipynb #d6dd4353
 def _demo_cube(out:Path, seed:int, epochs:int) -> dict:
     "Synthetic MA-XRF cube → deep spectral clustering → label map → metrics and figures against the reference."
     import json
@@ -174,7 +174,7 @@ def _demo_cube(out:Path, seed:int, epochs:int) -> dict:
     from sediment_cluster.metrics import evaluate_labels
     from sediment_cluster.evaluate import save_evaluation
     cube = synth_cube('xrf', out/'cube.h5', size=48, n_channels=256, random_state=seed)
-    model = train_spectral(cube['cube'], out/'spectral.pt', epochs=epochs, gamma_ramp=(epochs // 3, 2 * epochs // 3),
+    model = train_spectral(cube['cube'], out/'spectral.pt', epochs=epochs, gamma_ramp=(epochs // 2, 3 * epochs // 4),
                            k_range=(2, 8), random_state=seed)
     labels = segment_file(cube['cube'], model, out/'cube_segments.npy', k_range=(2, 8))
     metrics = evaluate_labels(_load_labels(labels), _load_labels(cube['labels']))
@@ -185,8 +185,8 @@ def _demo_cube(out:Path, seed:int, epochs:int) -> dict:
     return {'cube': cube['cube'], 'spectral model': model, 'segments': labels, 'cube metrics': out/'cube_metrics.json',
             'cube figures': out/'cube_evaluation'}
 
-# %% ../nbs/20_cli.ipynb #2850fcee
-def demo(out, n_stacks:int=12, seed:int=0, workers:int=None, epochs:int=3, cube_epochs:int=30, parts=('particles', 'cube')) -> dict:
+# %% ../nbs/20_cli.ipynb #401d23de
+def demo(out, n_stacks:int=12, seed:int=0, workers:int=None, epochs:int=3, cube_epochs:int=40, parts=('particles', 'cube')) -> dict:
     "Run the demo into folder `out`: both pipelines on synthetic data. Returns the paths written."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     written = {}
