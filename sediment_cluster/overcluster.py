@@ -25,10 +25,10 @@ from .metrics import purity
 from .store import ParticleStore
 
 # %% auto #0
-__all__ = ['ENGINES', 'FORMAT', 'LATENT', 'CLUSTERS', 'MODEL', 'UNMATCHED_CLASS', 'BOX', 'OverClusterer', 'open_store',
-           'read_latent', 'cluster_store', 'pixel_features', 'sharpness', 'select_layer', 'cluster_members',
-           'read_crops', 'montage_image', 'cluster_montage', 'write_montage', 'clusters_overview', 'umap_embedding',
-           'plot_embedding', 'umap_view', 'particle_truth', 'cluster_purity', 'cluster_composition']
+__all__ = ['ENGINES', 'FORMAT', 'LATENT', 'CLUSTERS', 'MODEL', 'UNMATCHED_CLASS', 'BOX', 'OverClusterer', 'read_latent',
+           'cluster_store', 'pixel_features', 'sharpness', 'select_layer', 'cluster_members', 'read_crops',
+           'montage_image', 'cluster_montage', 'write_montage', 'clusters_overview', 'umap_embedding', 'plot_embedding',
+           'umap_view', 'particle_truth', 'cluster_purity', 'cluster_composition']
 
 # %% ../nbs/07_overcluster.ipynb #9fd262de
 ENGINES = ('torch', 'sklearn')
@@ -144,16 +144,12 @@ def load(cls:OverClusterer, path) -> OverClusterer:
     self.inertia_, self.n_iter_, self.n_features_in_ = head['inertia_'], head['n_iter_'], head['n_features_in_']
     return self
 
-# %% ../nbs/07_overcluster.ipynb #34a5fb29
+# %% ../nbs/07_overcluster.ipynb #b43abe2b
 LATENT, CLUSTERS, MODEL = 'latent.npy', 'clusters.parquet', 'overcluster.npz'
-
-def open_store(store) -> ParticleStore:
-    "`store` as a `ParticleStore` (opened when a path is given)."
-    return store if isinstance(store, ParticleStore) else ParticleStore(store)
 
 def read_latent(store) -> np.ndarray:
     "The latent matrix μ (`latent.npy`) of `store`, checked against its particles."
-    store = open_store(store); p = store.path/LATENT
+    store = ParticleStore.open(store); p = store.path/LATENT
     if len(store) == 0: raise InputError(f"{store.path}: the store holds no particles; nothing to cluster")
     if not p.is_file(): raise InputError(f"{p}: no latent features in the store; encode it first (sediment-cluster encode STORE)")
     X = store.read_array(LATENT, mmap=False)
@@ -161,7 +157,7 @@ def read_latent(store) -> np.ndarray:
         raise InputError(f"{p}: shape {X.shape} does not match the store's {len(store)} particles; encode the store again")
     return X
 
-# %% ../nbs/07_overcluster.ipynb #ceaa55e8
+# %% ../nbs/07_overcluster.ipynb #612f0e5b
 def _model(model, X:np.ndarray, where:Path) -> OverClusterer:
     "The `OverClusterer` given as an object or a saved file, checked against the latent width of `X`."
     oc = model if isinstance(model, OverClusterer) else OverClusterer.load(model)
@@ -179,7 +175,7 @@ def cluster_store(
     progress:bool=True,  # show a progress bar
 ) -> Path:               # the written `clusters.parquet`
     "Overcluster the latent features of `store`; write `clusters.parquet` and the model `overcluster.npz`."
-    store = open_store(store); X = read_latent(store)
+    store = ParticleStore.open(store); X = read_latent(store)
     with tqdm(total=3, desc='cluster', disable=not progress) as bar:
         oc = OverClusterer(k, random_state=random_state).fit(X) if model is None else _model(model, X, store.path/LATENT)
         bar.update()
@@ -188,7 +184,7 @@ def cluster_store(
         path = store.write_table(CLUSTERS, df); oc.save(store.path/MODEL); bar.update()
     return path
 
-# %% ../nbs/07_overcluster.ipynb #5e8e3b7a
+# %% ../nbs/07_overcluster.ipynb #0dfecb7e
 def pixel_features(
     store,                  # `ParticleStore` or its folder
     size:int=12,            # side of each downsampled layer, px
@@ -199,7 +195,7 @@ def pixel_features(
 ) -> np.ndarray:            # (N, n_components) float32
     "PCA of the downsampled crops of `store` (all layers): a pixel-level stand-in for the latent μ."
     from sklearn.decomposition import PCA
-    store = open_store(store)
+    store = ParticleStore.open(store)
     if len(store) == 0: raise InputError(f"{store.path}: the store holds no particles")
     small = lambda c: cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA)
     rows = [np.stack([np.stack([small(l) for l in p]) for p in crops]).reshape(len(crops), -1)
@@ -244,7 +240,7 @@ def cluster_members(
     idx = np.flatnonzero(lab == cluster)
     return idx[np.argsort(clusters.distance.to_numpy()[idx], kind='stable')][:n]
 
-# %% ../nbs/07_overcluster.ipynb #fcf2f434
+# %% ../nbs/07_overcluster.ipynb #a59bf706
 def read_crops(store:ParticleStore, idx) -> np.ndarray:
     "Crops of store rows `idx`, in that order (read in increasing order, as zarr prefers)."
     idx = np.asarray(idx, np.int64)
@@ -262,13 +258,13 @@ def montage_image(
     pad:int=2,              # white border between crops, px
 ) -> np.ndarray:            # RGB uint8 image
     "The crops of `cluster`, nearest to the centre first, tiled row by row into one RGB image."
-    store = open_store(store); idx = cluster_members(_clusters(store, clusters), cluster, n)
+    store = ParticleStore.open(store); idx = cluster_members(_clusters(store, clusters), cluster, n)
     imgs = select_layer(read_crops(store, idx), layer)
     ncols = ncols or math.ceil(math.sqrt(len(imgs)))
     grid = (math.ceil(len(imgs) / ncols), ncols)
     return _montage(imgs, fill=(255, 255, 255), grid_shape=grid, padding_width=pad, channel_axis=-1)
 
-# %% ../nbs/07_overcluster.ipynb #d6421af1
+# %% ../nbs/07_overcluster.ipynb #16122351
 def cluster_montage(
     store,                  # `ParticleStore` or its folder
     cluster:int,            # the cluster to show
@@ -279,7 +275,7 @@ def cluster_montage(
     ax=None,                # matplotlib axes to draw in (default: a new figure)
 ):                          # matplotlib Figure
     "A figure of the montage of `cluster` with its size in the title."
-    store = open_store(store); clusters = _clusters(store, clusters)
+    store = ParticleStore.open(store); clusters = _clusters(store, clusters)
     img = montage_image(store, cluster, clusters, n, layer, ncols)
     if ax is None: _, ax = plt.subplots(figsize=(4, 4 * img.shape[0] / img.shape[1]))
     size = int((clusters.cluster == cluster).sum())
@@ -296,7 +292,7 @@ def write_montage(
     "Write the montage image of `cluster` to `path` (pixels only, no axes; for the HTML report)."
     return write_image(path, montage_image(store, cluster, **kwargs))
 
-# %% ../nbs/07_overcluster.ipynb #c7814e5b
+# %% ../nbs/07_overcluster.ipynb #4b55f1d6
 def clusters_overview(
     store,                  # `ParticleStore` or its folder
     clusters=None,          # `clusters.parquet` table (default: read from the store)
@@ -306,7 +302,7 @@ def clusters_overview(
     tile_in:float=1.1,      # size of one cluster's tile, inches
 ):                          # matplotlib Figure
     "One tile per cluster with its `per_cluster` most typical crops, numbered and sized."
-    store = open_store(store); clusters = _clusters(store, clusters)
+    store = ParticleStore.open(store); clusters = _clusters(store, clusters)
     ids, sizes = np.unique(clusters.cluster.to_numpy(), return_counts=True)
     ncols = ncols or math.ceil(math.sqrt(len(ids))); nrows = math.ceil(len(ids) / ncols)
     fig, axs = plt.subplots(nrows, ncols, figsize=(tile_in * ncols, (tile_in + .15) * nrows), squeeze=False)
@@ -391,7 +387,7 @@ def _match_boxes(a:np.ndarray, b:np.ndarray, min_iou:float) -> tuple:
     ok = iou[i, j] >= min_iou
     return i[ok], j[ok], iou[i, j][ok]
 
-# %% ../nbs/07_overcluster.ipynb #eee7f42a
+# %% ../nbs/07_overcluster.ipynb #5d343742
 BOX = ['x0', 'y0', 'x1', 'y1']
 
 def particle_truth(
@@ -400,7 +396,7 @@ def particle_truth(
     min_iou:float=0.5,      # least box IoU for a match
 ) -> pd.DataFrame:          # particle_id, cls ('unmatched' when none), grain_id (−1), iou (0)
     "The true class of each particle of `store`: its grain in `truth` by box IoU ≥ `min_iou`, or 'unmatched'."
-    store, truth = open_store(store), _read_truth(truth)
+    store, truth = ParticleStore.open(store), _read_truth(truth)
     t = store.table
     out = pd.DataFrame({'particle_id': t.particle_id.to_numpy(), 'cls': UNMATCHED_CLASS, 'grain_id': -1, 'iou': 0.0})
     groups = dict(list(truth.groupby('stack_id')))

@@ -73,7 +73,7 @@ def _check_store(path:Path):
     for name in (TABLE, CROPS):
         if not (path/name).exists(): raise InputError(f"{path}: not a particle store (missing {name})")
 
-# %% ../nbs/05_store.ipynb #82fc99b4
+# %% ../nbs/05_store.ipynb #3f2aad84
 class ParticleStore:
     "A particle store folder: `particles.parquet` (one row per particle) and `crops.zarr` (N×L×S×S×3 uint8), read lazily."
     def __init__(self, path):
@@ -85,7 +85,9 @@ class ParticleStore:
         if n != shape[0]: raise InputError(f"{self.path}: {TABLE} has {n} rows but {CROPS} holds {shape[0]} crops; extract again into a new folder")
 
     @classmethod
-    def open(cls, path) -> ParticleStore: return cls(path)
+    def open(cls, store) -> ParticleStore:
+        "`store` itself when it is a `ParticleStore`, else the store at the folder `store` (checked)."
+        return store if isinstance(store, cls) else cls(store)
     @cached_property
     def table(self) -> pd.DataFrame: return pd.read_parquet(self.path/TABLE)
     @property

@@ -33,7 +33,7 @@ from .store import ParticleStore
 # %% auto #0
 __all__ = ['BACKBONES', 'CONFIG', 'REGULARISERS', 'MEAN', 'STD', 'FORMAT', 'weight_files', 'pretrained_file', 'resnet_trunk',
            'FocalDecoder', 'FocalVAE', 'VAELoss', 'recon_mse', 'latent_kl', 'prepare_crops', 'restore_crops',
-           'dihedral', 'CropDataset', 'stack_split', 'CropBatch', 'open_store', 'crop_dataloaders', 'AutoencoderTarget',
+           'dihedral', 'CropDataset', 'stack_split', 'CropBatch', 'crop_dataloaders', 'AutoencoderTarget',
            'NonFiniteStop', 'vae_learner', 'check_store', 'save_vae', 'load_vae', 'Checkpoints', 'train_vae', 'encode',
            'encode_store', 'reconstruct', 'show_reconstructions', 'latent_stats']
 
@@ -245,17 +245,13 @@ def stack_split(
     tr, va = next(GroupShuffleSplit(1, test_size=valid_pct, random_state=random_state).split(table, groups=table.stack_id))
     return np.sort(tr), np.sort(va)
 
-# %% ../nbs/06_vae.ipynb #c342c5e5
+# %% ../nbs/06_vae.ipynb #4eeebf0e
 class CropBatch:
     "Prepare the crops of a batch tuple for a model of input `size`, with `dihedral` when `augment`."
     def __init__(self, size:int, augment:bool=False): store_attr()
     def __call__(self, b:tuple) -> tuple:
         x = prepare_crops(b[0], self.size)
         return (dihedral(x) if self.augment else x,)
-
-def open_store(store) -> ParticleStore:
-    "`store` as a `ParticleStore` (a path is opened and checked)."
-    return store if isinstance(store, ParticleStore) else ParticleStore(store)
 
 def crop_dataloaders(
     store,                  # a `ParticleStore` or its folder
@@ -267,7 +263,7 @@ def crop_dataloaders(
     num_workers:int=0,      # reader processes (0: read in the training process)
 ) -> DataLoaders:
     "fastai `DataLoaders` streaming a store's crops: split by stack; training batches shuffled and flipped/rotated per particle."
-    store = open_store(store); tr, va = stack_split(store.table, valid_pct, random_state)
+    store = ParticleStore.open(store); tr, va = stack_split(store.table, valid_pct, random_state)
     if len(tr) < 2: raise InputError(f"{store.path}: {len(tr)} training particle(s) after the stack split; need at least 2")
     size, kw = size or store.size, dict(num_workers=num_workers, device=device)
     train = DataLoader(CropDataset(store, tr), bs=min(batch_size, len(tr)), shuffle=True, drop_last=True, after_batch=CropBatch(size, True), **kw)
@@ -290,7 +286,7 @@ class NonFiniteStop(Callback):
             self.where = dict(epoch=self.epoch, batch=self.iter, training=self.training, loss=self.learn.loss.item())
             raise CancelFitException()
 
-# %% ../nbs/06_vae.ipynb #f75449f6
+# %% ../nbs/06_vae.ipynb #fb0cd2c6
 def vae_learner(
     store,                      # a `ParticleStore` or its folder
     model:FocalVAE,             # the network (its `size` is the input size; crops are resized to it)
@@ -305,7 +301,7 @@ def vae_learner(
     progress:bool=True,         # fastai progress bars and epoch table
 ) -> Learner:
     "A fastai `Learner` training `model` on the crops of `store` with `VAELoss`; bf16 + channels_last on CUDA."
-    store = open_store(store); check_store(model, store, trained=False); dev = resolve_device(device)
+    store = ParticleStore.open(store); check_store(model, store, trained=False); dev = resolve_device(device)
     dls = crop_dataloaders(store, model.size, batch_size, valid_pct, random_state, dev, num_workers)
     learn = Learner(dls, model.to(dev), loss_func=VAELoss(beta, regulariser), opt_func=Adam, lr=lr,
                     metrics=[AvgMetric(recon_mse), AvgMetric(latent_kl)], cbs=[AutoencoderTarget(), NonFiniteStop()],
@@ -385,7 +381,7 @@ def _diverged(where:dict, cb:Checkpoints, lr:float) -> TrainingDiverged:
     e.history = cb.history
     return e
 
-# %% ../nbs/06_vae.ipynb #d386b52d
+# %% ../nbs/06_vae.ipynb #332260ba
 def train_vae(
     store,                      # particle store (folder or `ParticleStore`) with `crops.zarr`
     out,                        # model file to write (the best model; a checkpoint `out`.ckpt beside it while training)
@@ -409,7 +405,7 @@ def train_vae(
     cbs=None,                   # more fastai callbacks for the fit
 ) -> Path:                      # `out`
     "Train a `FocalVAE` on the crops of `store` and write the best model (by validation loss) to `out`."
-    store, out = open_store(store), Path(out); ckpt = out.with_name(out.name + '.ckpt')
+    store, out = ParticleStore.open(store), Path(out); ckpt = out.with_name(out.name + '.ckpt')
     seed_everything(random_state)
     model = FocalVAE(store.n_layers, size, latent, backbone, shared_weights, pretrained)
     learn = vae_learner(store, model, beta, regulariser, batch_size, lr, valid_pct, device, num_workers, random_state, progress)
@@ -432,7 +428,7 @@ def _finish(out:Path, ckpt:Path, cb:Checkpoints) -> Path:
     ckpt.unlink(missing_ok=True)
     return out
 
-# %% ../nbs/06_vae.ipynb #4b6c3c24
+# %% ../nbs/06_vae.ipynb #d73bc24f
 def encode(
     model:FocalVAE,         # a model (its device is used)
     store,                  # particle store (folder or `ParticleStore`)
@@ -440,14 +436,14 @@ def encode(
     progress:bool=True,
 ) -> np.ndarray:            # float32 N × latent, store order
     "`mu` of every particle of `store`: batched, no gradients, eval mode."
-    store = open_store(store); check_store(model, store); dev = next(model.parameters()).device; model.eval()
+    store = ParticleStore.open(store); check_store(model, store); dev = next(model.parameters()).device; model.eval()
     if dev.type == 'cuda': model.channels_last = True; model.to(memory_format=torch.channels_last)
     bar = tqdm(store.batches(batch_size), total=math.ceil(len(store) / batch_size), desc='encode', unit='batch', disable=not progress)
     with torch.no_grad():
         mu = [model.encode(prepare_crops(torch.from_numpy(c).to(dev), model.size))[0].float().cpu().numpy() for _, c in bar]
     return np.concatenate(mu).astype(np.float32)
 
-# %% ../nbs/06_vae.ipynb #2c6af346
+# %% ../nbs/06_vae.ipynb #2cd9a5a3
 def encode_store(
     store,                  # particle store (folder or `ParticleStore`)
     model,                  # a model file or a `FocalVAE`
@@ -456,7 +452,7 @@ def encode_store(
     progress:bool=True,
 ) -> Path:                  # the `latent.npy` written
     "Write `mu` of every particle of `store` (float32 N × latent, store order) to `latent.npy` in the store."
-    store, path = open_store(store), None
+    store, path = ParticleStore.open(store), None
     if not isinstance(model, FocalVAE): path, model = Path(model), load_vae(model)
     mu = encode(model.to(resolve_device(device)), store, batch_size, progress)
     p = store.write_array('latent.npy', mu)
@@ -464,7 +460,7 @@ def encode_store(
     with atomic_path(store.path/'latent.json') as tmp: tmp.write_text(json.dumps(info, indent=1))
     return p
 
-# %% ../nbs/06_vae.ipynb #e67e81d5
+# %% ../nbs/06_vae.ipynb #07dfa43c
 def reconstruct(model:FocalVAE, crops) -> np.ndarray:
     "uint8 reconstructions (B×L×S×S×3, the model's size) of uint8 `crops` (B×L×S×S×3), decoded from mu."
     dev = next(model.parameters()).device; model.eval()
@@ -473,7 +469,7 @@ def reconstruct(model:FocalVAE, crops) -> np.ndarray:
 def show_reconstructions(model:FocalVAE, store, idx, size:float=1.1):
     "Inputs and reconstructions, every focal layer, of the particles `idx` of `store`: two rows per particle."
     import matplotlib.pyplot as plt
-    store = open_store(store); idx = list(idx); crops = store[idx]; rec = reconstruct(model, crops)
+    store = ParticleStore.open(store); idx = list(idx); crops = store[idx]; rec = reconstruct(model, crops)
     crops = restore_crops(prepare_crops(crops, model.size))  # the input as the model sees it
     fig, axs = plt.subplots(2 * len(idx), model.n_layers, figsize=(size * model.n_layers, 2 * size * len(idx)), squeeze=False)
     for r, (i, a, b) in enumerate(zip(idx, crops, rec)):
