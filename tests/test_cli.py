@@ -36,7 +36,7 @@ def test_demo_writes_what_it_prints(tmp_path):
     assert len(store) > 0 and np.load(store.path/'latent.npy').shape[0] == len(store)
     assert 'data:image/png;base64' in (tmp_path/'demo'/'report.html').read_text()
     m = json.loads((tmp_path/'demo'/'cube_metrics.json').read_text())
-    assert m['n_pred'] >= 2 and 0 <= m['f1']['weighted'] <= 1
+    assert m['n_pred'] == m['n_ref'] == 3 and m['f1']['weighted'] > .95, m  # the demo cube is easy: three pigments
 
 def test_synth_plates_round_trip(tmp_path):
     r = run('synth-plates', tmp_path/'p', '--stacks', '3', '--layers', '4', '--width', '320', '--height', '256', '--seed', '5')

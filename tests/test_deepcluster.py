@@ -201,6 +201,19 @@ def test_segment_file_and_train_spectral(data, tmp_path):
     assert lab.shape == (12, 24) and lab.dtype == np.int32 and lab.max() < 4
     assert not list(tmp_path.glob('.*tmp*'))   # atomic: no temporary left behind
 
+def test_train_spectral_ignores_global_random_state(data, tmp_path):
+    "The same `random_state` gives the same model and labels, whatever the process consumed of the global RNGs before."
+    X, _ = data
+    write_cube(tmp_path/'c.h5', X[:576].reshape(24, 24, C))
+    kw = dict(latent=3, epochs=4, gamma_ramp=(1, 3), batch_size=100, k_range=(2, 5), max_spectra=500, progress=False, encoding=8, n_hidden=1)
+    runs = []
+    for i, junk in enumerate([0, 1000]):
+        torch.rand(junk); np.random.rand(junk); torch.manual_seed(junk + 7); np.random.seed(junk + 7)
+        runs.append(DeepSpectralClustering.load(train_spectral(tmp_path/'c.h5', tmp_path/f'm{i}.pt', random_state=3, **kw)))
+    a, b = (r.ae_.model_.state_dict() for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    np.testing.assert_array_equal(runs[0].labels_, runs[1].labels_)
+
 # --- bad input ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('k_range,msg', [((6, 2), 'k_min <= k_max'), ((1, 4), 'start at k >= 2'), ((2, 700), 'k=700 is more than the 576 samples')])
