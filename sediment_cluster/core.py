@@ -14,8 +14,8 @@ import numpy as np
 import cv2
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'InputError', 'seed_everything', 'read_image', 'atomic_path', 'write_image', 'FocalStack', 'find_stacks',
-           'read_stack', 'iter_stacks', 'show_stack']
+__all__ = ['IMAGE_EXTS', 'InputError', 'seed_everything', 'read_image', 'atomic_path', 'write_model_file', 'read_model_file',
+           'write_image', 'FocalStack', 'find_stacks', 'read_stack', 'iter_stacks', 'show_stack']
 
 # %% ../nbs/00_core.ipynb #0e442fc4
 class InputError(ValueError):
@@ -80,6 +80,29 @@ def atomic_path(path):
     if tmp.is_dir() and path.exists():
         old = path.with_name(f".{path.name}.old"); _remove(old); os.replace(path, old); os.replace(tmp, path); _remove(old)
     else: os.replace(tmp, path)
+
+# %% ../nbs/00_core.ipynb #4cd883ae
+def write_model_file(path, fmt:str, state:dict) -> Path:
+    "Save `state` (plain values and tensors) tagged with format `fmt` to the torch file `path`, atomically."
+    import torch
+    with atomic_path(path) as tmp: torch.save({'format': fmt, **state}, tmp)
+    return Path(path)
+
+def read_model_file(
+    path,           # torch file written by `write_model_file`
+    fmt:str,        # the format tag it must carry
+    what:str,       # the model's name for messages, e.g. 'FocalVAE'
+    hint:str,       # how to make a right file, e.g. 'train one with `sediment-cluster train-vae`'
+) -> dict:          # the saved state, tensors on the CPU
+    "Load the state saved in `path` after checking its format tag; one-line `InputError`s otherwise."
+    import torch
+    path = Path(path)
+    if not path.is_file(): raise InputError(f"{path}: no such model file; {hint}")
+    try: state = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e: raise InputError(f"{path}: not a readable {what} model file ({type(e).__name__}); {hint}") from None
+    if not isinstance(state, dict) or state.get('format') != fmt:
+        raise InputError(f"{path}: not a {what} model file (expected format {fmt}); {hint}")
+    return state
 
 # %% ../nbs/00_core.ipynb #66ef7952
 def write_image(path, rgb:np.ndarray, jpeg_quality:int=95) -> Path:

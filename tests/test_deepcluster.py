@@ -129,7 +129,7 @@ def test_save_load_round_trip_with_preprocessor(data, tmp_path):
 
 def test_load_refuses_other_files(tmp_path):
     (tmp_path/'x.pt').write_bytes(b'junk')
-    with pytest.raises(InputError, match='not a readable model file'): DeepSpectralClustering.load(tmp_path/'x.pt')
+    with pytest.raises(InputError, match='not a readable DeepSpectralClustering model file'): DeepSpectralClustering.load(tmp_path/'x.pt')
     torch.save({'format': 'other'}, tmp_path/'y.pt')
     with pytest.raises(InputError, match='not a DeepSpectralClustering model'): DeepSpectralClustering.load(tmp_path/'y.pt')
 

@@ -220,6 +220,6 @@ def test_crop_size_mismatch(trained, tmp_path):
 def test_bad_model_files(tmp_path):
     with pytest.raises(InputError, match='no such model file'): load_vae(tmp_path/'none.pt')
     (tmp_path/'junk.pt').write_bytes(b'junk')
-    with pytest.raises(InputError, match='not a readable model file'): load_vae(tmp_path/'junk.pt')
+    with pytest.raises(InputError, match='not a readable FocalVAE model file'): load_vae(tmp_path/'junk.pt')
     torch.save({'format': 'other'}, tmp_path/'other.pt')
     with pytest.raises(InputError, match='not a FocalVAE model'): load_vae(tmp_path/'other.pt')
