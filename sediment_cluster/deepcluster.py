@@ -181,13 +181,7 @@ def _check_params(self:DeepSpectralClustering):
 @patch
 def _gamma(self:DeepSpectralClustering): return Ramp(0., 1., 20, 30) if self.gamma == 'auto' else self.gamma
 
-# %% ../nbs/13_deepcluster.ipynb #16c36065
-def _rebin32(X:np.ndarray, n_bins:int) -> np.ndarray:
-    "`cube.rebin` of float32 spectra; when `n_bins` divides C (equal groups) a reshaped sum in torch, twice as fast."
-    N, C = X.shape
-    if C % n_bins: return rebin(X, n_bins)
-    return torch.from_numpy(np.ascontiguousarray(X)).view(N, n_bins, C // n_bins).sum(-1).numpy()
-
+# %% ../nbs/13_deepcluster.ipynb #0992f7af
 @patch
 def _prep(self:DeepSpectralClustering, X:np.ndarray) -> np.ndarray:
     "Spectra `X` (N×C float32) in the model space: preprocessed or rebinned, float32."
@@ -195,7 +189,7 @@ def _prep(self:DeepSpectralClustering, X:np.ndarray) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', 'SpectraPreprocessor: .* all-zero spectra stay zero')
             return self.preprocessor_.transform(X).astype(np.float32)
-    return _rebin32(X, self.n_bins) if self.n_bins else X
+    return rebin(X, self.n_bins) if self.n_bins else X
 
 @patch
 def model_axis(self:DeepSpectralClustering, axis) -> np.ndarray:
