@@ -25,7 +25,7 @@ from .metrics import (UNMATCHED, _is_unlabelled, evaluate_labels, match_clusters
                                       plot_confusion, relabel)
 
 # %% auto #0
-__all__ = ['SCORES', 'as_cube', 'check_reference', 'rgb_reference', 'CubeSegmenter', 'matched_map', 'cluster_masks',
+__all__ = ['SCORES', 'BLOCK', 'as_cube', 'check_reference', 'rgb_reference', 'CubeSegmenter', 'matched_map', 'cluster_masks',
            'mislabelled', 'plot_cluster_check', 'plot_confusion_check', 'cluster_table', 'plot_cluster_scores',
            'plot_label_maps', 'UMAPEmbedding', 'baseline_segmenters', 'Comparison', 'score_row', 'compare_segmenters',
            'compare_baselines', 'psnr', 'add_noise', 'NoiseStudy', 'noise_study', 'plot_noise_curve', 'plot_noise_maps',
@@ -353,14 +353,22 @@ def compare_baselines(
     segs.update(baseline_segmenters(k_range, methods, preprocess=preprocess, random_state=random_state))
     return compare_segmenters(cube, ref, segs, match, alpha, beta, progress)
 
-# %% ../nbs/14_evaluate.ipynb #bdd62087
+# %% ../nbs/14_evaluate.ipynb #7076aa15
+BLOCK = 1 << 22  # values per block (32 MB of float64): a 1000×1000×1024 cube never has a float64 copy
+
 def psnr(clean, noisy, peak:float=None) -> float:
     "Peak signal-to-noise ratio (dB) of `noisy` against `clean`: 10·log10(peak² / MSE), peak = max of `clean` (eqs. 11–12)."
-    clean, noisy = np.asarray(clean, np.float64), np.asarray(noisy, np.float64)
+    clean, noisy = np.asarray(clean), np.asarray(noisy)
     if clean.shape != noisy.shape: raise InputError(f"psnr: shapes {clean.shape} and {noisy.shape} differ")
     peak = float(clean.max()) if peak is None else float(peak)
-    mse = float(np.mean((clean - noisy) ** 2))
-    return float('inf') if mse == 0 else float(10 * np.log10(peak ** 2 / mse))
+    a, b = clean.reshape(-1), noisy.reshape(-1)
+    sse = sum(float(np.square(a[s:s + BLOCK].astype(np.float64) - b[s:s + BLOCK]).sum()) for s in range(0, a.size, BLOCK))
+    return float('inf') if sse == 0 else float(10 * np.log10(peak ** 2 / (sse / a.size)))
+
+def _noise_blocks(n:int, random_state):
+    "Seeded standard-normal float64 noise of `n` values, drawn in blocks (the same stream as one draw of all)."
+    rng = np.random.default_rng(random_state)
+    for s in range(0, n, BLOCK): yield s, rng.standard_normal(min(BLOCK, n - s))
 
 def add_noise(
     cube,                   # H×W×C cube (or any array)
@@ -373,9 +381,12 @@ def add_noise(
     peak = float(X.max()) if peak is None else float(peak)
     if not np.isfinite(psnr_db): raise InputError(f"psnr_db={psnr_db}: give a finite level in dB")
     if not peak > 0: raise InputError(f"peak={peak}: the signal maximum must be positive for a PSNR")
-    noise = np.random.default_rng(random_state).standard_normal(X.shape)
-    noise *= np.sqrt(peak ** 2 / 10 ** (psnr_db / 10) / np.mean(noise ** 2))
-    return (X + noise).astype(X.dtype if X.dtype == np.float64 else np.float32)
+    out = np.empty(X.shape, X.dtype if X.dtype == np.float64 else np.float32)
+    o, x = out.reshape(-1), X.reshape(-1)
+    mean_square = sum(float(z @ z) for _, z in _noise_blocks(o.size, random_state)) / o.size
+    scale = np.sqrt(peak ** 2 / 10 ** (psnr_db / 10) / mean_square)
+    for s, z in _noise_blocks(o.size, random_state): o[s:s + len(z)] = x[s:s + len(z)] + z * scale  # the draw again
+    return out
 
 # %% ../nbs/14_evaluate.ipynb #45faa1d2
 @dataclass(eq=False)
