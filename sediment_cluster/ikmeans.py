@@ -22,7 +22,7 @@ __all__ = ['get_device', 'as_points', 'sqdist', 'chunk_rows', 'kmeans_plusplus',
            'silhouette_samples_t', 'silhouette_scores_t', 'simplified_silhouette_t', 'soft_silhouette_t', 'silhouette',
            'IKMeans', 'torch_threads']
 
-# %% ../nbs/02_ikmeans.ipynb #876738e5
+# %% ../nbs/02_ikmeans.ipynb #50b15c5b
 def get_device(device:str='auto') -> torch.device:
     "The torch device for `device` ('auto': CUDA when available, else CPU)."
     if device in (None, 'auto'): return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
@@ -42,6 +42,7 @@ def as_points(X, device='cpu', name:str='X') -> torch.Tensor:
         what = 'sample(s)' if X.shape[0] == 0 else 'feature(s)'
         raise InputError(f"{name} is empty: 0 {what} (shape={tuple(X.shape)}) while a minimum of 1 is required.")
     X = X.to(device=device, dtype=torch.float32)
+    if torch.isfinite(X.sum(1)).all(): return X           # fast path: a row with NaN/inf has a non-finite sum
     bad = ~torch.isfinite(X).all(1)
     if bad.any():
         raise InputError(f"{name} has {int(bad.sum())} rows with NaN or infinite values (first: row {int(bad.nonzero()[0])}); drop or impute them")
@@ -134,7 +135,7 @@ def lloyd(
         if shift <= tol_abs or it == max_iter: labels, mind = assign(X, C, x2); break
     return C, labels, float(mind.double().sum()), it
 
-# %% ../nbs/02_ikmeans.ipynb #a6cac247
+# %% ../nbs/02_ikmeans.ipynb #6e466938
 def kmeans_fit(
     X:torch.Tensor,             # (N, D) float32 points (centred)
     k:int,                      # number of clusters
@@ -145,13 +146,18 @@ def kmeans_fit(
     sub:torch.Tensor=None,      # indices of a subsample for seeding and restarts (None: use all points)
     x2:torch.Tensor=None,       # precomputed squared norms of `X`
     var:float=None,             # precomputed mean feature variance of `X`
+    seed_size:int=None,         # draw each run's k-means++ seeds from this many random points (None: all)
 ) -> tuple:                     # (centres, labels, inertia, iterations of the final run)
     "k-means of `X` with `k` clusters: `n_init` k-means++ + Lloyd runs (on subsample `sub` if given), best refined on all points."
     x2 = (X * X).sum(1) if x2 is None else x2
     var = float(X.var(0).mean()) if var is None else var
     Xs = X if sub is None else X[sub]
     x2s, var_s = (x2, var) if sub is None else (x2[sub], float(Xs.var(0).mean()))
-    runs = [lloyd(Xs, kmeans_plusplus(Xs, k, rng, x2=x2s), max_iter, tol, x2s, var_s) for _ in range(n_init)]
+    def seeds():
+        if not seed_size or len(Xs) <= max(seed_size, k): return kmeans_plusplus(Xs, k, rng, x2=x2s)
+        idx = torch.as_tensor(rng.choice(len(Xs), max(seed_size, k), replace=False), device=X.device)
+        return kmeans_plusplus(Xs[idx], k, rng, x2=x2s[idx])
+    runs = [lloyd(Xs, seeds(), max_iter, tol, x2s, var_s) for _ in range(n_init)]
     best = min(runs, key=lambda r: r[2])
     return best if sub is None else lloyd(X, best[0], max_iter, tol, x2, var)
 
@@ -271,7 +277,7 @@ def silhouette(
     idx = torch.as_tensor(np.random.default_rng(random_state).choice(len(X), min(sample_size, len(X)), replace=False), device=dev)
     return silhouette_scores_t(X[idx], [lab[idx]], n_groups=10)[0]
 
-# %% ../nbs/02_ikmeans.ipynb #8513f080
+# %% ../nbs/02_ikmeans.ipynb #77d9c8b0
 class IKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
     "Iterative k-means: k-means++ and Lloyd for each k in `k_range`, the k with the best silhouette kept."
     def __init__(self,
@@ -284,6 +290,7 @@ class IKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         silhouette_sample_size:int=10_000,  # points in the sampled silhouette; 'auto' is exact up to here
         patience:int=None,              # stop after this many k without a better score (None: scan all)
         init_size:int=100_000,          # subsample for seeding/restarts when N > 2×init_size (None: never)
+        seed_size:int=None,             # k-means++ seeds drawn from this many random points (None: all)
         device:str='auto',              # 'auto', 'cpu', 'cuda', ...
         n_threads:int=None,             # torch CPU threads during fit (None: torch's setting)
         random_state=None,              # int or numpy Generator for reproducible runs
@@ -384,14 +391,14 @@ def _subsample(rng, n:int, size:int, above:int, dev, sort:bool):
     idx = rng.choice(n, size, replace=False)
     return torch.as_tensor(np.sort(idx) if sort else idx, device=dev)
 
-# %% ../nbs/02_ikmeans.ipynb #ebc8c44d
+# %% ../nbs/02_ikmeans.ipynb #f1b330d6
 @patch
 def _scan(self:IKMeans, X, ks, rng, method, sub, sil_idx) -> tuple:
     "k-means for each k in `ks` and silhouettes (as it goes with `patience`, else at the end); the best (centres, labels, inertia)."
     x2, var = (X * X).sum(1), float(X.var(0).mean())
     self.scores_, self.score_se_, self.inertias_, fits, runs = {}, {}, {}, {}, []
     for k in tqdm(ks, desc='IKMeans', disable=not self.progress):
-        C, labels, inertia, n_iter = kmeans_fit(X, k, rng, self.n_init, self.max_iter, self.tol, sub, x2, var)
+        C, labels, inertia, n_iter = kmeans_fit(X, k, rng, self.n_init, self.max_iter, self.tol, sub, x2, var, self.seed_size)
         fits[k], self.inertias_[k] = (C, inertia, n_iter), inertia
         if not method: continue
         n_used = int((torch.bincount(labels, minlength=k) > 0).sum())

@@ -30,7 +30,7 @@ __all__ = ['ENGINES', 'FORMAT', 'LATENT', 'CLUSTERS', 'MODEL', 'UNMATCHED_CLASS'
            'montage_image', 'cluster_montage', 'write_montage', 'clusters_overview', 'umap_embedding', 'plot_embedding',
            'umap_view', 'particle_truth', 'cluster_purity', 'cluster_composition']
 
-# %% ../nbs/07_overcluster.ipynb #9fd262de
+# %% ../nbs/07_overcluster.ipynb #d571ebd5
 ENGINES = ('torch', 'sklearn')
 
 class OverClusterer(TransformerMixin, ClusterMixin, BaseEstimator):
@@ -40,6 +40,7 @@ class OverClusterer(TransformerMixin, ClusterMixin, BaseEstimator):
         n_init:int=1,           # k-means++ restarts (best inertia wins)
         max_iter:int=300,       # most Lloyd iterations
         tol:float=1e-4,         # centre-shift tolerance, relative to the mean feature variance
+        seed_size:int=4096,     # torch engine: k-means++ seeds drawn from this many random points (None: all)
         engine:str='torch',     # 'torch' (`IKMeans`, CPU or GPU) or 'sklearn' (`KMeans`, the reference)
         device:str='auto',      # torch device of the torch engine and of predict/transform
         random_state=None,      # int seed for reproducible runs
@@ -49,7 +50,7 @@ class OverClusterer(TransformerMixin, ClusterMixin, BaseEstimator):
         tags = super().__sklearn_tags__(); tags.transformer_tags.preserves_dtype = ['float32']  # distances are float32
         return tags
 
-# %% ../nbs/07_overcluster.ipynb #3a841728
+# %% ../nbs/07_overcluster.ipynb #85020990
 @patch
 def _check_fit(self:OverClusterer, X) -> torch.Tensor:
     "Validate hyperparameters and `X`; return `X` as a float32 CPU tensor."
@@ -57,11 +58,13 @@ def _check_fit(self:OverClusterer, X) -> torch.Tensor:
     k = self.n_clusters
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1: raise InputError(f"n_clusters={k!r}: give a positive integer, e.g. 100")
     if not isinstance(self.n_init, (int, np.integer)) or self.n_init < 1: raise InputError(f"n_init={self.n_init!r}: give a positive integer")
+    if self.seed_size is not None and (not isinstance(self.seed_size, (int, np.integer)) or self.seed_size < 1):
+        raise InputError(f"seed_size={self.seed_size!r}: give a positive integer (points to draw k-means++ seeds from) or None for all")
     X = as_points(X, 'cpu', name='latent features')
     if k > len(X): raise InputError(f"n_clusters={k} is more than the {len(X)} samples (particles); use a smaller K (at most {len(X)})")
     return X
 
-# %% ../nbs/07_overcluster.ipynb #e388f92a
+# %% ../nbs/07_overcluster.ipynb #3e324c2a
 @patch
 def fit(self:OverClusterer,
     X,          # (N, D) latent features (numpy, list or torch tensor)
@@ -73,7 +76,7 @@ def fit(self:OverClusterer,
         with warnings.catch_warnings():   # constant data: our own warning below says it
             warnings.filterwarnings('ignore', 'IKMeans: all samples are identical')
             km = IKMeans(n_clusters=int(self.n_clusters), n_init=self.n_init, max_iter=self.max_iter, tol=self.tol,
-                         device=self.device, random_state=self.random_state).fit(Xt)
+                         seed_size=self.seed_size, device=self.device, random_state=self.random_state).fit(Xt)
     else:
         from sklearn.cluster import KMeans
         km = KMeans(int(self.n_clusters), n_init=self.n_init, max_iter=self.max_iter, tol=self.tol,

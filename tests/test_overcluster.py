@@ -80,9 +80,20 @@ def test_save_load_new_samples(blobs, tmp_path):
     (lambda X: OverClusterer(2.5).fit(X), 'n_clusters=2.5'),
     (lambda X: OverClusterer(3, n_init=0).fit(X), 'n_init=0'),
     (lambda X: OverClusterer(3, engine='faiss').fit(X), "engine='faiss'"),
+    (lambda X: OverClusterer(3, seed_size=0).fit(X), 'seed_size=0'),
+    (lambda X: OverClusterer(3).fit(np.where(np.arange(len(X))[:, None] == 2, [np.inf] + [0.] * 7, X)), '1 rows with NaN or infinite'),
 ])
 def test_bad_input(blobs, make, msg):
     with pytest.raises(InputError, match=msg.replace('(', r'\(')): make(blobs[0])
+
+
+def test_seed_size_samples_the_seeds_only(blobs):
+    "Seeds drawn from a sample of the points: every point is still clustered, to nearly the inertia of seeding from all."
+    X = blobs[0]
+    full = OverClusterer(12, seed_size=None, random_state=0).fit(X)
+    sampled = OverClusterer(12, seed_size=40, random_state=0).fit(X)
+    assert len(sampled.labels_) == len(X) and sampled.inertia_ <= 1.1 * full.inertia_
+    np.testing.assert_array_equal(sampled.labels_, sampled.predict(X))
 
 
 def test_load_bad_files(tmp_path):
