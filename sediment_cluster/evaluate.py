@@ -25,7 +25,7 @@ from .metrics import (UNMATCHED, _is_unlabelled, evaluate_labels, match_clusters
                                       plot_confusion, relabel)
 
 # %% auto #0
-__all__ = ['SCORES', 'BLOCK', 'as_cube', 'check_reference', 'rgb_reference', 'CubeSegmenter', 'matched_map', 'cluster_masks',
+__all__ = ['SCORES', 'as_cube', 'check_reference', 'rgb_reference', 'CubeSegmenter', 'matched_map', 'cluster_masks',
            'mislabelled', 'plot_cluster_check', 'plot_confusion_check', 'cluster_table', 'plot_cluster_scores',
            'plot_label_maps', 'UMAPEmbedding', 'baseline_segmenters', 'Comparison', 'score_row', 'compare_segmenters',
            'compare_baselines', 'psnr', 'add_noise', 'NoiseStudy', 'noise_study', 'plot_noise_curve', 'plot_noise_maps',
@@ -353,8 +353,8 @@ def compare_baselines(
     segs.update(baseline_segmenters(k_range, methods, preprocess=preprocess, random_state=random_state))
     return compare_segmenters(cube, ref, segs, match, alpha, beta, progress)
 
-# %% ../nbs/14_evaluate.ipynb #7076aa15
-BLOCK = 1 << 22  # values per block (32 MB of float64): a 1000×1000×1024 cube never has a float64 copy
+# %% ../nbs/14_evaluate.ipynb #34711df8
+_BLOCK = 1 << 22  # values per block (32 MB of float64): a 1000×1000×1024 cube never has a float64 copy
 
 def psnr(clean, noisy, peak:float=None) -> float:
     "Peak signal-to-noise ratio (dB) of `noisy` against `clean`: 10·log10(peak² / MSE), peak = max of `clean` (eqs. 11–12)."
@@ -362,13 +362,13 @@ def psnr(clean, noisy, peak:float=None) -> float:
     if clean.shape != noisy.shape: raise InputError(f"psnr: shapes {clean.shape} and {noisy.shape} differ")
     peak = float(clean.max()) if peak is None else float(peak)
     a, b = clean.reshape(-1), noisy.reshape(-1)
-    sse = sum(float(np.square(a[s:s + BLOCK].astype(np.float64) - b[s:s + BLOCK]).sum()) for s in range(0, a.size, BLOCK))
+    sse = sum(float(np.square(a[s:s + _BLOCK].astype(np.float64) - b[s:s + _BLOCK]).sum()) for s in range(0, a.size, _BLOCK))
     return float('inf') if sse == 0 else float(10 * np.log10(peak ** 2 / (sse / a.size)))
 
 def _noise_blocks(n:int, random_state):
     "Seeded standard-normal float64 noise of `n` values, drawn in blocks (the same stream as one draw of all)."
     rng = np.random.default_rng(random_state)
-    for s in range(0, n, BLOCK): yield s, rng.standard_normal(min(BLOCK, n - s))
+    for s in range(0, n, _BLOCK): yield s, rng.standard_normal(min(_BLOCK, n - s))
 
 def add_noise(
     cube,                   # H×W×C cube (or any array)

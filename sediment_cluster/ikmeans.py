@@ -365,7 +365,7 @@ def _fit_constant(self:IKMeans, X:torch.Tensor, mean:torch.Tensor):
     self.labels_, self.inertia_ = np.zeros(len(X), np.int64), 0.0
     return self
 
-# %% ../nbs/02_ikmeans.ipynb #10a512aa
+# %% ../nbs/02_ikmeans.ipynb #33bfaf8d
 @patch
 def fit(self:IKMeans,
     X,          # (N, D) points: numpy array, list or torch tensor
@@ -374,6 +374,8 @@ def fit(self:IKMeans,
     "Cluster `X` for each k of the range and keep the k with the best silhouette."
     dev = get_device(self.device); X = as_points(X, dev)
     ks, rng = self._k_values(len(X)), _rng(self.random_state)
+    if self.seed_size is not None and (not isinstance(self.seed_size, (int, np.integer)) or self.seed_size < 1):
+        raise InputError(f"seed_size={self.seed_size!r}: give a positive integer (points to draw k-means++ seeds from) or None for all")
     self.n_features_in_, self.device_ = X.shape[1], str(dev)
     mean, span = X.double().mean(0).float(), float(X.abs().max()); X = X - mean
     if float(X.abs().max()) <= 8 * torch.finfo(torch.float32).eps * span: return self._fit_constant(X, mean)

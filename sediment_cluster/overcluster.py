@@ -50,7 +50,7 @@ class OverClusterer(TransformerMixin, ClusterMixin, BaseEstimator):
         tags = super().__sklearn_tags__(); tags.transformer_tags.preserves_dtype = ['float32']  # distances are float32
         return tags
 
-# %% ../nbs/07_overcluster.ipynb #85020990
+# %% ../nbs/07_overcluster.ipynb #2f7fa4ac
 @patch
 def _check_fit(self:OverClusterer, X) -> torch.Tensor:
     "Validate hyperparameters and `X`; return `X` as a float32 CPU tensor."
@@ -58,8 +58,6 @@ def _check_fit(self:OverClusterer, X) -> torch.Tensor:
     k = self.n_clusters
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1: raise InputError(f"n_clusters={k!r}: give a positive integer, e.g. 100")
     if not isinstance(self.n_init, (int, np.integer)) or self.n_init < 1: raise InputError(f"n_init={self.n_init!r}: give a positive integer")
-    if self.seed_size is not None and (not isinstance(self.seed_size, (int, np.integer)) or self.seed_size < 1):
-        raise InputError(f"seed_size={self.seed_size!r}: give a positive integer (points to draw k-means++ seeds from) or None for all")
     X = as_points(X, 'cpu', name='latent features')
     if k > len(X): raise InputError(f"n_clusters={k} is more than the {len(X)} samples (particles); use a smaller K (at most {len(X)})")
     return X
