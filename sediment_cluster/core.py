@@ -14,22 +14,54 @@ import numpy as np
 import cv2
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'InputError', 'seed_everything', 'read_image', 'atomic_path', 'write_model_file', 'read_model_file',
+__all__ = ['DASK_TIMEOUT', 'IMAGE_EXTS', 'InputError', 'seed_everything', 'check_choice', 'torch_device', 'dask_client',
+           'read_image', 'atomic_path', 'model_format', 'write_model_file', 'read_model_file', 'encode_image',
            'write_image', 'FocalStack', 'find_stacks', 'read_stack', 'iter_stacks', 'show_stack']
 
 # %% ../nbs/00_core.ipynb #0e442fc4
 class InputError(ValueError):
     "Bad user input: the message is one line naming the file or value and the fix."
 
-# %% ../nbs/00_core.ipynb #f1c88955
-def seed_everything(seed:int=0):
-    "Seed Python's `random`, numpy and (when installed) torch with `seed`."
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
+# %% ../nbs/00_core.ipynb #83221bb4
+def seed_everything(random_state:int=0):
+    "Seed Python's `random`, numpy and (when installed) torch with `random_state`."
+    random.seed(random_state)
+    np.random.seed(random_state % 2**32)
     try:
         import torch
-        torch.manual_seed(seed)
+        torch.manual_seed(random_state)
     except ImportError: pass
+
+# %% ../nbs/00_core.ipynb #7e8c1f8c
+def check_choice(name:str, value, choices):
+    "Raise a one-line `InputError` unless `value` is one of `choices`."
+    if value not in choices: raise InputError(f"{name}={value!r}: choose one of {', '.join(map(repr, choices))}")
+
+# %% ../nbs/00_core.ipynb #ca16b8f5
+def torch_device(device='auto'):
+    "`device` as a `torch.device`: 'auto' (or None) picks CUDA when present, else the CPU."
+    import torch
+    if device in (None, 'auto'): return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    try: return torch.device(device)
+    except (RuntimeError, TypeError): raise InputError(f"device={device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+
+# %% ../nbs/00_core.ipynb #e7cd1e3b
+DASK_TIMEOUT = '10s'  # how long to try reaching a dask scheduler
+
+@contextmanager
+def dask_client(address):
+    "A `distributed.Client` for the scheduler at `address` (a URL, a cluster or a client), closed afterwards."
+    from distributed import Client
+    if isinstance(address, Client):
+        yield address
+        return
+    address = getattr(address, 'scheduler_address', address)
+    try: client = Client(address, timeout=DASK_TIMEOUT, set_as_default=False)
+    except (OSError, TimeoutError, ValueError, TypeError) as e:
+        raise InputError(f"scheduler {address!r}: cannot connect to a dask scheduler ({type(e).__name__}); "
+                         "start one, or leave it unset to run locally") from None
+    try: yield client
+    finally: client.close()
 
 # %% ../nbs/00_core.ipynb #7fe9330e
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff')
@@ -81,39 +113,57 @@ def atomic_path(path):
         old = path.with_name(f".{path.name}.old"); _remove(old); os.replace(path, old); os.replace(tmp, path); _remove(old)
     else: os.replace(tmp, path)
 
-# %% ../nbs/00_core.ipynb #4cd883ae
-def write_model_file(path, fmt:str, state:dict) -> Path:
-    "Save `state` (plain values and tensors) tagged with format `fmt` to the torch file `path`, atomically."
+# %% ../nbs/00_core.ipynb #5c91d9a9
+def model_format(cls:type, version:int=1) -> str:
+    "The format tag of model files written for class `cls`."
+    return f"sediment_cluster.{cls.__name__}/{version}"
+
+# %% ../nbs/00_core.ipynb #40013135
+def write_model_file(path, cls:type, state:dict) -> Path:
+    "Save `state` (plain values and tensors) of a `cls` model to the torch file `path`, atomically."
     import torch
-    with atomic_path(path) as tmp: torch.save({'format': fmt, **state}, tmp)
+    with atomic_path(path) as tmp: torch.save({'format': model_format(cls), **state}, tmp)
     return Path(path)
 
+# %% ../nbs/00_core.ipynb #e50fe717
 def read_model_file(
     path,           # torch file written by `write_model_file`
-    fmt:str,        # the format tag it must carry
-    what:str,       # the model's name for messages, e.g. 'FocalVAE'
+    cls:type,       # the model class whose format tag it must carry
     hint:str,       # how to make a right file, e.g. 'train one with `sediment-cluster train-vae`'
 ) -> dict:          # the saved state, tensors on the CPU
-    "Load the state saved in `path` after checking its format tag; one-line `InputError`s otherwise."
+    "Load the state of a `cls` model saved in `path` after checking its tag; one-line `InputError`s otherwise."
     import torch
-    path = Path(path)
+    path, what, fmt = Path(path), cls.__name__, model_format(cls)
     if not path.is_file(): raise InputError(f"{path}: no such model file; {hint}")
     try: state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e: raise InputError(f"{path}: not a readable {what} model file ({type(e).__name__}); {hint}") from None
+    except Exception as e:
+        raise InputError(f"{path}: not a readable {what} model file ({type(e).__name__}); {hint}") from None
     if not isinstance(state, dict) or state.get('format') != fmt:
         raise InputError(f"{path}: not a {what} model file (expected format {fmt}); {hint}")
     return state
 
-# %% ../nbs/00_core.ipynb #66ef7952
+# %% ../nbs/00_core.ipynb #ac8c3d32
+def encode_image(
+    rgb:np.ndarray,        # H×W×3 RGB uint8
+    ext:str='.png',        # format by file extension: '.png', '.jpg', '.tif', ...
+    jpeg_quality:int=95,   # JPEG quality (ignored by other formats)
+    what:str='image',      # names the destination in messages
+) -> bytes:
+    "The bytes of `rgb` encoded as an image file of type `ext` (for files, zip archives and HTML)."
+    ext = ext if ext.startswith('.') else f'.{ext}'
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise InputError(f"{what}: needs an H×W×3 uint8 array, got {getattr(rgb, 'shape', type(rgb).__name__)} {getattr(rgb, 'dtype', '')}")
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if ext.lower() in ('.jpg', '.jpeg') else []
+    ok, buf = cv2.imencode(ext, cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR), params)
+    if not ok: raise InputError(f"{what}: cannot encode an image with extension '{ext}'")
+    return buf.tobytes()
+
+# %% ../nbs/00_core.ipynb #b7dde1ad
 def write_image(path, rgb:np.ndarray, jpeg_quality:int=95) -> Path:
     "Write RGB uint8 `rgb` to `path` (format from the extension) atomically."
     path = Path(path)
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise InputError(f"{path}: write_image needs an H×W×3 uint8 array, got {rgb.shape} {rgb.dtype}")
-    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if path.suffix.lower() in ('.jpg', '.jpeg') else []
-    ok, buf = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
-    if not ok: raise InputError(f"{path}: cannot encode an image with extension '{path.suffix}'")
-    with atomic_path(path) as tmp: tmp.write_bytes(buf.tobytes())
+    data = encode_image(rgb, path.suffix, jpeg_quality, what=str(path))
+    with atomic_path(path) as tmp: tmp.write_bytes(data)
     return path
 
 # %% ../nbs/00_core.ipynb #3cc5d6dc

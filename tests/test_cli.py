@@ -31,7 +31,7 @@ def test_demo_writes_what_it_prints(tmp_path):
     assert len(find_stacks(tmp_path/'demo'/'plates')) == 2
     assert read_image(tmp_path/'demo'/'stack.png').shape[2] == 3
     import json, numpy as np
-    from sediment_cluster.store import ParticleStore
+    from sediment_cluster.particles.store import ParticleStore
     store = ParticleStore(tmp_path/'demo'/'store')
     assert len(store) > 0 and np.load(store.path/'latent.npy').shape[0] == len(store)
     assert 'data:image/png;base64' in (tmp_path/'demo'/'report.html').read_text()
@@ -56,7 +56,7 @@ def test_bad_input_is_one_line(tmp_path, args, needle):
 
 def test_synth_cube_xrf_writes_cube_and_labels(tmp_path):
     import numpy as np
-    from sediment_cluster.cube import read_cube
+    from sediment_cluster.cubes.datacube import read_cube
     r = run('synth-cube', '--kind', 'xrf', '--out', tmp_path/'c.h5', '--size', '24', '--channels', '256')
     assert r.returncode == 0, r.stderr
     cube, labels = read_cube(tmp_path/'c.h5'), np.load(tmp_path/'c_labels.npy')
@@ -89,7 +89,7 @@ def test_evaluate_rejects_shape_mismatch(tmp_path):
 
 def test_extract_store_from_synthetic_plates(tmp_path):
     import pandas as pd
-    from sediment_cluster.store import ParticleStore
+    from sediment_cluster.particles.store import ParticleStore
     assert run('synth-plates', tmp_path/'p', '--stacks', '2', '--width', '320', '--height', '256', '--seed', '3').returncode == 0
     r = run('extract', tmp_path/'p', '--out', tmp_path/'s', '--size', '32', '--workers', '1', '--pixel-size-um', '2.5')
     assert r.returncode == 0, r.stderr
@@ -113,7 +113,7 @@ def test_bench_extract_prints_ratio_and_writes_json(tmp_path):
 def _toy_store(path, n=40, seed=0):
     "A store of `n` crops in two colour groups with a 2-D latent that separates them."
     import numpy as np, pandas as pd
-    from sediment_cluster.store import ParticleStore
+    from sediment_cluster.particles.store import ParticleStore
     rng = np.random.default_rng(seed); grp = np.arange(n) % 2
     crops = np.zeros((n, 2, 16, 16, 3), np.uint8); crops[grp == 0, ..., 0] = 200; crops[grp == 1, ..., 2] = 200
     table = pd.DataFrame({'stack_id': [f's{i // 4}' for i in range(n)], 'x0': 0, 'y0': 0, 'x1': 16, 'y1': 16,

@@ -2,7 +2,7 @@
 import json, warnings
 import h5py, numpy as np, pytest
 from sediment_cluster.core import InputError
-from sediment_cluster.cube import (SpectraPreprocessor, open_cube, read_cube, write_cube,
+from sediment_cluster.cubes.datacube import (SpectraPreprocessor, open_cube, read_cube, write_cube,
                                    iter_spectra, integrate, rebin, rebin_axis)
 
 FORMATS = ['c.npy', 'c.h5', 'c.hdf5', 'c.zarr']

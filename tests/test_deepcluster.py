@@ -3,12 +3,12 @@ import math, warnings
 import numpy as np, pandas as pd, pytest, torch
 from sklearn.base import clone
 from sklearn.metrics import adjusted_rand_score, silhouette_score
-import sediment_cluster.deepcluster as dc
+import sediment_cluster.cubes.deepcluster as dc
 from sediment_cluster.core import InputError
-from sediment_cluster.cube import Datacube, SpectraPreprocessor, rebin, write_cube
-from sediment_cluster.deepcluster import (ClusteringLoss, DeepSpectralClustering, kmeans_loss, segment, segment_file,
+from sediment_cluster.cubes.datacube import Datacube, SpectraPreprocessor, rebin, write_cube
+from sediment_cluster.cubes.deepcluster import (ClusteringLoss, DeepSpectralClustering, kmeans_loss, segment, segment_file,
     silhouette_loss, train_spectral, within_between, cluster_latents)
-from sediment_cluster.spectral import Ramp, SpectralAutoencoder, TrainingDiverged, autoencoder_loss, weight_at
+from sediment_cluster.cubes.spectral import Ramp, SpectralAutoencoder, TrainingDiverged, autoencoder_loss, weight_at
 
 C = 32
 
@@ -111,7 +111,7 @@ def test_nan_codes_during_training_stop_with_training_diverged(data):
                 with torch.no_grad(): model.head.weight.fill_(math.nan)
             super().on_epoch_begin(model, epoch, Xt)
     net = SpectralAutoencoder(C, 3, 8, 1)
-    from sediment_cluster.spectral import train_autoencoder
+    from sediment_cluster.cubes.spectral import train_autoencoder
     with pytest.raises(TrainingDiverged, match='NaN latent codes at the start of epoch 2'):
         train_autoencoder(net, torch.from_numpy(X / X.std()), epochs=4, extra_loss=Poison(gamma=1., k_range=(2, 3), random_state=0), verbose=False)
 

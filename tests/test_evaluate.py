@@ -1,4 +1,4 @@
-"""Tests for `sediment_cluster.evaluate`: scores on label maps against scikit-learn, known cases, matched maps
+"""Tests for `sediment_cluster.cubes.evaluate`: scores on label maps against scikit-learn, known cases, matched maps
 under relabelling (hypothesis), the PSNR degradation, segmenters, the noise study and the baseline table.
 Invariances of `evaluate_labels` itself are in test_metrics_props.py."""
 import numpy as np
@@ -10,7 +10,7 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import confusion_matrix, jaccard_score, precision_recall_fscore_support
 
 from sediment_cluster.core import InputError
-from sediment_cluster.evaluate import (CubeSegmenter, add_noise, check_reference, cluster_masks, cluster_table,
+from sediment_cluster.cubes.evaluate import (CubeSegmenter, add_noise, check_reference, cluster_masks, cluster_table,
                                        compare_baselines, compare_segmenters, matched_map, mislabelled, noise_study,
                                        plot_cluster_check, plot_noise_maps, psnr, UMAPEmbedding)
 from sediment_cluster.ikmeans import IKMeans

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from sediment_cluster.core import FocalStack, InputError
-from sediment_cluster.extract import (PARTICLE_COLUMNS, UM_COLUMNS, box_iou, extract_particles, score_extraction,
+from sediment_cluster.particles.extract import (PARTICLE_COLUMNS, UM_COLUMNS, box_iou, extract_particles, score_extraction,
                                       slic_superpixels, synth_stacks)
-from sediment_cluster.synth.plates import make_scene, render_layers, render_stack
+from sediment_cluster.particles.synth import make_scene, render_layers, render_stack
 
 SIZE = (320, 256)
 

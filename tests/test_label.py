@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 
 from sediment_cluster.core import InputError
-from sediment_cluster.label import (GROUPS, LOG_COLUMNS, UNLABELLED, LabelWidget, Labeller, class_counts, export_ecotaxa,
+from sediment_cluster.particles.label import (GROUPS, LOG_COLUMNS, UNLABELLED, LabelWidget, Labeller, class_counts, export_ecotaxa,
                                     particle_classes, proxies, read_groups, read_labels, simulate_expert, size_stats,
                                     stack_samples, subcluster, wilson, write_sample_tables)
-from sediment_cluster.overcluster import cluster_store, pixel_features
-from sediment_cluster.store import ParticleStore, extract_store
-from sediment_cluster.synth.plates import synth_plates
+from sediment_cluster.particles.overcluster import cluster_store, pixel_features
+from sediment_cluster.particles.store import ParticleStore, extract_store
+from sediment_cluster.particles.synth import synth_plates
 
 K = 6
 
@@ -137,7 +137,7 @@ def test_second_session_refused(store):
 def test_kill_during_actions_loses_nothing(store):
     "A labelling process killed with SIGKILL mid-way leaves a labels file that reads back with every confirmed action."
     code = textwrap.dedent(f"""
-        from sediment_cluster.label import Labeller
+        from sediment_cluster.particles.label import Labeller
         lab = Labeller({str(store.path)!r})
         for i in range(10_000):
             lab.name(i % {K}, f'class{{i}}'); print(i + 1, flush=True)

@@ -8,10 +8,10 @@ from sklearn.datasets import make_blobs
 from sklearn.decomposition import PCA
 
 from sediment_cluster.core import InputError
-from sediment_cluster.overcluster import (OverClusterer, cluster_store, read_latent, cluster_members, montage_image,
+from sediment_cluster.particles.overcluster import (OverClusterer, cluster_store, read_latent, cluster_members, montage_image,
     cluster_montage, clusters_overview, write_montage, select_layer, sharpness, umap_embedding, umap_view,
     particle_truth, cluster_purity, cluster_composition, pixel_features, MODEL, FORMAT)
-from sediment_cluster.store import ParticleStore
+from sediment_cluster.particles.store import ParticleStore
 
 L, S = 3, 10
 

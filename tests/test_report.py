@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sediment_cluster import report as rp
+from sediment_cluster.particles import report as rp
 from sediment_cluster.core import InputError
-from sediment_cluster.label import Labeller
-from sediment_cluster.overcluster import cluster_store, pixel_features
-from sediment_cluster.report import embed_2d, thumbs, write_report
-from sediment_cluster.store import ParticleStore, extract_store
-from sediment_cluster.synth.plates import synth_plates
+from sediment_cluster.particles.label import Labeller
+from sediment_cluster.particles.overcluster import cluster_store, pixel_features
+from sediment_cluster.particles.report import embed_2d, thumbs, write_report
+from sediment_cluster.particles.store import ParticleStore, extract_store
+from sediment_cluster.particles.synth import synth_plates
 
 SECTIONS = ('overview', 'clusters', 'map', 'labels', 'samples')
 

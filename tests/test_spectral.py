@@ -6,7 +6,7 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import make_pipeline
 from sediment_cluster.core import InputError
-from sediment_cluster.spectral import (SpectralAE, SpectralAutoencoder, LossTerm, Ramp, TrainingDiverged,
+from sediment_cluster.cubes.spectral import (SpectralAE, SpectralAutoencoder, LossTerm, Ramp, TrainingDiverged,
     autoencoder_loss, dense_block, init_linear, kl_divergence, layer_widths, mmd, train_autoencoder, VARIANTS)
 
 C = 32

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import zarr
 
-from sediment_cluster import store as st
+from sediment_cluster.particles import store as st
 from sediment_cluster.core import InputError, write_image
-from sediment_cluster.extract import PARTICLE_COLUMNS, UM_COLUMNS, extract_particles
-from sediment_cluster.store import ParticleStore, extract_store
-from sediment_cluster.synth.plates import synth_plates
+from sediment_cluster.particles.extract import PARTICLE_COLUMNS, UM_COLUMNS, extract_particles
+from sediment_cluster.particles.store import ParticleStore, extract_store
+from sediment_cluster.particles.synth import synth_plates
 
 SIZE, CROP, N_STACKS = (320, 256), 40, 6
 KW = dict(size=CROP, progress=False)
@@ -124,7 +124,7 @@ def test_unreachable_scheduler(plates, tmp_path, monkeypatch):
 RUN = textwrap.dedent('''
     import sys; sys.path.insert(0, {tests!r})
     from test_store import slow_extract
-    from sediment_cluster.store import extract_store
+    from sediment_cluster.particles.store import extract_store
     if __name__ == '__main__':
         extract_store({plates!r}, {out!r}, size={crop}, workers={workers}, progress=False, extractor=slow_extract)
 ''')

@@ -2,8 +2,8 @@
 import json
 import numpy as np, pytest
 from sediment_cluster.core import InputError, read_image, write_image
-from sediment_cluster.cube import read_cube
-from sediment_cluster.synth.cubes import (synth_cube, xrf_cube_from_rgb, astro_cube_from_rgb, pigment_spectrum,
+from sediment_cluster.cubes.datacube import read_cube
+from sediment_cluster.cubes.synth_xrf import (synth_cube, xrf_cube_from_rgb, astro_cube_from_rgb, pigment_spectrum,
                                           energy_axis, load_pigments, nebula_seed, demo_rgb, above_kauffmann)
 
 def _written(paths):

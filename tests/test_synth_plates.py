@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from sediment_cluster.core import InputError, iter_stacks
-from sediment_cluster.synth.plates import TRUTH_COLUMNS, render_stack, synth_plates
+from sediment_cluster.particles.synth import TRUTH_COLUMNS, render_stack, synth_plates
 
 SIZE = (256, 200)
 

@@ -3,9 +3,9 @@ import math, shutil
 import numpy as np, pandas as pd, pytest, torch
 from fastai.callback.core import Callback
 from sediment_cluster.core import InputError
-from sediment_cluster.spectral import TrainingDiverged, kl_divergence, mmd
-from sediment_cluster.store import ParticleStore
-from sediment_cluster.vae import (FocalDecoder, FocalVAE, VAELoss, crop_dataloaders, dihedral, encode, encode_store,
+from sediment_cluster.latent import TrainingDiverged, kl_divergence, mmd
+from sediment_cluster.particles.store import ParticleStore
+from sediment_cluster.particles.vae import (FocalDecoder, FocalVAE, VAELoss, crop_dataloaders, dihedral, encode, encode_store,
     load_vae, prepare_crops, pretrained_file, resnet_trunk, restore_crops, save_vae, stack_split, train_vae, vae_learner,
     weight_files)
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Edit notebooks as plain text: convert between `.ipynb` and py-percent scripts.
 
-    python tools/nbpy.py topy nbs/05_store.ipynb > /tmp/05_store.py      # notebook -> script
-    python tools/nbpy.py tonb /tmp/05_store.py nbs/05_store.ipynb         # script -> notebook
+    python tools/nbpy.py topy nbs/12_particles.store.ipynb > /tmp/12_particles.store.py      # notebook -> script
+    python tools/nbpy.py tonb /tmp/12_particles.store.py nbs/12_particles.store.ipynb         # script -> notebook
 
 Script format: a code cell starts with a line `# %%`, a markdown cell with `# %% [markdown]` and its lines
 are prefixed with `# `. `tonb` keeps the ids and outputs of cells whose source is unchanged (so the notebook
