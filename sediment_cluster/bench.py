@@ -28,8 +28,10 @@ def _time(fn, items) -> tuple:
 # %% ../nbs/91_bench.ipynb #05bce85e
 def _run_method(stacks, method, progress, **kwargs) -> dict:
     "Extract `stacks` with `method` (one thread for OpenCV), time it and score it."
-    st = stacks[0][0]; extract_particles(FocalStack(st.layers[:, :128, :160].copy(), 'warm-up'), size=16, method=method, **kwargs)  # compile, import
-    threads = cv2.getNumThreads(); cv2.setNumThreads(1)
+    st = stacks[0][0]
+    extract_particles(FocalStack(st.layers[:, :128, :160].copy(), 'warm-up'), size=16, method=method, **kwargs)  # compile, import
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
     try: res, cpu, wall = _time(lambda s: extract_particles(s[0], method=method, **kwargs)[0], tqdm(stacks, desc=method, disable=not progress, leave=False))
     finally: cv2.setNumThreads(threads)
     sc = evaluate_extraction([(df, t, lab) for df, (_, t, lab) in zip(res, stacks)])
@@ -116,7 +118,8 @@ def bench_cube_file(path, size:int=1000, n_channels:int=1024, counts:float=400, 
     out = np.lib.format.open_memmap(path, mode='w+', dtype=np.uint16, shape=(size, size, n_channels))
     for r in tqdm(range(0, size, chunk_rows), desc='write cube', disable=not progress, leave=False):
         out[r:r + chunk_rows] = sample_counts(P, labels[r:r + chunk_rows].ravel(), counts, rng).reshape(-1, size, n_channels)
-    out.flush(); del out
+    out.flush()
+    del out
     return path, labels, sc
 
 # %% ../nbs/91_bench.ipynb #0148b22f
@@ -176,7 +179,8 @@ def _print_cube_table(r:dict):
         print(pd.DataFrame(rows).T.to_string(float_format=lambda v: f"{v:.3f}"))
         print(f"    ratio sklearn / ours: {a['speedup']:.1f}× wall, {a['speedup_cpu']:.1f}× CPU (target: ours ≤ 20 s)")
     if 'segment' in r:
-        b = r['segment']; H, W, C = b['shape']
+        b = r['segment']
+        H, W, C = b['shape']
         print(f"(b) segmentation of a {H}×{W}×{C} cube ({b['n_bins']} bins in the model), k∈[{r['k_range'][0]}, {r['k_range'][1]}]:")
         t = {'segment (stream)': dict(wall_s=b['segment_s'], cpu_s=b['segment_cpu_s'], spectra_per_s=b['spectra_per_s'], ari=b['ari']),
              'segment (dask, local threads)': dict(wall_s=b['dask_s'], cpu_s=b['dask_cpu_s'], spectra_per_s=H * W / b['dask_s'], ari=b['ari'])}

@@ -143,7 +143,8 @@ def _segment(args) -> list:
 # %% ../nbs/90_cli.ipynb #c2efaa12
 def _demo_particles(out:Path, n_stacks:int, seed:int, epochs:int, workers) -> dict:
     "Synthetic plates → store → VAE → latent → clusters → HTML report."
-    import matplotlib; matplotlib.use('Agg')
+    import matplotlib
+    matplotlib.use('Agg')
     from sediment_cluster.core import iter_stacks, show_stack
     from sediment_cluster.particles.synth import synth_plates
     from sediment_cluster.particles.store import extract_store
@@ -152,7 +153,9 @@ def _demo_particles(out:Path, n_stacks:int, seed:int, epochs:int, workers) -> di
     from sediment_cluster.particles.report import write_report
     plates = synth_plates(out/'plates', n_stacks=n_stacks, seed=seed, overwrite=True)
     fig = show_stack(next(iter_stacks(plates)))
-    picture = out/'stack.png'; fig.savefig(picture, dpi=80); matplotlib.pyplot.close(fig)
+    picture = out/'stack.png'
+    fig.savefig(picture, dpi=80)
+    matplotlib.pyplot.close(fig)
     shutil.rmtree(out/'store', ignore_errors=True)  # the plates were just re-rendered: extract them afresh
     store = extract_store(plates, out/'store', size=64, workers=workers)
     print(f"{len(store)} particles extracted from {n_stacks} stacks")
@@ -188,7 +191,8 @@ def _demo_cube(out:Path, seed:int, epochs:int) -> dict:
 # %% ../nbs/90_cli.ipynb #401d23de
 def demo(out, n_stacks:int=12, seed:int=0, workers:int=None, epochs:int=3, cube_epochs:int=40, parts=('particles', 'cube')) -> dict:
     "Run the demo into folder `out`: both pipelines on synthetic data. Returns the paths written."
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     written = {}
     if 'particles' in parts: written.update(_demo_particles(out, n_stacks, seed, epochs, workers))
     if 'cube' in parts: written.update(_demo_cube(out, seed, cube_epochs))
@@ -424,13 +428,17 @@ def main(argv:list|None=None) -> int:
     "Entry point of `sediment-cluster`; returns the process exit code."
     parser = make_parser()
     args = parser.parse_args(argv)
-    if args.command is None: parser.print_help(); return 2
+    if args.command is None:
+        parser.print_help()
+        return 2
     t0 = time.perf_counter()
     try: written = args.func(args)
     except InputError as e:
-        print(f"sediment-cluster {args.command}: error: {e}", file=sys.stderr); return 2
+        print(f"sediment-cluster {args.command}: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print(f"sediment-cluster {args.command}: interrupted", file=sys.stderr); return 130
+        print(f"sediment-cluster {args.command}: interrupted", file=sys.stderr)
+        return 130
     for p in written: print(f"wrote {p}")
     print(f"done in {time.perf_counter() - t0:.1f} s")
     return 0

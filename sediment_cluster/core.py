@@ -71,7 +71,8 @@ def _is_truncated(path:Path) -> bool:
     ext = path.suffix.lower()
     if ext not in ('.jpg', '.jpeg', '.png'): return False
     with open(path, 'rb') as f:
-        f.seek(max(0, path.stat().st_size - 64)); tail = f.read()
+        f.seek(max(0, path.stat().st_size - 64))
+        tail = f.read()
     return (b'\xff\xd9' not in tail) if ext != '.png' else (b'IEND' not in tail)
 
 # %% ../nbs/00_core.ipynb #49c43951
@@ -104,13 +105,20 @@ def _remove(p:Path):
 @contextmanager
 def atomic_path(path):
     "Yield a temporary sibling of `path` to write to; on success it replaces `path` (file or folder)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     _remove(tmp)
     try: yield tmp
-    except BaseException: _remove(tmp); raise
+    except BaseException:
+        _remove(tmp)
+        raise
     if tmp.is_dir() and path.exists():
-        old = path.with_name(f".{path.name}.old"); _remove(old); os.replace(path, old); os.replace(tmp, path); _remove(old)
+        old = path.with_name(f".{path.name}.old")
+        _remove(old)
+        os.replace(path, old)
+        os.replace(tmp, path)
+        _remove(old)
     else: os.replace(tmp, path)
 
 # %% ../nbs/00_core.ipynb #5c91d9a9
@@ -262,7 +270,9 @@ def show_stack(stack:FocalStack, max_width:float=14, titles:bool=True):
     L, (h, w) = stack.n_layers, stack.shape
     fig, axs = plt.subplots(1, L, figsize=(max_width, max_width / L * h / w + 0.4), squeeze=False)
     for i, ax in enumerate(axs[0]):
-        ax.imshow(stack.layers[i]); ax.set_axis_off()
+        ax.imshow(stack.layers[i])
+        ax.set_axis_off()
         if titles: ax.set_title(f"layer {i}" + (f"\n{Path(stack.paths[i]).name}" if stack.paths else ''), fontsize=8)
-    fig.suptitle(stack.stack_id, fontsize=10); fig.tight_layout()
+    fig.suptitle(stack.stack_id, fontsize=10)
+    fig.tight_layout()
     return fig

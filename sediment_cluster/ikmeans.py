@@ -77,13 +77,16 @@ def kmeans_plusplus(
     d2 = sqdist(X, X[idx], x2, x2[idx])[:, 0]
     for _ in range(1, k):
         cum = torch.cumsum(d2.double(), 0)
-        if float(cum[-1]) <= 0: idx.append(int(rng.integers(N))); continue
+        if float(cum[-1]) <= 0:
+            idx.append(int(rng.integers(N)))
+            continue
         r = torch.as_tensor(rng.random(trials) * float(cum[-1]), device=X.device, dtype=torch.float64)
         cand = torch.searchsorted(cum, r).clamp_(max=N - 1)                    # drawn ∝ D²
         d2e = d2 if ev is None else d2[ev]
         j = int(torch.minimum(d2e[:, None], sqdist(Xe, X[cand], x2e, x2[cand])).sum(0).argmin()) if trials > 1 else 0
         c = cand[j:j + 1]
-        d2 = torch.minimum(d2, sqdist(X, X[c], x2, x2[c])[:, 0]); idx.append(int(c))
+        d2 = torch.minimum(d2, sqdist(X, X[c], x2, x2[c])[:, 0])
+        idx.append(int(c))
     return X[idx].clone()
 
 # %% ../nbs/02_ikmeans.ipynb #205db828
@@ -127,7 +130,9 @@ def lloyd(
         if old is not None and torch.equal(labels, old): break                # strict convergence
         new = _reseed_empty(sums / counts.clamp(min=1)[:, None], counts, X, mind)
         shift, C, old = float(((new - C) ** 2).sum()), new, labels
-        if shift <= tol_abs or it == max_iter: labels, mind = assign(X, C, x2); break
+        if shift <= tol_abs or it == max_iter:
+            labels, mind = assign(X, C, x2)
+            break
     return C, labels, float(mind.double().sum()), it
 
 # %% ../nbs/02_ikmeans.ipynb #6e466938
@@ -259,7 +264,8 @@ def silhouette(
     device='auto',              # torch device
 ) -> tuple:                     # (score, standard error; 0.0 unless sampled)
     "Mean silhouette of `labels` on `X` by `method`, with its standard error."
-    dev = torch_device(device); X = as_points(X, dev)
+    dev = torch_device(device)
+    X = as_points(X, dev)
     _, lab = torch.unique(torch.as_tensor(np.asarray(labels), device=dev), return_inverse=True)
     if len(lab) != len(X): raise InputError(f"labels has {len(lab)} items but X has {len(X)} rows")
     if int(lab.max()) < 1: raise InputError("the silhouette needs at least 2 clusters; all items have one label")
@@ -298,7 +304,9 @@ def _k_values(self:IKMeans, n:int) -> list:
     "The k values to try for `n` samples, validated."
     kr = (self.n_clusters, self.n_clusters) if self.n_clusters is not None else self.k_range
     name = f"n_clusters={self.n_clusters}" if self.n_clusters is not None else f"k_range={self.k_range}"
-    try: k0, k1 = (int(k) for k in kr); ok = (k0, k1) == tuple(kr)
+    try:
+        k0, k1 = (int(k) for k in kr)
+        ok = (k0, k1) == tuple(kr)
     except (TypeError, ValueError): ok = False
     if not ok or k0 < 1 or k1 < k0: raise InputError(f"{name}: give integers 1 <= k_min <= k_max, e.g. k_range=(2, 12)")
     if k0 < 2 and k1 > k0: raise InputError(f"{name}: a range must start at k >= 2 (the silhouette needs two clusters)")
@@ -367,12 +375,14 @@ def fit(self:IKMeans,
     y=None,     # ignored (scikit-learn convention)
 ):
     "Cluster `X` for each k of the range and keep the k with the best silhouette."
-    dev = torch_device(self.device); X = as_points(X, dev)
+    dev = torch_device(self.device)
+    X = as_points(X, dev)
     ks, rng = self._k_values(len(X)), _rng(self.random_state)
     if self.seed_size is not None and (not isinstance(self.seed_size, (int, np.integer)) or self.seed_size < 1):
         raise InputError(f"seed_size={self.seed_size!r}: give a positive integer (points to draw k-means++ seeds from) or None for all")
     self.n_features_in_, self.device_ = X.shape[1], str(dev)
-    mean, span = X.double().mean(0).float(), float(X.abs().max()); X = X - mean
+    mean, span = X.double().mean(0).float(), float(X.abs().max())
+    X = X - mean
     if float(X.abs().max()) <= 8 * torch.finfo(torch.float32).eps * span: return self._fit_constant(X, mean)
     method = self._sil_method(len(X), len(ks))
     sub = _subsample(rng, len(X), self.init_size, 2 * (self.init_size or 0), dev, sort=True)
@@ -400,7 +410,9 @@ def _scan(self:IKMeans, X, ks, rng, method, sub, sil_idx) -> tuple:
         if not method: continue
         n_used = int((torch.bincount(labels, minlength=k) > 0).sum())
         runs.append((k, labels if method == 'simplified' or sil_idx is None else labels[sil_idx], C, n_used))
-        if self.patience or method == 'simplified': self._score(X, runs, method, sil_idx); runs = []
+        if self.patience or method == 'simplified':
+            self._score(X, runs, method, sil_idx)
+            runs = []
         if self.patience and (b := _best_k(self.scores_)) is not None and k - b >= self.patience: break
     if runs: self._score(X, runs, method, sil_idx)
     k = _best_k(self.scores_) if method and len(ks) > 1 else ks[0]

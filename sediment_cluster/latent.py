@@ -59,7 +59,10 @@ def mmd(
 @dataclass
 class Ramp:
     "A weight going linearly from `start` to `stop` between epochs `begin` and `end` (β(t) of eq. 6)."
-    start:float=0.; stop:float=1.; begin:int=0; end:int=10
+    start:float=0.
+    stop:float=1.
+    begin:int=0
+    end:int=10
     def __call__(self, epoch:int) -> float:
         t = np.clip((epoch - self.begin) / max(self.end - self.begin, 1e-9), 0., 1.)
         return float(self.start + (self.stop - self.start) * t)

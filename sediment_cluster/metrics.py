@@ -51,7 +51,8 @@ def match_clusters(
     C, ref_labels, pred_labels = contingency(pred, ref)
     if method == 'hungarian':
         order = np.lexsort(C[::-1])   # columns in content order: ties never depend on the predicted ids
-        rows, cols = linear_sum_assignment(C[:, order], maximize=True); cols = order[cols]
+        rows, cols = linear_sum_assignment(C[:, order], maximize=True)
+        cols = order[cols]
     elif method == 'majority': cols, rows = np.arange(C.shape[1]), C.argmax(0)
     else: raise InputError(f"match='{method}': unknown matching; use 'hungarian' or 'majority'")
     mapping = {pred_labels[j].item(): ref_labels[i].item() for j, i in sorted(zip(cols, rows))}
@@ -150,10 +151,12 @@ def plot_confusion(M:np.ndarray, labels:list, ax=None, title:str=None):
     if ax is None: _, ax = plt.subplots(figsize=(3.5, 3))
     ax.imshow(M, cmap='Blues')
     names = ['unm.' if l == UNMATCHED else str(l) for l in labels]
-    ax.set_xticks(range(len(names)), names); ax.set_yticks(range(len(names)), names)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_yticks(range(len(names)), names)
     for (i, j), v in np.ndenumerate(M):
         ax.text(j, i, f"{v:.2f}" if M.dtype.kind == 'f' else str(v), ha='center', va='center', fontsize=7)
-    ax.set_xlabel('predicted (matched)'); ax.set_ylabel('reference')
+    ax.set_xlabel('predicted (matched)')
+    ax.set_ylabel('reference')
     if title: ax.set_title(title, fontsize=9)
     return ax
 

@@ -10,7 +10,8 @@ from sklearn.decomposition import PCA
 from sediment_cluster.core import InputError
 from sediment_cluster.particles.overcluster import (OverClusterer, cluster_store, read_latent, cluster_members, montage_image,
     cluster_montage, clusters_overview, write_montage, select_layer, sharpness, umap_embedding, umap_view,
-    particle_truth, cluster_purity, cluster_composition, pixel_features, MODEL, FORMAT)
+    particle_truth, cluster_purity, cluster_composition, pixel_features, MODEL)
+from sediment_cluster.core import model_format
 from sediment_cluster.particles.store import ParticleStore
 
 L, S = 3, 10
@@ -62,7 +63,7 @@ def test_save_load_new_samples(blobs, tmp_path):
     oc = OverClusterer(10, random_state=0).fit(X[:400])
     p = oc.save(tmp_path/'m.npz')
     with np.load(p, allow_pickle=False) as z:                               # plain arrays, no pickle
-        assert json.loads(str(z['header']))['format'] == FORMAT
+        assert json.loads(str(z['header']))["format"] == model_format(OverClusterer)
     new = OverClusterer.load(p)
     assert (new.predict(X[400:]) == oc.predict(X[400:])).all()              # new samples, no refit
     np.testing.assert_array_equal(new.transform(X[400:]), oc.transform(X[400:]))

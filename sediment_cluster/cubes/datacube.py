@@ -56,12 +56,15 @@ def dtype(self:Datacube) -> np.dtype: return np.dtype(self.data.dtype)
 @patch
 def close(self:Datacube):
     "Close the file behind the cube (HDF5); a no-op otherwise."
-    if self._handle is not None: self._handle.close(); self._handle = None
+    if self._handle is not None:
+        self._handle.close()
+        self._handle = None
 
 @patch
 def load(self:Datacube) -> Datacube:
     "Read the whole cube into memory and close any file behind it."
-    cube = Datacube(np.asarray(self.data[...]), self.axis, self.unit, self.quantity, self.path); self.close()
+    cube = Datacube(np.asarray(self.data[...]), self.axis, self.unit, self.quantity, self.path)
+    self.close()
     return cube
 
 # %% ../../nbs/20_cubes.datacube.ipynb #cc8bbbc9
@@ -96,7 +99,8 @@ def _axis_meta(axis, unit, quantity) -> dict:
 def _write_npy(tmp:Path, data, axis, unit, quantity, chunk_rows):
     out = np.lib.format.open_memmap(tmp, mode='w+', dtype=data.dtype, shape=data.shape)
     for rows in _row_blocks(data.shape[0], chunk_rows): out[rows] = data[rows]
-    out.flush(); del out
+    out.flush()
+    del out
     return _axis_meta(axis, unit, quantity)
 
 def _write_h5(tmp:Path, data, axis, unit, quantity, chunk_rows):
@@ -154,7 +158,8 @@ def _open_h5(path:Path) -> Datacube:
     try: f = h5py.File(path, 'r')
     except OSError: raise InputError(f"{path}: not a readable HDF5 file")
     if 'img' not in f:
-        names = ', '.join(f.keys()) or 'nothing'; f.close()
+        names = ', '.join(f.keys()) or 'nothing'
+        f.close()
         raise InputError(f"{path}: no dataset 'img' (found: {names}); store the H×W×C cube as dataset 'img'")
     ax = f['energy'] if 'energy' in f else f.get('wavelength')
     if ax is None: cube = Datacube(f['img'], path=path, _handle=f)
@@ -209,7 +214,9 @@ def _bin_starts(n_channels:int, n_bins:int) -> np.ndarray:
 
 def rebin(X:np.ndarray, n_bins:int) -> np.ndarray: # N×n_bins sums
     "Sum the channels of spectra `X` (N×C) into `n_bins` contiguous groups, dropping none."
-    X = np.asarray(X); C = X.shape[-1]; starts, w = _bin_starts(C, n_bins), C // n_bins
+    X = np.asarray(X)
+    C = X.shape[-1]
+    starts, w = _bin_starts(C, n_bins), C // n_bins
     if C % n_bins or w > 4: return np.add.reduceat(X, starts, axis=-1)
     out = X[..., ::w].copy()  # equal groups of ≤ 4 channels: w strided sums are 3–9× faster than reduceat
     for i in range(1, w): out += X[..., i::w]
@@ -233,8 +240,12 @@ def _check_spectra(X, what='X') -> np.ndarray:
 def _clean(X:np.ndarray) -> tuple:
     "`X` as float with NaN/inf/negatives set to 0, and the two counts."
     X = X.astype(np.float64, copy=True)
-    bad = ~np.isfinite(X); n_bad = int(bad.sum()); X[bad] = 0
-    neg = X < 0; n_neg = int(neg.sum()); X[neg] = 0
+    bad = ~np.isfinite(X)
+    n_bad = int(bad.sum())
+    X[bad] = 0
+    neg = X < 0
+    n_neg = int(neg.sum())
+    X[neg] = 0
     if n_bad or n_neg: warnings.warn(f"SpectraPreprocessor: set {n_bad} NaN/inf and {n_neg} negative values to 0")
     return X, n_bad, n_neg
 
@@ -256,7 +267,8 @@ class SpectraPreprocessor(TransformerMixin, BaseEstimator):
         return self
 
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__(); tags.input_tags.allow_nan = True   # NaN/inf are cleaned, not refused
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # NaN/inf are cleaned, not refused
         return tags
 
 # %% ../../nbs/20_cubes.datacube.ipynb #d49308b7
@@ -269,7 +281,8 @@ def _sp_transform(self, X) -> np.ndarray: # N×n_bins float64
     X = np.add.reduceat(_clean(X)[0], self.bin_starts_, axis=1)
     if self.log1p: X = np.log1p(X)
     if not self.normalize: return X
-    m = X.max(1, keepdims=True); zero = m[:, 0] <= 0
+    m = X.max(1, keepdims=True)
+    zero = m[:, 0] <= 0
     if zero.any(): warnings.warn(f"SpectraPreprocessor: {int(zero.sum())} all-zero spectra stay zero")
     return np.divide(X, m, out=np.zeros_like(X), where=m > 0)
 

@@ -51,7 +51,8 @@ def silhouette_loss(
     temperature:float=None,     # soft memberships softmax(−‖z − c‖²/τ), τ = temperature × mean squared distance to the nearest centre; None: hard
 ) -> tuple:                     # ((1 − mean silhouette)/2, nearest-centre labels)
     "(1 − s)/2 for the (soft) silhouette `s` of `z` with memberships from the distances to `centres`."
-    d2 = sqdist(z, centres); lab = d2.detach().argmin(1)
+    d2 = sqdist(z, centres)
+    lab = d2.detach().argmin(1)
     if temperature is None: P = F.one_hot(lab, len(centres)).to(z.dtype)
     else: P = torch.softmax(-d2 / (temperature * d2.detach().min(1).values.mean()).clamp(min=1e-12), 1)
     return (1 - soft_silhouette_t(z, P).mean()) / 2, lab
@@ -72,9 +73,12 @@ class ClusteringLoss(LossTerm):
         sample_size:int=5_000,      # codes clustered at each epoch start (exact silhouette up to 10,000)
         random_state=None,          # seed of the samples and of IKMeans
     ):
-        super().__init__(); store_attr()
-        _check_choice('clustering', kind, CLUSTER_LOSSES); _check_choice('mode', mode, ('sum', 'product'))
-        self.centres = self.counts = self._row = None; self.log, self._s = [], [0., 0]
+        super().__init__()
+        store_attr()
+        _check_choice('clustering', kind, CLUSTER_LOSSES)
+        _check_choice('mode', mode, ('sum', 'product'))
+        self.centres = self.counts = self._row = None
+        self.log, self._s = [], [0., 0]
         self._rng = np.random.default_rng(random_state)
 
     def weights(self, epoch:int) -> tuple:
@@ -89,7 +93,8 @@ def _check_choice(name, value, choices):
 @torch.no_grad()
 def _codes(model, X:torch.Tensor, idx:np.ndarray, batch:int=8192) -> torch.Tensor:
     "Latent means of the rows `idx` of `X` in eval mode."
-    model.eval(); dev = next(model.parameters()).device
+    model.eval()
+    dev = next(model.parameters()).device
     return torch.cat([model.encode(X[torch.as_tensor(i)].to(dev))[0] for i in np.array_split(idx, max(1, math.ceil(len(idx) / batch)))])
 
 @patch
@@ -138,7 +143,9 @@ def __call__(self:ClusteringLoss, model, x, out, epoch) -> dict:
     if g == 0 or self.centres is None: return {'clust': out.mu.new_zeros(())}
     S, lab = CLUSTER_LOSSES[self.kind](out.mu, self.centres, self.temperature)
     if model.training:
-        self._update_centres(out.mu.detach(), lab); self._s[0] += float(S.detach()) * len(x); self._s[1] += len(x)
+        self._update_centres(out.mu.detach(), lab)
+        self._s[0] += float(S.detach()) * len(x)
+        self._s[1] += len(x)
     if self.mode == 'sum': return {'clust': g * S}
     return {'clust': self._base_loss(model, x, out, epoch) * g * (S - 1) / (1 + g)}   # total = L·(1 + γS)/(1 + γ)
 
@@ -172,7 +179,8 @@ AE_PARAMS = ('latent', 'encoding', 'n_hidden', 'rule', 'kind', 'variant', 'dropo
 @patch
 def _check_params(self:DeepSpectralClustering):
     "Refuse settings that cannot work, before any training."
-    _check_choice('clustering', self.clustering, CLUSTERINGS); _check_choice('mode', self.mode, ('sum', 'product'))
+    _check_choice('clustering', self.clustering, CLUSTERINGS)
+    _check_choice('mode', self.mode, ('sum', 'product'))
     if self.preprocessor is not None and not isinstance(self.preprocessor, SpectraPreprocessor):
         raise InputError(f"preprocessor={self.preprocessor!r}: use a SpectraPreprocessor or None")
     if self.preprocessor is not None and self.n_bins: raise InputError("give n_bins or a preprocessor (with its own n_bins), not both")
@@ -224,7 +232,8 @@ def cluster_latents(
 @patch
 def fit(self:DeepSpectralClustering, X, y=None):
     "Train the autoencoder with the clustering term on spectra `X` (N×C), then cluster the codes. Returns `self`."
-    self._check_params(); X = check_spectra(X, what='X')
+    self._check_params()
+    X = check_spectra(X, what='X')
     IKMeans(k_range=self.k_range, n_clusters=self.n_clusters)._k_values(len(X))
     self.n_features_in_ = X.shape[1]
     if self.n_bins and self.n_bins > X.shape[1]: raise InputError(f"n_bins={self.n_bins}: more than the {X.shape[1]} channels")
@@ -253,7 +262,8 @@ def _cluster(self:DeepSpectralClustering, Z:np.ndarray, seed:int):
 @patch
 def transform(self:DeepSpectralClustering, X) -> np.ndarray:
     "Latent codes (N×`latent`) of spectra `X` (N×C, the cube's channels)."
-    check_is_fitted(self, 'ae_'); X = check_spectra(X, self.n_features_in_, 'X')
+    check_is_fitted(self, 'ae_')
+    X = check_spectra(X, self.n_features_in_, 'X')
     return self.ae_.transform(self._prep(X))
 
 @patch
@@ -264,7 +274,8 @@ def predict(self:DeepSpectralClustering, X) -> np.ndarray:
 @patch
 def inverse_transform(self:DeepSpectralClustering, Z) -> np.ndarray:
     "Spectra in the model space decoded from codes `Z`."
-    check_is_fitted(self, 'ae_'); return self.ae_.inverse_transform(Z)
+    check_is_fitted(self, 'ae_')
+    return self.ae_.inverse_transform(Z)
 
 @patch(as_prop=True)
 def barycentres_(self:DeepSpectralClustering) -> np.ndarray:
@@ -276,7 +287,8 @@ def within_between(Z:np.ndarray, labels:np.ndarray) -> float:
     "Within-cluster over between-cluster sum of squares of codes `Z` for `labels` (lower: tighter, better separated)."
     Z, (u, inv) = np.asarray(Z, float), np.unique(labels, return_inverse=True)
     means = np.stack([Z[inv == i].mean(0) for i in range(len(u))])
-    W = ((Z - means[inv]) ** 2).sum(); B = (np.bincount(inv)[:, None] * (means - Z.mean(0)) ** 2).sum()
+    W = ((Z - means[inv]) ** 2).sum()
+    B = (np.bincount(inv)[:, None] * (means - Z.mean(0)) ** 2).sum()
     return float(W / B)
 
 # %% ../../nbs/26_cubes.deepcluster.ipynb #c897078d
@@ -295,7 +307,8 @@ def _params_from_plain(p:dict) -> dict:
 @patch
 def save(self:DeepSpectralClustering, path) -> Path:
     "Save the fitted model to `path` (one torch file, written atomically)."
-    check_is_fitted(self, 'ae_'); km = self.kmeans_
+    check_is_fitted(self, 'ae_')
+    km = self.kmeans_
     return write_model_file(path, DeepSpectralClustering, {
         'params': _plain_params(self), 'ae': self.ae_._state(), 'n_features_in_': self.n_features_in_,
         'kmeans': {'params': {k: _param_to_plain(k, v) for k, v in km.get_params().items()},
@@ -308,10 +321,12 @@ def save(self:DeepSpectralClustering, path) -> Path:
 def load(cls:DeepSpectralClustering, path, device='auto') -> DeepSpectralClustering:
     "Load a model saved with `DeepSpectralClustering.save` onto `device`."
     state = read_model_file(path, DeepSpectralClustering, 'train one with train_spectral or `sediment-cluster train-spectral`')
-    est = cls(**_params_from_plain(state['params'])); est.n_features_in_ = state['n_features_in_']
+    est = cls(**_params_from_plain(state['params']))
+    est.n_features_in_ = state['n_features_in_']
     est.ae_ = SpectralAE._from_state(state['ae'], device)
     est.preprocessor_ = None if est.preprocessor is None else clone(est.preprocessor).fit(np.zeros((1, est.n_features_in_), np.float32))
-    k = state['kmeans']; km = IKMeans(**{n: _param_from_plain(v) for n, v in k['params'].items()})
+    k = state['kmeans']
+    km = IKMeans(**{n: _param_from_plain(v) for n, v in k['params'].items()})
     km.cluster_centers_, km.scores_, km.score_se_, km.n_clusters_ = k['cluster_centers_'].numpy(), k['scores_'], k['score_se_'], k['n_clusters_']
     km.n_features_in_, km.device_ = km.cluster_centers_.shape[1], 'cpu'
     est.kmeans_, est.labels_, est.history_ = km, state['labels_'].numpy(), pd.DataFrame(state['history_'])
@@ -331,7 +346,8 @@ def _sample_spectra(paths:list, max_spectra:int, chunk_rows:int, rng, progress:b
         out, start = [], 0
         for c, n in zip(cubes, sizes):
             for rows, S in tqdm(iter_spectra(c, chunk_rows), desc=f'read {Path(c.path).name}', disable=not progress, leave=False):
-                i0 = start + rows.start * c.shape[1]; sel = pick[(pick >= i0) & (pick < i0 + len(S))] - i0
+                i0 = start + rows.start * c.shape[1]
+                sel = pick[(pick >= i0) & (pick < i0 + len(S))] - i0
                 out.append(np.asarray(S[sel], np.float32))
             start += n
         return np.concatenate(out)
@@ -410,7 +426,8 @@ def _block_spectra(X, C:int, r0:int, W:int) -> np.ndarray:
 
 def _encode_block(model, X, r0:int, W:int) -> dict:
     "Pass 1 on a block: codes and the energy-integrated input."
-    X = _block_spectra(X, model.n_features_in_, r0, W); Xm = model._prep(X)
+    X = _block_spectra(X, model.n_features_in_, r0, W)
+    Xm = model._prep(X)
     return {'z': model.ae_.transform(Xm), 'img': (X if model.preprocessor_ is not None else Xm).sum(1, dtype=np.float64)}
 
 # %% ../../nbs/26_cubes.deepcluster.ipynb #f7d9b8f7
@@ -420,7 +437,8 @@ def _summarise_block(model, X, r0:int, W:int, z:np.ndarray, lab:np.ndarray, K:in
     lt, D = torch.from_numpy(lab.astype(np.int64)), model.inverse_transform(z)
     sums = lambda A: torch.zeros(K, A.shape[1]).index_add_(0, lt, torch.from_numpy(np.ascontiguousarray(A))).double().numpy()
     linear = model.preprocessor_ is None
-    raw = sums(X); Xm = model._prep(X[flat] if linear else X)
+    raw = sums(X)
+    Xm = model._prep(X[flat] if linear else X)
     return {'raw': raw, 'input': model._prep(raw) if linear else sums(Xm), 'decoded': sums(D), 'count': np.bincount(lab, minlength=K),
             'img': D.sum(1, dtype=np.float64), 'flat_input': Xm if linear else Xm[flat], 'flat_decoded': D[flat]}
 
@@ -446,9 +464,13 @@ DASK_CONNECT_TIMEOUT = '10s'   # how long to try to reach a dask scheduler
 @contextmanager
 def dask_scheduler(scheduler=None):
     "What `dask.compute` should use: local threads (None), or a distributed client for an address, `Client` or cluster."
-    if scheduler is None or scheduler in ('threads', 'sync', 'synchronous'): yield scheduler or 'threads'; return
+    if scheduler is None or scheduler in ('threads', 'sync', 'synchronous'):
+        yield scheduler or 'threads'
+        return
     from distributed import Client
-    if isinstance(scheduler, Client): yield scheduler; return
+    if isinstance(scheduler, Client):
+        yield scheduler
+        return
     try: client = Client(scheduler, set_as_default=False, timeout=DASK_CONNECT_TIMEOUT)
     except (OSError, TimeoutError, ValueError, TypeError) as e:
         raise InputError(f"scheduler={scheduler!r}: cannot connect to a dask scheduler ({type(e).__name__}); start one, or leave it unset for local threads") from None
@@ -489,7 +511,8 @@ def _as_cube(cube) -> tuple:
 def _as_model(model) -> DeepSpectralClustering:
     if isinstance(model, (str, Path)): return DeepSpectralClustering.load(model)
     if not isinstance(model, DeepSpectralClustering): raise InputError(f"model={type(model).__name__}: pass a fitted DeepSpectralClustering or its saved file")
-    check_is_fitted(model, 'ae_'); return model
+    check_is_fitted(model, 'ae_')
+    return model
 
 def _flat_pixels(N:int, n_flat:int) -> np.ndarray:
     return np.unique(np.linspace(0, N - 1, max(1, min(n_flat, N))).round().astype(np.int64))
@@ -509,7 +532,8 @@ def segment(
 ) -> CubeSegmentation:
     "Segment `cube` with `model`: encode every pixel spectrum, cluster the codes, summarise the clusters."
     t0, model = time.perf_counter(), _as_model(model)
-    cube, opened = _as_cube(cube); name = str(cube.path or 'cube')
+    cube, opened = _as_cube(cube)
+    name = str(cube.path or 'cube')
     try:
         H, W, C = cube.shape
         if C != model.n_features_in_: raise InputError(f"{name}: {C} channels but the model was trained on {model.n_features_in_}; rebin the cube or train on cubes like it")
@@ -537,7 +561,9 @@ def _segment_passes(run, cube, model, k_range, chunk_rows, fit_size, n_flat, ran
     H, W, C = cube.shape
     p1 = run(_encode_block, cube=cube, chunk_rows=chunk_rows, args_of=lambda r: (), progress=progress, desc='encode')
     Z = np.concatenate([p['z'] for p in p1])
-    if k_range is None: check_latents(Z, name); km, labels = model.kmeans_, model.kmeans_.predict(Z)
+    if k_range is None:
+        check_latents(Z, name)
+        km, labels = model.kmeans_, model.kmeans_.predict(Z)
     else: km, labels = cluster_latents(Z, k_range, None, fit_size, random_state, what=name)
     K, flat = len(km.cluster_centers_), _flat_pixels(H * W, n_flat)
     def args_of(r):
@@ -562,7 +588,8 @@ def _backdrop(ax, A:np.ndarray, x:np.ndarray, ylim:tuple):
     ax.set_ylim(*ylim)
 
 def _ylim(*curves) -> tuple:
-    v = np.concatenate([np.ravel(c) for c in curves]); v = v[np.isfinite(v)]
+    v = np.concatenate([np.ravel(c) for c in curves])
+    v = v[np.isfinite(v)]
     lo, hi = (v.min(), v.max()) if len(v) else (0., 1.)
     return (min(lo, 0.), hi * 1.08 + 1e-12)
 
@@ -572,14 +599,17 @@ def plot_cluster_spectra(seg:CubeSegmentation, backdrop:bool=True, size:float=2.
     K, x = seg.n_clusters, seg.model_axis
     fig, axs = _subplots(K, 3, figsize=(10, size * K), squeeze=False, gridspec_kw={'width_ratios': [1, 2.2, 2.2]})
     for k, (a, b, c) in enumerate(axs):
-        a.imshow(seg.labels == k, cmap='viridis', vmin=0, vmax=1, interpolation='nearest'); a.set_axis_off()
+        a.imshow(seg.labels == k, cmap='viridis', vmin=0, vmax=1, interpolation='nearest')
+        a.set_axis_off()
         a.set_title(f'cluster {k} ({seg.counts[k]} px)', fontsize=8)
         for ax, mean, flat, what in [(b, seg.mean_decoded[k], seg.flat.get('decoded'), 'reconstructed'), (c, seg.mean_input[k], seg.flat.get('input'), 'input')]:
-            ax.plot(x, mean, c='w' if backdrop else 'C3', lw=1.2); ax.set_title(f'{what}, mean over cluster {k}', fontsize=8)
+            ax.plot(x, mean, c='w' if backdrop else 'C3', lw=1.2)
+            ax.set_title(f'{what}, mean over cluster {k}', fontsize=8)
             if backdrop and flat is not None and len(flat): _backdrop(ax, flat, x, _ylim(mean))
             ax.tick_params(labelsize=7)
     for ax in axs[-1, 1:]: ax.set_xlabel(seg.unit, fontsize=8)
-    fig.tight_layout(); return fig
+    fig.tight_layout()
+    return fig
 
 def _subplots(*args, **kwargs):
     import matplotlib.pyplot as plt
@@ -596,18 +626,24 @@ def plot_barycentres(seg:CubeSegmentation, backdrop:bool=True, size:float=2.):
         for v, style, lab in zip(curves, [dict(c='red', ls='-'), dict(c='gold', ls='--'), dict(c='green', ls='-.')],
                                  ['mean reconstruction (8)', 'decoded barycentre (10)', 'mean input (9)']):
             ax.plot(x, v, lw=1.3, label=lab, **style)
-        ax.set_title(f'cluster {k}', fontsize=8); ax.tick_params(labelsize=7)
-    axs[0, 0].legend(fontsize=7, loc='upper right'); axs[-1, 0].set_xlabel(seg.unit, fontsize=8)
-    fig.tight_layout(); return fig
+        ax.set_title(f'cluster {k}', fontsize=8)
+        ax.tick_params(labelsize=7)
+    axs[0, 0].legend(fontsize=7, loc='upper right')
+    axs[-1, 0].set_xlabel(seg.unit, fontsize=8)
+    fig.tight_layout()
+    return fig
 
 # %% ../../nbs/26_cubes.deepcluster.ipynb #d6f96d68
 def plot_integrated(seg:CubeSegmentation, size:float=3.):
     "Figs. 5/11: energy-integrated input, decoded and embedded cubes (viridis)."
     fig, axs = _subplots(1, 3, figsize=(3 * size + 1, size))
     for ax, key in zip(axs, ['input', 'decoded', 'embedded']):
-        im = ax.imshow(seg.integrated[key], cmap='viridis', interpolation='nearest'); ax.set_axis_off()
-        ax.set_title(f'{key}', fontsize=9); fig.colorbar(im, ax=ax, fraction=.046, pad=.02).ax.tick_params(labelsize=7)
-    fig.tight_layout(); return fig
+        im = ax.imshow(seg.integrated[key], cmap='viridis', interpolation='nearest')
+        ax.set_axis_off()
+        ax.set_title(f'{key}', fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=.046, pad=.02).ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return fig
 
 # %% ../../nbs/26_cubes.deepcluster.ipynb #b27cd898
 def plot_cluster_masks(seg:CubeSegmentation, rgb:np.ndarray, size:float=2.):
@@ -618,10 +654,12 @@ def plot_cluster_masks(seg:CubeSegmentation, rgb:np.ndarray, size:float=2.):
     fig, axs = _subplots(2, K, figsize=(size * K, 2 * size), squeeze=False)
     for k in range(K):
         m = seg.labels == k
-        axs[0, k].imshow(np.where(m[..., None], rgb, 0)); axs[0, k].set_title(f'cluster {k}', fontsize=9)
+        axs[0, k].imshow(np.where(m[..., None], rgb, 0))
+        axs[0, k].set_title(f'cluster {k}', fontsize=9)
         axs[1, k].imshow(m, cmap='gray', vmin=0, vmax=1)
         for ax in axs[:, k]: ax.set_axis_off()
-    fig.tight_layout(); return fig
+    fig.tight_layout()
+    return fig
 
 # %% ../../nbs/26_cubes.deepcluster.ipynb #0e26305a
 def segment_file(

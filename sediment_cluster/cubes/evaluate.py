@@ -79,13 +79,18 @@ class CubeSegmenter:
 @patch
 def __call__(self:CubeSegmenter, cube) -> np.ndarray: # H×W labels
     "Segment `cube` (H×W×C) into an H×W label map."
-    X = as_cube(cube); H, W, C = X.shape
+    X = as_cube(cube)
+    H, W, C = X.shape
     t0, S = time.perf_counter(), X.reshape(-1, C).astype(np.float32, copy=False)
     enc, cl = self.encoder, self.clusterer
     if enc is not None:
-        if self.fit_encoder: enc = clone(enc); S = enc.fit_transform(S)
+        if self.fit_encoder:
+            enc = clone(enc)
+            S = enc.fit_transform(S)
         else: S = enc.transform(S)
-    if self.fit_clusterer: cl = clone(cl); labels = cl.fit_predict(S)
+    if self.fit_clusterer:
+        cl = clone(cl)
+        labels = cl.fit_predict(S)
     else: labels = cl.predict(S)
     self.encoder_, self.clusterer_, self.seconds_ = enc, cl, time.perf_counter() - t0
     return np.asarray(labels).reshape(H, W)
@@ -122,7 +127,8 @@ def cluster_masks(pred, ref, match:str='hungarian') -> tuple: # (ref labels, P, 
 
 def mislabelled(pred, ref, match:str='hungarian') -> np.ndarray: # int8: 1 mislabelled, 0 correct, −1 unlabelled
     "The mislabelled-pixel map of `pred` against `ref` after matching."
-    ref = np.asarray(ref); _, _, _, valid = cluster_masks(pred, ref, match)
+    ref = np.asarray(ref)
+    _, _, _, valid = cluster_masks(pred, ref, match)
     return np.where(valid, (matched_map(pred, ref, match) != ref).astype(np.int8), np.int8(-1))
 
 # %% ../../nbs/28_cubes.evaluate.ipynb #992a9557
@@ -150,7 +156,9 @@ def _counts_panel(ax, c:dict, ti:float):
     ax.imshow(M / max(M.sum(), 1), cmap='Blues', vmin=0, vmax=1)
     for (i, j), name in np.ndenumerate(np.array([['TP', 'FP'], ['FN', 'TN']])):
         ax.text(j, i, f"{name}\n{M[i, j]}", ha='center', va='center', fontsize=7)
-    ax.set_xticks([]); ax.set_yticks([]); ax.set_title(f"TI = {ti:.3f}", fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(f"TI = {ti:.3f}", fontsize=8)
 
 def _macro_title(res:dict, avg:str='macro') -> str:
     short = dict(accuracy='acc', precision='prec', recall='rec', f1='F1', tversky='TI')
@@ -176,12 +184,16 @@ def plot_cluster_check(
     fig, axs = plt.subplots(len(labels), 4, figsize=(4 * size, size * len(labels) + .5), squeeze=False)
     for i, l in enumerate(labels):
         imgs = [_mask_image(P[i], valid), _mask_image(T[i], valid), _mislabel_image(P[i] != T[i], valid)]
-        for ax, img in zip(axs[i], imgs): ax.imshow(img, interpolation='nearest'); ax.set_xticks([]); ax.set_yticks([])
+        for ax, img in zip(axs[i], imgs):
+            ax.imshow(img, interpolation='nearest')
+            ax.set_xticks([])
+            ax.set_yticks([])
         _counts_panel(axs[i, 3], res['matching']['counts'][i], res['tversky']['per_cluster'][i])
         axs[i, 0].set_ylabel(names[i] if names else f"cluster {l}", fontsize=8)
     for ax, t in zip(axs[0], ['predicted (matched)', 'reference', 'mislabelled', 'counts']): ax.set_title(t, fontsize=8)
     axs[0, 3].set_title(f"counts\nTI = {res['tversky']['per_cluster'][0]:.3f}", fontsize=8)
-    fig.suptitle(_macro_title(res), fontsize=8, wrap=True); fig.tight_layout()
+    fig.suptitle(_macro_title(res), fontsize=8, wrap=True)
+    fig.tight_layout()
     return fig
 
 # %% ../../nbs/28_cubes.evaluate.ipynb #68af6d90
@@ -220,8 +232,11 @@ def plot_cluster_scores(res:dict, ax=None, names:list=None):
     if ax is None: _, ax = plt.subplots(figsize=(1.5 + .9 * len(labels), 2.6))
     x, w = np.arange(len(labels)), .16
     for i, k in enumerate(SCORES): ax.bar(x + (i - 2) * w, res[k]['per_cluster'], w, label=k)
-    ax.set_xticks(x, labels, fontsize=8); ax.set_ylim(0, 1.05); ax.set_xlabel('reference cluster')
-    ax.legend(fontsize=6, ncol=5, loc='lower center', bbox_to_anchor=(.5, 1)); return ax
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel('reference cluster')
+    ax.legend(fontsize=6, ncol=5, loc='lower center', bbox_to_anchor=(.5, 1))
+    return ax
 
 # %% ../../nbs/28_cubes.evaluate.ipynb #0b6f1ab1
 def _label_colours(labels) -> dict:
@@ -237,14 +252,21 @@ def plot_label_maps(
 ):                          # the matplotlib figure
     "The reference and every map of `maps` matched to it, in the reference's colours, F1 (weighted) in the titles."
     import matplotlib.pyplot as plt
-    ref = np.asarray(ref); colours = _label_colours(np.unique(ref[~_is_unlabelled(ref)]))
+    ref = np.asarray(ref)
+    colours = _label_colours(np.unique(ref[~_is_unlabelled(ref)]))
     fig, axs = plt.subplots(1, len(maps) + 1, figsize=(size * (len(maps) + 1), size + .3), squeeze=False)
-    axs[0, 0].imshow(_paint(ref, colours), interpolation='nearest'); axs[0, 0].set_title('reference', fontsize=8)
+    axs[0, 0].imshow(_paint(ref, colours), interpolation='nearest')
+    axs[0, 0].set_title('reference', fontsize=8)
     for ax, (name, m) in zip(axs[0, 1:], maps.items()):
-        _check_map(m, ref); f1 = evaluate_labels(m, ref, match=match)['f1']['weighted']
-        ax.imshow(_paint(matched_map(m, ref, match), colours), interpolation='nearest'); ax.set_title(f"{name}\nF1 {f1:.3f}", fontsize=8)
-    for ax in axs.flat: ax.set_xticks([]); ax.set_yticks([])
-    fig.tight_layout(); return fig
+        _check_map(m, ref)
+        f1 = evaluate_labels(m, ref, match=match)['f1']['weighted']
+        ax.imshow(_paint(matched_map(m, ref, match), colours), interpolation='nearest')
+        ax.set_title(f"{name}\nF1 {f1:.3f}", fontsize=8)
+    for ax in axs.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
 
 # %% ../../nbs/28_cubes.evaluate.ipynb #e865b05c
 class UMAPEmbedding(TransformerMixin, BaseEstimator):
@@ -261,7 +283,8 @@ class UMAPEmbedding(TransformerMixin, BaseEstimator):
         "Embed `X` (N×D); the result is `embedding_`."
         from umap import UMAP
         from sklearn.neighbors import NearestNeighbors
-        X = check_array(X, dtype=np.float32); k = min(self.n_neighbors, len(X) - 1)
+        X = check_array(X, dtype=np.float32)
+        k = min(self.n_neighbors, len(X) - 1)
         if k < 2: raise InputError(f"UMAPEmbedding: {len(X)} points; UMAP needs at least 3")
         dist, idx = NearestNeighbors(n_neighbors=k).fit(X).kneighbors(X)   # each point is its own first neighbour
         with warnings.catch_warnings():
@@ -326,7 +349,8 @@ def compare_segmenters(
     progress:bool=True,     # progress bar over the segmenters
 ) -> Comparison:
     "Segment `cube` with each of `segmenters`, time it, and score it against `ref`."
-    X = as_cube(cube); ref = check_reference(ref, X.shape[:2])
+    X = as_cube(cube)
+    ref = check_reference(ref, X.shape[:2])
     rows, labels, metrics = {}, {}, {}
     for name, seg in tqdm(segmenters.items(), desc='segmenters', disable=not progress):
         t0 = time.perf_counter()
@@ -409,11 +433,13 @@ def noise_study(
     progress:bool=True,     # progress bar over the levels
 ) -> NoiseStudy:
     "Degrade `cube` to each PSNR level, segment it with `segmenter` and score it against `ref`."
-    X = as_cube(cube); ref = check_reference(ref, X.shape[:2])
+    X = as_cube(cube)
+    ref = check_reference(ref, X.shape[:2])
     rows, labels = {}, {}
     for level in tqdm([np.inf, *psnr_levels], desc='PSNR levels', disable=not progress):
         Xn = X if np.isinf(level) else add_noise(X, level, random_state)
-        t0 = time.perf_counter(); lab = check_reference(np.asarray(segmenter(Xn)), X.shape[:2], 'segmenter output')
+        t0 = time.perf_counter()
+        lab = check_reference(np.asarray(segmenter(Xn)), X.shape[:2], 'segmenter output')
         labels[float(level)] = lab
         rows[float(level)] = {'psnr': psnr(X, Xn), **score_row(evaluate_labels(lab, ref, alpha, beta, match)),
                               'seconds': time.perf_counter() - t0}
@@ -424,11 +450,16 @@ def plot_noise_curve(study:NoiseStudy, scores:tuple=('accuracy_w', 'f1_w'), ax=N
     "Scores of a `NoiseStudy` against PSNR, noisiest on the right, clean-cube values dotted (fig. 20)."
     import matplotlib.pyplot as plt
     if ax is None: _, ax = plt.subplots(figsize=(4, 2.6))
-    t = study.table; noisy = t[np.isfinite(t.index)]
+    t = study.table
+    noisy = t[np.isfinite(t.index)]
     for s in scores:
         line, = ax.plot(noisy.psnr, noisy[s], 'o-', label=s.replace('_w', ' (weighted)'))
         if np.inf in t.index: ax.axhline(t.loc[np.inf, s], ls=':', c=line.get_color())
-    ax.invert_xaxis(); ax.set_xlabel('PSNR (dB)'); ax.set_ylabel('score'); ax.set_ylim(0, 1.05); ax.legend(fontsize=7)
+    ax.invert_xaxis()
+    ax.set_xlabel('PSNR (dB)')
+    ax.set_ylabel('score')
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=7)
     return ax
 
 # %% ../../nbs/28_cubes.evaluate.ipynb #312172c1
@@ -440,17 +471,22 @@ def plot_noise_maps(study:NoiseStudy, names:list=None, size:float=1.4):
     labels, _, T, _ = masks[levels[0]]
     fig, axs = plt.subplots(len(labels), len(levels) + 1, figsize=(size * (len(levels) + 1), size * len(labels) + .3), squeeze=False)
     for i, l in enumerate(labels):
-        axs[i, 0].imshow(T[i], cmap='viridis', interpolation='nearest'); axs[i, 0].set_ylabel(names[i] if names else f"cluster {l}", fontsize=8)
+        axs[i, 0].imshow(T[i], cmap='viridis', interpolation='nearest')
+        axs[i, 0].set_ylabel(names[i] if names else f"cluster {l}", fontsize=8)
         for ax, lev in zip(axs[i, 1:], levels): ax.imshow(masks[lev][1][i], cmap='viridis', interpolation='nearest')
     for ax, t in zip(axs[0], ['reference'] + ['clean' if np.isinf(l) else f"{l:g} dB" for l in levels]): ax.set_title(t, fontsize=8)
-    for ax in axs.flat: ax.set_xticks([]); ax.set_yticks([])
-    fig.tight_layout(); return fig
+    for ax in axs.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
 
 # %% ../../nbs/28_cubes.evaluate.ipynb #5b22b4e5
 def _save_fig(fig, path:Path) -> Path:
     import matplotlib.pyplot as plt
     with atomic_path(path) as tmp: fig.savefig(tmp, format=path.suffix[1:], dpi=100)
-    plt.close(fig); return path
+    plt.close(fig)
+    return path
 
 def save_evaluation(
     labels, reference,      # predicted and reference H×W labels: arrays or .npy files
@@ -460,7 +496,8 @@ def save_evaluation(
     "Write the per-cluster check, confusion matrix, score chart (PNG) and per-cluster table (CSV) of `labels` against `reference`."
     import matplotlib.pyplot as plt
     load = lambda a: np.load(a) if isinstance(a, (str, Path)) else np.asarray(a)
-    pred, ref = _check_map(load(labels), load(reference)); out = Path(out)
+    pred, ref = _check_map(load(labels), load(reference))
+    out = Path(out)
     res = evaluate_labels(pred, ref, alpha, beta, match)
     paths = [_save_fig(plot_cluster_check(pred, ref, match, alpha, beta), out/'cluster_check.png'),
              _save_fig(plot_confusion_check(pred, ref, match).figure, out/'confusion.png'),
@@ -483,7 +520,8 @@ def run_baselines(
     X = read_cube(cube) if isinstance(cube, (str, Path)) else cube
     ref = np.load(reference) if isinstance(reference, (str, Path)) else reference
     cmp = compare_baselines(X, ref, None, k_range, methods, random_state=random_state, progress=progress)
-    out = Path(out); paths = [out]
+    out = Path(out)
+    paths = [out]
     with atomic_path(out) as tmp: cmp.table.to_csv(tmp)
     for name, lab in cmp.labels.items():
         p = out.with_name(f"{out.stem}_{name.split()[0].lower()}.npy")
@@ -510,6 +548,7 @@ def run_noise_study(
     m = DeepSpectralClustering.load(model) if isinstance(model, (str, Path)) else model
     seg = lambda c: segment(c, m, None if k_range is None else tuple(k_range), progress=False, random_state=random_state).labels
     study = noise_study(X, ref, seg, psnr_levels, random_state, progress=progress)
-    out = Path(out); table = out/'noise_table.csv'
+    out = Path(out)
+    table = out/'noise_table.csv'
     with atomic_path(table) as tmp: study.table.to_csv(tmp)
     return [table, _save_fig(plot_noise_curve(study).figure, out/'noise_curve.png'), _save_fig(plot_noise_maps(study), out/'noise_maps.png')]

@@ -84,7 +84,8 @@ class SpectralAutoencoder(nn.Module):
         out_activation:str='linear',# last decoder activation: 'linear', 'sigmoid' or 'softplus'
     ):
         super().__init__()
-        check_choice('kind', kind, KINDS); check_choice('variant', variant, VARIANTS)
+        check_choice('kind', kind, KINDS)
+        check_choice('variant', variant, VARIANTS)
         check_choice('out_activation', out_activation, OUT_ACTIVATIONS)
         store_attr(store_args=False)
         w = layer_widths(n_channels, encoding, n_hidden, rule)
@@ -159,7 +160,9 @@ class LossTerm:
     def __init__(self, fn:Callable=None): self.fn = fn
     def __call__(self, model, x, out, epoch): return self.fn(model, x, out, epoch) if self.fn else {}
     def on_epoch_begin(self, model:SpectralAutoencoder, epoch:int, X:torch.Tensor): "Called before each epoch with the (scaled) training spectra."
-    def weights(self, epoch:int) -> tuple: "Epoch-dependent weights of this term (restart the monitoring when they change)."; return ()
+    def weights(self, epoch:int) -> tuple:
+        "Epoch-dependent weights of this term (restart the monitoring when they change)."
+        return ()
 
 def as_loss_term(f) -> LossTerm:
     "`f` as a `LossTerm` (None → a term that adds nothing)."
@@ -185,12 +188,16 @@ def run_epoch(
     device='cpu', generator:torch.Generator=None,
 ) -> dict:                           # mean of every loss term over `X`
     "One pass over spectra `X`: a training epoch when `opt` is given, else an evaluation."
-    model.train(opt is not None); sums = {}
+    model.train(opt is not None)
+    sums = {}
     with torch.set_grad_enabled(opt is not None):
         for idx in _batches(len(X), batch_size, shuffle=opt is not None):
             x = X[idx].to(device, non_blocking=True)
             terms = loss_fn(model, x, model(x), epoch, generator=generator)
-            if opt is not None: opt.zero_grad(set_to_none=True); terms['loss'].backward(); opt.step()
+            if opt is not None:
+                opt.zero_grad(set_to_none=True)
+                terms['loss'].backward()
+                opt.step()
             for k, v in terms.items(): sums[k] = sums.get(k, 0.) + v.detach() * len(idx)
     means = {k: float(v) / len(X) for k, v in sums.items()}
     if not math.isfinite(means['loss']): raise _NonFinite(means)
@@ -200,7 +207,8 @@ def run_epoch(
 class _Best:
     "Best-epoch bookkeeping: early stopping and weight restore; restarts when the loss weights `key` change."
     def __init__(self, model, patience, min_delta=1e-4):
-        store_attr(); self.loss, self.epoch, self.bad, self.key = math.inf, -1, 0, None
+        store_attr()
+        self.loss, self.epoch, self.bad, self.key = math.inf, -1, 0, None
         self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     def update(self, loss:float, epoch:int, key) -> bool:
         "Record `loss` of `epoch`; True when training should stop."
@@ -244,14 +252,19 @@ def train_autoencoder(
         key = (weight_at(beta, epoch), *extra.weights(epoch))
         extra.on_epoch_begin(model, epoch, X)
         try: row = _train_one(model, X, X_val, loss_fn, epoch, batch_size, opt, device, seed)
-        except _NonFinite as e: best.restore(); raise _diverged(e, epoch, best, opt.param_groups[0]['lr'], history) from None
+        except _NonFinite as e:
+            best.restore()
+            raise _diverged(e, epoch, best, opt.param_groups[0]['lr'], history) from None
         history.append(row := {'epoch': epoch, **row, 'beta': key[0], 'lr': opt.param_groups[0]['lr']})
         monitor = row.get('val_loss', row['loss'])
         if key != best.key: sched.best, sched.num_bad_epochs = sched.mode_worse, 0  # weights changed: restart
-        stop = best.update(monitor, epoch, key); sched.step(monitor); row['best_epoch'] = best.epoch
+        stop = best.update(monitor, epoch, key)
+        sched.step(monitor)
+        row['best_epoch'] = best.epoch
         bar.set_postfix(loss=f"{row['loss']:.4g}", val=f"{row.get('val_loss', math.nan):.4g}", best=best.epoch)
         if stop: break
-    best.restore(); model.eval()
+    best.restore()
+    model.eval()
     return history
 
 # %% ../../nbs/24_cubes.spectral.ipynb #bab178da
@@ -306,7 +319,8 @@ class SpectralAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
 @patch
 def _check_params(self:SpectralAE):
     "Refuse hyperparameters that cannot work, before any training."
-    check_choice('variant', self.variant, VARIANTS); check_choice('kind', self.kind, KINDS)
+    check_choice('variant', self.variant, VARIANTS)
+    check_choice('kind', self.kind, KINDS)
     check_choice('kernel', self.kernel, KERNELS)
     if self.batch_size < 2: raise InputError(f"batch_size={self.batch_size}: use at least 2 (the MMD needs pairs)")
     if not 0 <= self.val_fraction < 1: raise InputError(f"val_fraction={self.val_fraction}: use a number in [0, 1)")
@@ -341,10 +355,12 @@ def _split(self:SpectralAE, X:np.ndarray, rng) -> tuple:
 @patch
 def fit(self:SpectralAE, X, y=None):
     "Train on spectra `X` (N×C); `y` is ignored. Returns `self`."
-    self._check_params(); X = check_spectra(X, what='X')
+    self._check_params()
+    X = check_spectra(X, what='X')
     if len(X) < 2: raise InputError(f"X: {len(X)} spectrum; fit needs at least 2")
     self.n_features_in_, self.scale_ = X.shape[1], self._fit_scale(X)
-    rng = check_random_state(self.random_state); seed = int(rng.randint(2**31 - 1))
+    rng = check_random_state(self.random_state)
+    seed = int(rng.randint(2**31 - 1))
     Xtr, Xval = self._split(X / self.scale_, rng)
     self.device_ = torch_device(self.device)
     beta = AUTO_BETA[self.variant] if self.beta == 'auto' else self.beta
@@ -355,7 +371,9 @@ def fit(self:SpectralAE, X, y=None):
         try: hist = train_autoencoder(self.model_, Xtr, Xval, beta, self.kernel, self.extra_loss, self.epochs,
                     self.batch_size, self.lr, self.weight_decay, self.patience, self.lr_patience, self.lr_factor,
                     self.device_, self.verbose, seed)
-        except TrainingDiverged as e: self._set_history(e.history); raise
+        except TrainingDiverged as e:
+            self._set_history(e.history)
+            raise
     self._set_history(hist)
     return self
 
@@ -375,13 +393,15 @@ def _apply(self:SpectralAE, fn:Callable, A:np.ndarray) -> np.ndarray:
 @patch
 def transform(self:SpectralAE, X) -> np.ndarray:
     "Latent code (N×`latent`) of spectra `X`: z for an AE, the posterior mean mu for a VAE/InfoVAE."
-    check_is_fitted(self, 'model_'); X = check_spectra(X, self.n_features_in_, 'X')
+    check_is_fitted(self, 'model_')
+    X = check_spectra(X, self.n_features_in_, 'X')
     return self._apply(lambda x: self.model_.encode(x)[0], X / self.scale_)
 
 @patch
 def inverse_transform(self:SpectralAE, Z) -> np.ndarray:
     "Spectra (N×C, the input's units) decoded from latent codes `Z`."
-    check_is_fitted(self, 'model_'); Z = check_spectra(Z, what='Z')
+    check_is_fitted(self, 'model_')
+    Z = check_spectra(Z, what='Z')
     if Z.shape[1] != self.latent: raise InputError(f"Z: {Z.shape[1]} latent dimensions but the model has latent={self.latent}")
     return self._apply(self.model_.decode, Z) * self.scale_
 
@@ -432,8 +452,10 @@ def load(cls:SpectralAE, path, device='auto') -> SpectralAE:
 def _from_state(cls:SpectralAE, state:dict, device='auto') -> SpectralAE:
     "The estimator from `state` (as `_state` returns it) on `device`."
     est = cls(**{k: _param_from_plain(v) for k, v in state['params'].items()})
-    f = state['fitted']; est.n_features_in_, est.scale_, est.best_epoch_ = f['n_features_in_'], f['scale_'], f['best_epoch_']
+    f = state['fitted']
+    est.n_features_in_, est.scale_, est.best_epoch_ = f['n_features_in_'], f['scale_'], f['best_epoch_']
     est.history_, est.device_ = pd.DataFrame(f['history_']), torch_device(device)
-    est.model_ = est._build(est.n_features_in_); est.model_.load_state_dict(state['model'])
+    est.model_ = est._build(est.n_features_in_)
+    est.model_.load_state_dict(state['model'])
     est.model_.to(est.device_).eval()
     return est

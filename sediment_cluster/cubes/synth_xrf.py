@@ -77,7 +77,8 @@ def parse_recipe(recipe:str) -> dict: # element symbol → mass fraction
         try: d = xraylib.CompoundParser(m[2])
         except ValueError: raise InputError(f"recipe '{recipe}': '{m[2]}' is not a chemical formula")
         for Z, f in zip(d['Elements'], d['massFractions']):
-            s = xraylib.AtomicNumberToSymbol(Z); out[s] = out.get(s, 0) + (float(m[1]) / 100 if m[1] else 1) * f
+            s = xraylib.AtomicNumberToSymbol(Z)
+            out[s] = out.get(s, 0) + (float(m[1]) / 100 if m[1] else 1) * f
     return out
 
 # %% ../../nbs/21_cubes.synth_xrf.ipynb #9ec5a94f
@@ -150,7 +151,8 @@ def tube_spectrum(setup:XRFSetup=XRFSetup(), step:float=0.1) -> tuple: # (E0, n0
     E0 = np.arange(1 + step / 2, setup.kv, step)
     n0 = (setup.kv - E0) / E0 * np.exp(-mu({'Be': 1}, E0) * 1.848 * setup.tube_be_um * 1e-4)
     n0 /= n0.sum()
-    lines = _anode_lines(setup); tot = sum(r for *_, r in lines)
+    lines = _anode_lines(setup)
+    tot = sum(r for *_, r in lines)
     per_cont = setup.char_fraction / (1 - setup.char_fraction)   # line photons per continuum photon
     return E0, n0, [(f, e, per_cont * r / tot) for f, e, r in lines]
 
@@ -176,7 +178,8 @@ def fluorescence_lines(
     e_range:tuple=(0.5, 38.5),  # keep lines inside this range (keV)
 ) -> pd.DataFrame:              # element, line, family, energy (keV), intensity (photons per tube photon per sr)
     "The fluorescence lines of a sample of mass fractions `elements` as seen by the detector."
-    E0, n0, anode = tube_spectrum(setup); n = np.r_[n0, [p for *_, p in anode]]
+    E0, n0, anode = tube_spectrum(setup)
+    n = np.r_[n0, [p for *_, p in anode]]
     E0 = np.r_[E0, [e for _, e, _ in anode]]
     parts, mu0 = [], mu(elements, E0)
     for s, w in elements.items():
@@ -285,10 +288,12 @@ def plot_xrf(
     nrows = -(-len(spectra) // ncols)
     fig, axs = plt.subplots(nrows, ncols, figsize=(10, 1.9 * nrows + 0.4), squeeze=False, sharex=True)
     for ax, (title, s) in zip(axs.flat, spectra.items()):
-        ax.semilogy(energy, np.maximum(s, s[s > 0].min()), lw=0.7); ax.set_title(title, fontsize=8)
+        ax.semilogy(energy, np.maximum(s, s[s > 0].min()), lw=0.7)
+        ax.set_title(title, fontsize=8)
         for _, p in (peaks or {}).get(title, pd.DataFrame(columns=['energy', 'label'])).iterrows():
             ax.annotate(p.label, (p.energy, s[np.abs(energy - p.energy).argmin()]), fontsize=6, ha='center', va='bottom')
-        ax.set(xlim=(energy[0], xmax), ylim=(s.max() * 1e-5, s.max() * 3)); ax.tick_params(labelsize=6)
+        ax.set(xlim=(energy[0], xmax), ylim=(s.max() * 1e-5, s.max() * 3))
+        ax.tick_params(labelsize=6)
     for ax in axs.flat[len(spectra):]: ax.set_axis_off()
     for ax in axs[-1]: ax.set_xlabel('energy (keV)', fontsize=7)
     fig.tight_layout()
@@ -306,7 +311,8 @@ def _as_rgb8(rgb, what:str='rgb') -> np.ndarray:
 def resize_rgb(rgb:np.ndarray, size:int) -> np.ndarray:
     "Shrink (or grow) `rgb` so that its longer side is `size` pixels, keeping the aspect ratio."
     import cv2
-    H, W = rgb.shape[:2]; f = size / max(H, W)
+    H, W = rgb.shape[:2]
+    f = size / max(H, W)
     return cv2.resize(rgb, (max(1, round(W * f)), max(1, round(H * f))), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
 
 # %% ../../nbs/21_cubes.synth_xrf.ipynb #a3d7082d
@@ -314,7 +320,8 @@ def demo_rgb(name:str='coffee', size:int=64) -> np.ndarray: # size×size×3 uint
     "A scikit-image bundled photo (`coffee`, `astronaut`, `chelsea`, ...), centre-cropped square, `size` px."
     import skimage.data
     img = getattr(skimage.data, name)()
-    H, W = img.shape[:2]; s = min(H, W)
+    H, W = img.shape[:2]
+    s = min(H, W)
     return resize_rgb(img[(H - s) // 2:(H - s) // 2 + s, (W - s) // 2:(W - s) // 2 + s], size)
 
 # %% ../../nbs/21_cubes.synth_xrf.ipynb #7a8ccf9d
@@ -385,7 +392,8 @@ def xrf_cube_from_rgb(
     clusterer=None,             # unfitted IKMeans-like estimator replacing the default
 ) -> SynthCube:
     "A synthetic MA-XRF cube from an RGB image by the ganX method (cluster, match pigments, count photons)."
-    rgb = _as_rgb8(rgb); H, W, _ = rgb.shape
+    rgb = _as_rgb8(rgb)
+    H, W, _ = rgb.shape
     if n_channels < 16 or counts_per_pixel <= 0:
         raise InputError(f"n_channels={n_channels}, counts_per_pixel={counts_per_pixel}: need at least 16 channels and positive counts")
     km = cluster_rgb(rgb, k_range, random_state, clusterer)
@@ -433,8 +441,10 @@ def draw_line_ratios(cls:str, n:int, rng:np.random.Generator) -> pd.DataFrame: #
     "Draw `n` sets of line fluxes (Hα = 1), velocity dispersions and BPT coordinates for class `cls`."
     if cls not in RATIO_RANGES: raise InputError(f"unknown nebula class '{cls}'; use one of {', '.join(RATIO_RANGES)}")
     u = {k: rng.uniform(*v, n) for k, v in RATIO_RANGES[cls].items()}
-    x = u['x']; y = kauffmann03(x) + u['dy'] if 'dy' in u else u['y']
-    hb = 1 / rng.uniform(2.86, 4.0, n); r = rng.uniform(0.8, 1.4, n)
+    x = u['x']
+    y = kauffmann03(x) + u['dy'] if 'dy' in u else u['y']
+    hb = 1 / rng.uniform(2.86, 4.0, n)
+    r = rng.uniform(0.8, 1.4, n)
     o3, n2 = hb * 10**y, 10**x
     f = {'Hβ': hb, '[OIII]4959': o3 / 2.98, '[OIII]5007': o3, 'HeI5876': u['he1'] * hb, '[OI]6300': u['o1'],
          '[NII]6548': n2 / 3.05, 'Hα': np.ones(n), '[NII]6583': n2, '[SII]6716': u['s2'] * r / (1 + r),
@@ -528,7 +538,9 @@ def plot_astro(sc:SynthCube, windows:tuple=((4830, 5030), (6270, 6760)), n_show:
     for c, row in enumerate(axs):
         m = sc.cube[sc.labels == c].mean(0) if (sc.labels == c).any() else np.zeros(len(sc.axis))
         for ax, (lo, hi) in zip(row, windows):
-            w = (sc.axis >= lo) & (sc.axis <= hi); ax.plot(sc.axis[w], m[w], lw=0.7); ax.tick_params(labelsize=6)
+            w = (sc.axis >= lo) & (sc.axis <= hi)
+            ax.plot(sc.axis[w], m[w], lw=0.7)
+            ax.tick_params(labelsize=6)
             at = {n: m[np.abs(sc.axis - l).argmin()] for n, l in EMISSION_LINES.items() if lo <= l <= hi}
             for n in (sorted(at, key=at.get)[-n_show:] if c else []):
                 ax.annotate(n, (EMISSION_LINES[n], at[n]), fontsize=6, ha='center', va='bottom')
@@ -555,21 +567,25 @@ def measured_bpt(sc:SynthCube) -> tuple: # (x, y) per pixel
 def plot_bpt(sc:SynthCube, measured:bool=True, min_bright:float=0.6):
     "BPT diagram of an astro `SynthCube`: drawn ratios (dots) and ratios measured from the cube (crosses)."
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 4)); cols = {'HII': 'tab:red', 'PN': 'tab:green', 'shock': 'tab:blue'}
+    fig, ax = plt.subplots(figsize=(5, 4))
+    cols = {'HII': 'tab:red', 'PN': 'tab:green', 'shock': 'tab:blue'}
     for c, d in sc.info['ratios'].groupby('cls'): ax.scatter(d.x, d.y, s=3, alpha=.4, c=cols[c], label=f'{c} (drawn)')
     if measured:
         x, y = measured_bpt(sc)
         for i, c in enumerate(ASTRO_CLASSES[1:], 1):
             m = (sc.labels == i) & _bright_mask(sc, min_bright)
             ax.scatter(x[m], y[m], s=8, marker='x', lw=.6, c=cols[c], label=f'{c} (measured)')
-    xs = np.linspace(-2, 0.04, 200); ax.plot(xs, kauffmann03(xs), 'k--', lw=1, label='Kauffmann 2003')
+    xs = np.linspace(-2, 0.04, 200)
+    ax.plot(xs, kauffmann03(xs), 'k--', lw=1, label='Kauffmann 2003')
     ax.set(xlim=(-2, 0.5), ylim=(-1.5, 1.6), xlabel='log [NII]6583/Hα', ylabel='log [OIII]5007/Hβ')
-    ax.legend(fontsize=6, ncol=2, loc='lower left'); fig.tight_layout()
+    ax.legend(fontsize=6, ncol=2, loc='lower left')
+    fig.tight_layout()
     return fig
 
 def _bright_mask(sc, min_bright):
     "Pixels whose Hα flux scale (seed brightness) is at least `min_bright` (read back from the ratios table)."
-    m = np.zeros(sc.labels.size, bool); d = sc.info['ratios']
+    m = np.zeros(sc.labels.size, bool)
+    d = sc.info['ratios']
     m[d.pixel[d.bright >= min_bright]] = True
     return m.reshape(sc.labels.shape)
 
@@ -604,7 +620,8 @@ def synth_cube(
 ) -> dict:                      # 'cube', 'labels', 'rgb', 'info' → paths written
     "Generate a synthetic `kind` cube from `rgb` and write it with its labels, RGB picture and info to `out`."
     if kind not in ('xrf', 'astro'): raise InputError(f"--kind '{kind}': use 'xrf' or 'astro'")
-    out = Path(out); out = out.with_suffix('.h5') if not out.suffix else out
+    out = Path(out)
+    out = out.with_suffix('.h5') if not out.suffix else out
     cube_format(out)                                        # fail on a bad extension before any work
     img = _seed_image(kind, rgb, size, random_state)
     sc = (xrf_cube_from_rgb(img, n_channels, counts_per_pixel, k_range, random_state=random_state) if kind == 'xrf'

@@ -78,8 +78,12 @@ def _slic_update(img, C, labels):
     for y in range(h):
         for x in range(w):
             k = labels[y, x]
-            acc[k, 0] += 1; acc[k, 1] += y; acc[k, 2] += x
-            acc[k, 3] += img[y, x, 0]; acc[k, 4] += img[y, x, 1]; acc[k, 5] += img[y, x, 2]
+            acc[k, 0] += 1
+            acc[k, 1] += y
+            acc[k, 2] += x
+            acc[k, 3] += img[y, x, 0]
+            acc[k, 4] += img[y, x, 1]
+            acc[k, 5] += img[y, x, 2]
     for k in range(len(C)):
         if acc[k, 0] > 0: C[k] = acc[k, 1:] / acc[k, 0]
 
@@ -129,7 +133,8 @@ def fit_plate(
     pts, (yy, xx) = lab[::step, ::step].reshape(-1, 3), np.mgrid[:h:step, :w:step]
     A = _quad((xx.ravel() + .5) / w, (yy.ravel() + .5) / h).astype(np.float32)
     _, inv, cnt = np.unique(np.floor(pts / 4).astype(np.int64), axis=0, return_inverse=True, return_counts=True)
-    coef = np.zeros((6, 3), np.float32); coef[0] = pts[inv.ravel() == cnt.argmax()].mean(0)  # dominant 4-ΔE bin
+    coef = np.zeros((6, 3), np.float32)
+    coef[0] = pts[inv.ravel() == cnt.argmax()].mean(0)  # dominant 4-ΔE bin
     for _ in range(n_pass):
         near = np.linalg.norm(pts - A @ coef, axis=1) < radius
         if near.sum() < 12: break
@@ -198,10 +203,14 @@ def histogram_threshold(
     "Read the particle threshold off the weighted histogram of superpixel `values`."
     from skimage.filters import threshold_otsu
     s, mc = (-1. if kind == 'saturation' else 1.), MIN_CONTRAST[kind] if min_contrast is None else min_contrast
-    v = s * np.asarray(values, float); w = np.asarray(weights, float)
-    cnt, edges = np.histogram(v, bins, weights=w); centres = (edges[1:] + edges[:-1]) / 2
+    v = s * np.asarray(values, float)
+    w = np.asarray(weights, float)
+    cnt, edges = np.histogram(v, bins, weights=w)
+    centres = (edges[1:] + edges[:-1]) / 2
     mode = centres[cnt.argmax()]
-    d = np.abs(v - mode); o = np.argsort(d); mad = d[o][np.searchsorted(np.cumsum(w[o]), w.sum() / 2)]
+    d = np.abs(v - mode)
+    o = np.argsort(d)
+    mad = d[o][np.searchsorted(np.cumsum(w[o]), w.sum() / 2)]
     otsu = threshold_otsu(hist=(cnt, centres)) if np.ptp(v) > 0 else mode
     return s * (mode + max(k * 1.4826 * mad, mc)), s * mode, s * otsu
 
@@ -214,14 +223,19 @@ def plot_threshold(values, weights, bg:Background, ax=None, bins:int=64):
     ax.axvline(bg.threshold, color='red', label=f"threshold {bg.threshold:.2f}")
     ax.axvline(bg.otsu, color='grey', ls='--', label=f"Otsu {bg.otsu:.2f}")
     ax.set_xlabel('mean HSV saturation' if bg.kind == 'saturation' else 'mean ΔE to the plate', fontsize=8)
-    ax.set_ylabel('pixels', fontsize=8); ax.set_yscale('log'); ax.legend(fontsize=7); ax.tick_params(labelsize=7)
+    ax.set_ylabel('pixels', fontsize=8)
+    ax.set_yscale('log')
+    ax.legend(fontsize=7)
+    ax.tick_params(labelsize=7)
     return ax
 
 # %% ../../nbs/11_particles.extract.ipynb #1aba8dc3
 def _component_peaks(lab:np.ndarray, c:np.ndarray, n:int, q:float=90) -> np.ndarray:
     "The `q`-th percentile of `c` over each of the `n` components of `lab` (0 for the background)."
-    keep = lab.ravel() > 0; l, v = lab.ravel()[keep], c.ravel()[keep]
-    o = np.lexsort((v, l)); l, v = l[o], v[o]
+    keep = lab.ravel() > 0
+    l, v = lab.ravel()[keep], c.ravel()[keep]
+    o = np.lexsort((v, l))
+    l, v = l[o], v[o]
     lo, hi = np.searchsorted(l, np.arange(1, n)), np.searchsorted(l, np.arange(1, n), 'right')
     peaks = np.zeros(n, np.float32)
     if len(v): peaks[1:] = v[np.minimum(lo + ((hi - lo - 1) * q / 100).astype(int), len(v) - 1)]
@@ -233,7 +247,8 @@ def clean_mask(fg:np.ndarray, min_px:float) -> np.ndarray: # uint8 0/1
     cs, _ = cv2.findContours(fg.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     out = cv2.drawContours(np.zeros(fg.shape, np.uint8), cs, -1, 1, cv2.FILLED)
     n, lab, st, _ = cv2.connectedComponentsWithStats(out, connectivity=8)
-    keep = st[:, cv2.CC_STAT_AREA] >= min_px; keep[0] = False
+    keep = st[:, cv2.CC_STAT_AREA] >= min_px
+    keep[0] = False
     return keep[lab].astype(np.uint8)
 
 def object_mask(
@@ -253,7 +268,12 @@ def object_mask(
 @dataclass
 class StackSegmentation:
     "Intermediate results of one stack: working `layers`, `scale`, superpixel `labels` and `means`, the `background`."
-    layers: np.ndarray; scale: tuple; labels: list; means: list; counts: list; background: Background
+    layers: np.ndarray
+    scale: tuple
+    labels: list
+    means: list
+    counts: list
+    background: Background
     def contrast(self, l:int) -> np.ndarray:
         "Layer `l`'s superpixel-mean contrast to the plate, painted on its superpixels."
         return self.background.contrast(self.means[l])[self.labels[l]]
@@ -329,7 +349,8 @@ def match_layers(
     sharp = [np.abs(cv2.Laplacian(cv2.cvtColor(l, cv2.COLOR_RGB2GRAY), cv2.CV_32F)) for l in small]
     rows = []
     for g in range(1, n):
-        x, y, w, h = st[g, :4]; sub = groups[y:y + h, x:x + w] == g
+        x, y, w, h = st[g, :4]
+        sub = groups[y:y + h, x:x + w] == g
         box, l = _widest(masks[:, y:y + h, x:x + w], sub, x, y)
         focus = int(np.argmax([s[y:y + h, x:x + w][sub].var() for s in sharp]))
         rows.append((*box, l, focus, g))
@@ -338,7 +359,8 @@ def match_layers(
 # %% ../../nbs/11_particles.extract.ipynb #8ced8f18
 def _upsample(groups:np.ndarray, g:int, window:tuple, scale:tuple) -> np.ndarray:
     "The working-resolution region of group `g`, dilated by one pixel, sampled on the frame pixels of `window`."
-    X0, Y0, X1, Y1 = window; sx, sy = scale
+    X0, Y0, X1, Y1 = window
+    sx, sy = scale
     rows = np.minimum(((np.arange(Y0, Y1) + .5) / sy).astype(int), groups.shape[0] - 1)
     cols = np.minimum(((np.arange(X0, X1) + .5) / sx).astype(int), groups.shape[1] - 1)
     region = cv2.dilate((groups == g).astype(np.uint8), np.ones((3, 3), np.uint8))
@@ -372,8 +394,10 @@ def shape_measures(mask:np.ndarray) -> dict: # SHAPE_COLUMNS plus major/minor ax
     poly = [cv2.approxPolyDP(c, 1., True) for c in cs]
     per, parea = sum(cv2.arcLength(p, True) for p in poly), sum(cv2.contourArea(p) for p in poly)
     hull = cv2.contourArea(cv2.convexHull(np.concatenate(cs)))
-    m = cv2.moments(mask.astype(np.uint8), True); a, b, c = m['mu20'] / m['m00'], m['mu02'] / m['m00'], m['mu11'] / m['m00']
-    d = np.sqrt(4 * c * c + (a - b) ** 2); major, minor = 4 * np.sqrt((a + b + d) / 2), 4 * np.sqrt(max((a + b - d) / 2, 0))
+    m = cv2.moments(mask.astype(np.uint8), True)
+    a, b, c = m['mu20'] / m['m00'], m['mu02'] / m['m00'], m['mu11'] / m['m00']
+    d = np.sqrt(4 * c * c + (a - b) ** 2)
+    major, minor = 4 * np.sqrt((a + b + d) / 2), 4 * np.sqrt(max((a + b - d) / 2, 0))
     return dict(area_px=area, eq_diameter_px=float(np.sqrt(4 * area / np.pi)), aspect_ratio=float(major / max(minor, 1.)),
                 circularity=float(min(4 * np.pi * parea / max(per, 1.) ** 2, 1.)), solidity=float(min(parea / max(hull, 1.), 1.)),
                 major_axis_px=float(major), minor_axis_px=float(minor))
@@ -388,7 +412,8 @@ def count_lobes(
     "Count the lobes of `mask`: distance-transform cores joined by necks narrower than `neck` × their half-width."
     f = max_side / max(mask.shape)
     if f < 1: mask = (cv2.resize(mask.astype(np.float32), None, fx=f, fy=f, interpolation=cv2.INTER_AREA) > .5).astype(np.uint8)
-    D = cv2.distanceTransform(np.pad(mask, 1), cv2.DIST_L2, 3)[1:-1, 1:-1]; best = 1
+    D = cv2.distanceTransform(np.pad(mask, 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    best = 1
     for t in np.array(levels) * D.max():
         n, lab = cv2.connectedComponents((D > t).astype(np.uint8), connectivity=8)
         if n > 2: best = max(best, int((_component_peaks(lab, D, n, 100)[1:] * neck >= t).sum()))
@@ -429,7 +454,8 @@ def crop_particles(
     out = np.empty((len(boxes), len(layers), size, size, 3), np.uint8)
     fill = [int(v) for v in np.asarray(fill).round()]
     for i, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, int).reshape(-1, 4)):
-        h, w = y1 - y0, x1 - x0; s = max(h, w)
+        h, w = y1 - y0, x1 - x0
+        s = max(h, w)
         interp = cv2.INTER_AREA if s > size else cv2.INTER_LINEAR
         for l, layer in enumerate(layers):
             im = layer[y0:y1, x0:x1]
@@ -470,7 +496,8 @@ def _check_args(stack, size, background, method, n_segments, min_area, pixel_siz
 # %% ../../nbs/11_particles.extract.ipynb #7b27d817
 def _no_plate(seg:StackSegmentation, stack_id:str) -> bool:
     "Warn and return True when the stack shows no plate to extract particles from."
-    bg = seg.background; t = bg.contrast(bg.threshold)
+    bg = seg.background
+    t = bg.contrast(bg.threshold)
     frac = sum(c[bg.contrast(m) <= t].sum() for m, c in zip(seg.means, seg.counts)) / sum(c.sum() for c in seg.counts)
     if bg.kind == 'saturation' and bg.mode < .4:
         warnings.warn(f"stack '{stack_id}': no saturated plate (its commonest saturation is {bg.mode:.2f}); for a plate that is not green use background='auto'")
@@ -512,7 +539,8 @@ def show_particles(stack:FocalStack, df:pd.DataFrame, layer:int=None, ax=None, f
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
     if ax is None: _, ax = plt.subplots(figsize=figsize)
-    ax.imshow(stack.layers[stack.n_layers // 2 if layer is None else layer]); ax.set_axis_off()
+    ax.imshow(stack.layers[stack.n_layers // 2 if layer is None else layer])
+    ax.set_axis_off()
     for i, r in enumerate(df.itertuples()):
         ax.add_patch(Rectangle((r.x0 - .5, r.y0 - .5), r.x1 - r.x0, r.y1 - r.y0, fill=False, lw=1.5,
                                ec='red' if r.clumped else 'yellow', ls='--' if r.chopped else '-'))
@@ -547,7 +575,8 @@ def _match_stack(df, truth, labels, iou, min_area) -> dict:
 
 # %% ../../nbs/11_particles.extract.ipynb #020e3481
 def _prf(pred, true) -> tuple:
-    tp = int((pred & true).sum()); p, r = tp / max(int(pred.sum()), 1), tp / max(int(true.sum()), 1)
+    tp = int((pred & true).sum())
+    p, r = tp / max(int(pred.sum()), 1), tp / max(int(true.sum()), 1)
     return p, r, 2 * p * r / max(p + r, 1e-9)
 
 def evaluate_extraction(

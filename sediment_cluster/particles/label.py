@@ -135,7 +135,10 @@ def _apply_merge(self:Labeller, rows, where=''):
     if any(b == a for b, a in pairs) or len({b for b, _ in pairs}) < len(pairs):
         raise InputError(f"{where}merge of {', '.join(b for b, _ in pairs)} into {pairs[0][1]}: a cluster cannot be merged into itself or twice")
     for b, a in pairs:
-        self._of[self._of == b] = a; self._n[a] += self._n.pop(b); self._names.pop(b, None); self._gone[b] = f"merged into {a}"
+        self._of[self._of == b] = a
+        self._n[a] += self._n.pop(b)
+        self._names.pop(b, None)
+        self._gone[b] = f"merged into {a}"
 
 # %% ../../nbs/15_particles.label.ipynb #79aff647
 @patch
@@ -147,8 +150,12 @@ def _apply_split(self:Labeller, rows, where=''):
     ok = (rows.cluster.nunique() == 1 and list(parts) == [f"{c}.{j}" for j in range(len(parts))] and len(ids) == self._n[c]
           and len(np.unique(ids)) == len(ids) and ids.min() >= 0 and ids.max() < len(self._of) and (self._of[ids] == c).all())
     if not ok: raise InputError(f"{where}split of cluster {c} does not list its {self._n[c]} particles once each as sub-clusters {c}.0, {c}.1, …")
-    for s, p in parts.items(): self._of[p] = s; self._n[s] = len(p)
-    del self._n[c]; self._names.pop(c, None); self._gone[c] = f"split into {', '.join(parts)}"
+    for s, p in parts.items():
+        self._of[p] = s
+        self._n[s] = len(p)
+    del self._n[c]
+    self._names.pop(c, None)
+    self._gone[c] = f"split into {', '.join(parts)}"
 
 # %% ../../nbs/15_particles.label.ipynb #65ff0f21
 @patch
@@ -197,8 +204,11 @@ def _commit(self:Labeller, action:str, rows:list) -> Labeller:
     self._apply(new)
     log = pd.concat([self.log, new], ignore_index=True)
     try: self._save(log)
-    except BaseException: self._replay(); raise
-    self.log = log; return self
+    except BaseException:
+        self._replay()
+        raise
+    self.log = log
+    return self
 
 @patch
 def _save(self:Labeller, log:pd.DataFrame):
@@ -222,7 +232,9 @@ def subcluster(
     if len(X) < 2: raise InputError(f"cannot split {len(X)} particle; name it instead")
     if len(np.unique(X, axis=0)) < 2: raise InputError(f"cannot split {len(X)} particles with identical features; name them instead")
     lab = OverClusterer(n_clusters=min(int(k), len(X)), random_state=random_state).fit_predict(X)
-    order = np.argsort(-np.bincount(lab), kind='stable'); rank = np.empty_like(order); rank[order] = np.arange(len(order))
+    order = np.argsort(-np.bincount(lab), kind='stable')
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
     return rank[lab]
 
 # %% ../../nbs/15_particles.label.ipynb #20dfcdd4
@@ -239,7 +251,8 @@ def split(self:Labeller, cluster, k:int=None) -> list:
     "Mark `cluster` mixed and re-cluster its particles into `k` sub-clusters; returns their ids (saved at once)."
     c, k = self._leaf(cluster), k or self.sub_k
     if int(k) != k or k < 2: raise InputError(f"k={k}: split a cluster into at least 2 sub-clusters")
-    ids = np.sort(self.members(c)); sub = subcluster(np.asarray(self.features[ids]), k, self.random_state)
+    ids = np.sort(self.members(c))
+    sub = subcluster(np.asarray(self.features[ids]), k, self.random_state)
     rows = [(c, f"{c}.{j}", ' '.join(map(str, ids[sub == j]))) for j in range(sub.max() + 1)]
     self._commit('split', rows)
     return [r[1] for r in rows]
@@ -259,7 +272,9 @@ def undo(self:Labeller) -> pd.DataFrame|None:
     if last == 0: return None
     if self._file_stamp() != self._stamp: raise InputError(f"{self.path}: changed on disk since it was read; open a new Labeller to continue")
     done, log = self.log[self.log.step == last], self.log[self.log.step != last].reset_index(drop=True)
-    self._save(log); self.log = log; self._replay()
+    self._save(log)
+    self.log = log
+    self._replay()
     return done
 
 # %% ../../nbs/15_particles.label.ipynb #5fae2de7
@@ -301,7 +316,8 @@ class LabelWidget:
         self.name_button, self.split_button = W.Button(description='Name', button_style='success'), W.Button(description='Mixed: split')
         self.merge_button, self.undo_button = W.Button(description='Merge'), W.Button(description='Undo', button_style='warning')
         self.next_button = W.Button(description='Next unnamed')
-        self._wire(W); self.refresh(labeller.next_unnamed())
+        self._wire(W)
+        self.refresh(labeller.next_unnamed())
 
 # %% ../../nbs/15_particles.label.ipynb #5aab1689
 @patch
@@ -349,30 +365,38 @@ def show(self:LabelWidget, cluster):
 # %% ../../nbs/15_particles.label.ipynb #f8acf9b4
 @patch
 def do_name(self:LabelWidget) -> str:
-    c = self.pick.value; self.lab.name(c, self.name_box.value)
-    self.refresh(self.lab.next_unnamed(after=c)); return f"named {c} '{self.lab._names[c]}'"
+    c = self.pick.value
+    self.lab.name(c, self.name_box.value)
+    self.refresh(self.lab.next_unnamed(after=c))
+    return f"named {c} '{self.lab._names[c]}'"
 
 @patch
 def do_split(self:LabelWidget) -> str:
-    c = self.pick.value; parts = self.lab.split(c, self.k_box.value)
-    self.refresh(parts[0]); return f"split {c} into {', '.join(parts)}"
+    c = self.pick.value
+    parts = self.lab.split(c, self.k_box.value)
+    self.refresh(parts[0])
+    return f"split {c} into {', '.join(parts)}"
 
 @patch
 def do_merge(self:LabelWidget) -> str:
     c, others = self.pick.value, [s for s in re.split(r'[\s,;]+', self.merge_box.value) if s]
-    self.lab.merge(c, *others); self.merge_box.value = ''
-    self.refresh(c); return f"merged {', '.join(others)} into {c}"
+    self.lab.merge(c, *others)
+    self.merge_box.value = ''
+    self.refresh(c)
+    return f"merged {', '.join(others)} into {c}"
 
 @patch
 def do_undo(self:LabelWidget) -> str:
-    done = self.lab.undo(); self.refresh()
+    done = self.lab.undo()
+    self.refresh()
     return 'nothing to undo' if done is None else f"undid {done.action.iloc[0]} of {done.cluster.iloc[0]}"
 
 @patch
 def do_next(self:LabelWidget) -> str:
     nxt = self.lab.next_unnamed(after=self.pick.value)
     if nxt is None: return 'every cluster is named'
-    self.refresh(nxt); return ''
+    self.refresh(nxt)
+    return ''
 
 # %% ../../nbs/15_particles.label.ipynb #bb061d62
 SAMPLE_PREFIX = r'(?P<sample>.+)[_-][^_-]+'  # stack folders named <sample>_<position>
@@ -393,7 +417,8 @@ def stack_samples(
     ids = pd.Index(pd.unique(np.asarray(stack_ids, dtype=object)), name='stack_id')
     if samples is None: return pd.Series(default, index=ids, name='sample')
     if isinstance(samples, str) and '(?P<sample>' in samples:
-        rx = re.compile(samples); found = {s: m['sample'] for s in ids if (m := rx.fullmatch(str(s)))}
+        rx = re.compile(samples)
+        found = {s: m['sample'] for s in ids if (m := rx.fullmatch(str(s)))}
         what = f"regex '{samples}'"
     else:
         found = dict(samples) if isinstance(samples, dict) else _mapping_file(Path(samples))
@@ -411,7 +436,8 @@ def particle_classes(
     labels:str=LABELS,      # labels file in the store
 ) -> pd.DataFrame:          # particle_id, stack_id, sample, class, eq_diameter_um (or _px), flagged
     "One row per particle with its sample, class, size and chopped/clumped flag."
-    store = ParticleStore.open(store); t = store.table
+    store = ParticleStore.open(store)
+    t = store.table
     size = 'eq_diameter_um' if 'eq_diameter_um' in t else 'eq_diameter_px'
     cls = Labeller(store, labels).labels_per_particle()['class'] if (store.path/labels).is_file() else pd.Series([None] * len(t), dtype=object)
     flagged = t.get('chopped', False) | t.get('clumped', False)
@@ -426,14 +452,17 @@ def class_counts(pc:pd.DataFrame, exclude_flagged:bool=True) -> pd.DataFrame:
     t = pd.crosstab(pc['sample'][keep], pc['class'][keep]).reindex(sorted(pc['sample'].unique()), fill_value=0)
     t['total'] = t.sum(axis=1)
     if exclude_flagged: t['excluded'] = pc[~keep].groupby('sample').size().reindex(t.index, fill_value=0)
-    t.columns.name = None; return t
+    t.columns.name = None
+    return t
 
 # %% ../../nbs/15_particles.label.ipynb #720e6a3b
 def _size_col(pc) -> str: return 'eq_diameter_um' if 'eq_diameter_um' in pc else 'eq_diameter_px'
 
 def size_stats(pc:pd.DataFrame, exclude_flagged:bool=True) -> pd.DataFrame:
     "Per sample and class: `n`, mean, sd and the 10/50/90th percentiles of the equivalent diameter (µm, else px)."
-    col = _size_col(pc); u = col.rsplit('_', 1)[1]; d = pc[~pc.flagged] if exclude_flagged else pc
+    col = _size_col(pc)
+    u = col.rsplit('_', 1)[1]
+    d = pc[~pc.flagged] if exclude_flagged else pc
     g = d.groupby(['sample', 'class'])[col]
     return pd.DataFrame({'n': g.size(), f'mean_{u}': g.mean(), f'sd_{u}': g.std(), f'd10_{u}': g.quantile(.1),
                          f'd50_{u}': g.median(), f'd90_{u}': g.quantile(.9)})
@@ -443,14 +472,23 @@ def plot_sizes(pc:pd.DataFrame, exclude_flagged:bool=True, bins:int=20):
     "Histograms of the equivalent diameter per class, one panel per sample (log-spaced bins)."
     import matplotlib.pyplot as plt
     from matplotlib.ticker import ScalarFormatter, NullFormatter
-    col = _size_col(pc); d = pc[~pc.flagged] if exclude_flagged else pc; smp = sorted(d['sample'].unique())
+    col = _size_col(pc)
+    d = pc[~pc.flagged] if exclude_flagged else pc
+    smp = sorted(d['sample'].unique())
     fig, axs = plt.subplots(1, len(smp), figsize=(4 * len(smp), 2.8), squeeze=False, sharey=True)
-    v = d[col][d[col] > 0]; edges = np.geomspace(max(v.min(), 1e-3), v.max() * 1.001, bins + 1) if len(v) else bins
+    v = d[col][d[col] > 0]
+    edges = np.geomspace(max(v.min(), 1e-3), v.max() * 1.001, bins + 1) if len(v) else bins
     for ax, s in zip(axs[0], smp):
         for c, g in d[d['sample'] == s].groupby('class'): ax.hist(g[col], edges, histtype='step', lw=1.5, label=f"{c} ({len(g)})")
-        ax.set_xscale('log'); ax.xaxis.set_major_formatter(ScalarFormatter()); ax.xaxis.set_minor_formatter(NullFormatter()); ax.set_title(s, fontsize=9); ax.set_xlabel(col.replace('_', ' ').replace(' um', ' (µm)').replace(' px', ' (px)'))
+        ax.set_xscale('log')
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_title(s, fontsize=9)
+        ax.set_xlabel(col.replace('_', ' ').replace(' um', ' (µm)').replace(' px', ' (px)'))
         ax.legend(fontsize=7)
-    axs[0, 0].set_ylabel('particles'); fig.tight_layout(); return fig
+    axs[0, 0].set_ylabel('particles')
+    fig.tight_layout()
+    return fig
 
 # %% ../../nbs/15_particles.label.ipynb #de698568
 GROUPS = {'quartz': ['terrigenous'], 'dark': ['terrigenous'], 'foram': ['biogenic', 'whole'], 'fragment': ['biogenic', 'fragment']}
@@ -496,7 +534,8 @@ def proxies(
                    fragmentation_index=F / (F + W).where(F + W > 0))
     for c, (k, m) in {'biogenic_fraction': (B, B + T), 'fragmentation_index': (F, F + W)}.items():
         out[f'{c}_lo'], out[f'{c}_hi'] = wilson(k, m)
-    out.index.name = 'sample'; return out
+    out.index.name = 'sample'
+    return out
 
 # %% ../../nbs/15_particles.label.ipynb #88c5ac04
 def write_sample_tables(
@@ -532,9 +571,12 @@ def ecotaxa_table(
     status:str='validated', # annotation status of named objects
 ) -> pd.DataFrame:          # one row per object
     "The object columns of the EcoTaxa TSV: id, annotation, shape features, sample and acquisition (stack) ids."
-    store = ParticleStore.open(store); t = store.table; pc = particle_classes(store, samples, labels)
+    store = ParticleStore.open(store)
+    t = store.table
+    pc = particle_classes(store, samples, labels)
     if status not in ('validated', 'predicted', 'dubious'): raise InputError(f"status='{status}': use validated, predicted or dubious")
-    named = pc['class'] != UNLABELLED; oid = store.path.name + '_' + t.particle_id.astype(str).str.zfill(6)
+    named = pc['class'] != UNLABELLED
+    oid = store.path.name + '_' + t.particle_id.astype(str).str.zfill(6)
     obj = pd.DataFrame({'object_id': oid, 'object_annotation_category': pc['class'].where(named, ''),
                         'object_annotation_status': np.where(named, status, '')})
     feats = t.drop(columns=['particle_id', 'stack_id']).rename(columns=lambda c: f'object_{c}')
@@ -557,7 +599,8 @@ def _write_images(z:zipfile.ZipFile, store, oid, layer, fmt:str, progress:bool) 
         for pid, crop, li in zip(t.particle_id, crops, ls):
             for rank, l in enumerate(li, 1):
                 f = f"{oid[pid]}_l{l}.{fmt}" if layer == 'all' else f"{oid[pid]}.{fmt}"
-                z.writestr(f, _encode(crop[l], fmt)); rows.append((f, rank, oid[pid], l))
+                z.writestr(f, _encode(crop[l], fmt))
+                rows.append((f, rank, oid[pid], l))
     img = pd.DataFrame(rows, columns=['img_file_name', 'img_rank', 'object_id', 'object_img_layer'])
     return img.drop(columns='object_img_layer') if layer == 'all' else img
 
@@ -575,9 +618,11 @@ def export_ecotaxa(
     "Write the EcoTaxa import archive (TSV + images) of `store` and the TSV beside it, each atomically."
     store = ParticleStore.open(store)
     if len(store) == 0: raise InputError(f"{store.path}: the store has no particles; nothing to export")
-    obj = ecotaxa_table(store, samples, labels, status); _check_layer(layer, store.n_layers)
+    obj = ecotaxa_table(store, samples, labels, status)
+    _check_layer(layer, store.n_layers)
     if fmt not in ('png', 'jpg'): raise InputError(f"fmt='{fmt}': EcoTaxa images must be png or jpg")
-    out = Path(out); name = f"ecotaxa_{re.sub(r'[^A-Za-z0-9_.-]+', '_', store.path.name)}"
+    out = Path(out)
+    name = f"ecotaxa_{re.sub(r'[^A-Za-z0-9_.-]+', '_', store.path.name)}"
     with atomic_path(out/f'{name}.zip') as tmp, zipfile.ZipFile(tmp, 'w') as z:
         img = _write_images(z, store, obj.object_id.to_numpy(), layer, fmt, progress)
         tsv = ecotaxa_tsv(img.merge(obj, on='object_id', how='left'))
@@ -589,9 +634,16 @@ def export_ecotaxa(
 def _expert_step(ids, truth, X, named, acts:Counter, min_purity, sub_k, random_state) -> list:
     "One look at the cluster `ids`: name it whole, name its grains one by one, or split it (returning the parts)."
     cls, n = Counter(truth[ids].tolist()).most_common(1)[0]
-    if n >= min_purity * len(ids): named[ids] = cls; acts['name'] += 1; return []
-    if len(ids) <= sub_k or len(np.unique(X[ids], axis=0)) < 2: named[ids] = truth[ids]; acts['single'] += len(ids); return []
-    sub = subcluster(X[ids], sub_k, random_state); acts['split'] += 1
+    if n >= min_purity * len(ids):
+        named[ids] = cls
+        acts['name'] += 1
+        return []
+    if len(ids) <= sub_k or len(np.unique(X[ids], axis=0)) < 2:
+        named[ids] = truth[ids]
+        acts['single'] += len(ids)
+        return []
+    sub = subcluster(X[ids], sub_k, random_state)
+    acts['split'] += 1
     return [ids[sub == j] for j in range(sub.max() + 1)]
 
 # %% ../../nbs/15_particles.label.ipynb #361f63ee
@@ -625,7 +677,8 @@ def colour_shape_features(store) -> np.ndarray: # N × (6·L + 4) float32, stand
     store = ParticleStore.open(store)
     if len(store) == 0: raise InputError(f"{store.path}: the store has no particles; nothing to compute features of")
     col = np.concatenate([np.concatenate([c.mean((2, 3)), c.std((2, 3))], -1).reshape(len(c), -1) for _, c in store.batches(256)])
-    shp = np.array(store.table[SHAPE_FEATURES], float); shp[:, 0] = np.log1p(shp[:, 0])
+    shp = np.array(store.table[SHAPE_FEATURES], float)
+    shp[:, 0] = np.log1p(shp[:, 0])
     X = np.nan_to_num(np.concatenate([col, shp], 1))
     return ((X - X.mean(0)) / (X.std(0) + 1e-9)).astype(np.float32)
 

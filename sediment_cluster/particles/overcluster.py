@@ -47,7 +47,8 @@ class OverClusterer(TransformerMixin, ClusterMixin, BaseEstimator):
     ): store_attr()
 
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__(); tags.transformer_tags.preserves_dtype = ['float32']  # distances are float32
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ['float32']  # distances are float32
         return tags
 
 # %% ../../nbs/14_particles.overcluster.ipynb #2f7fa4ac
@@ -121,7 +122,8 @@ def transform(self:OverClusterer, X) -> np.ndarray:
 @patch
 def save(self:OverClusterer, path) -> Path:
     "Save the fitted model to `path` (`.npz`: centres, training labels and a JSON header; atomic)."
-    check_is_fitted(self, 'cluster_centers_'); path = Path(path)
+    check_is_fitted(self, 'cluster_centers_')
+    path = Path(path)
     head = dict(format=model_format(OverClusterer), params=self.get_params(), inertia_=self.inertia_, n_iter_=self.n_iter_,
                 n_features_in_=self.n_features_in_)
     with atomic_path(path) as tmp, open(tmp, 'wb') as f:
@@ -149,7 +151,8 @@ LATENT, CLUSTERS, MODEL = 'latent.npy', 'clusters.parquet', 'overcluster.npz'
 
 def read_latent(store) -> np.ndarray:
     "The latent matrix μ (`latent.npy`) of `store`, checked against its particles."
-    store = ParticleStore.open(store); p = store.path/LATENT
+    store = ParticleStore.open(store)
+    p = store.path/LATENT
     if len(store) == 0: raise InputError(f"{store.path}: the store holds no particles; nothing to cluster")
     if not p.is_file(): raise InputError(f"{p}: no latent features in the store; encode it first (sediment-cluster encode STORE)")
     X = store.read_array(LATENT, mmap=False)
@@ -175,13 +178,17 @@ def cluster_store(
     progress:bool=True,  # show a progress bar
 ) -> Path:               # the written `clusters.parquet`
     "Overcluster the latent features of `store`; write `clusters.parquet` and the model `overcluster.npz`."
-    store = ParticleStore.open(store); X = read_latent(store)
+    store = ParticleStore.open(store)
+    X = read_latent(store)
     with tqdm(total=3, desc='cluster', disable=not progress) as bar:
         oc = OverClusterer(k, random_state=random_state).fit(X) if model is None else _model(model, X, store.path/LATENT)
         bar.update()
-        lab, dist = oc.assign(X); bar.update()
+        lab, dist = oc.assign(X)
+        bar.update()
         df = pd.DataFrame({'particle_id': store.table.particle_id.to_numpy(), 'cluster': lab, 'distance': dist})
-        path = store.write_table(CLUSTERS, df); oc.save(store.path/MODEL); bar.update()
+        path = store.write_table(CLUSTERS, df)
+        oc.save(store.path/MODEL)
+        bar.update()
     return path
 
 # %% ../../nbs/14_particles.overcluster.ipynb #0dfecb7e
@@ -258,7 +265,8 @@ def montage_image(
     pad:int=2,              # white border between crops, px
 ) -> np.ndarray:            # RGB uint8 image
     "The crops of `cluster`, nearest to the centre first, tiled row by row into one RGB image."
-    store = ParticleStore.open(store); idx = cluster_members(_clusters(store, clusters), cluster, n)
+    store = ParticleStore.open(store)
+    idx = cluster_members(_clusters(store, clusters), cluster, n)
     imgs = select_layer(read_crops(store, idx), layer)
     ncols = ncols or math.ceil(math.sqrt(len(imgs)))
     grid = (math.ceil(len(imgs) / ncols), ncols)
@@ -275,11 +283,13 @@ def cluster_montage(
     ax=None,                # matplotlib axes to draw in (default: a new figure)
 ):                          # matplotlib Figure
     "A figure of the montage of `cluster` with its size in the title."
-    store = ParticleStore.open(store); clusters = _clusters(store, clusters)
+    store = ParticleStore.open(store)
+    clusters = _clusters(store, clusters)
     img = montage_image(store, cluster, clusters, n, layer, ncols)
     if ax is None: _, ax = plt.subplots(figsize=(4, 4 * img.shape[0] / img.shape[1]))
     size = int((clusters.cluster == cluster).sum())
-    ax.imshow(img, interpolation='nearest'); ax.set_axis_off()
+    ax.imshow(img, interpolation='nearest')
+    ax.set_axis_off()
     ax.set_title(f"cluster {cluster}: {size} particles (showing {min(n, size)}, nearest first; layer {layer})", fontsize=8)
     return ax.figure
 
@@ -302,9 +312,11 @@ def clusters_overview(
     tile_in:float=1.1,      # size of one cluster's tile, inches
 ):                          # matplotlib Figure
     "One tile per cluster with its `per_cluster` most typical crops, numbered and sized."
-    store = ParticleStore.open(store); clusters = _clusters(store, clusters)
+    store = ParticleStore.open(store)
+    clusters = _clusters(store, clusters)
     ids, sizes = np.unique(clusters.cluster.to_numpy(), return_counts=True)
-    ncols = ncols or math.ceil(math.sqrt(len(ids))); nrows = math.ceil(len(ids) / ncols)
+    ncols = ncols or math.ceil(math.sqrt(len(ids)))
+    nrows = math.ceil(len(ids) / ncols)
     fig, axs = plt.subplots(nrows, ncols, figsize=(tile_in * ncols, (tile_in + .15) * nrows), squeeze=False)
     for ax in axs.flat: ax.set_axis_off()
     g = math.ceil(math.sqrt(per_cluster))
@@ -351,7 +363,9 @@ def plot_embedding(
     for c in np.unique(labels) if annotate else []:
         x, y = np.median(emb[labels == c], 0)
         ax.text(x, y, str(c), fontsize=6, ha='center', va='center', bbox=dict(boxstyle='round,pad=0.1', fc='white', ec='none', alpha=.6))
-    ax.set_title(title, fontsize=9); ax.set_xticks([]); ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
     return ax.figure
 
 def umap_view(
@@ -374,7 +388,8 @@ UNMATCHED_CLASS = 'unmatched'
 
 def _read_truth(truth) -> pd.DataFrame:
     if isinstance(truth, pd.DataFrame): return truth
-    p = Path(truth); p = p/'truth.parquet' if p.is_dir() else p
+    p = Path(truth)
+    p = p/'truth.parquet' if p.is_dir() else p
     if not p.is_file(): raise InputError(f"{p}: no truth table; synthetic plates have truth.parquet (sediment-cluster synth-plates)")
     return pd.read_parquet(p)
 
@@ -383,7 +398,8 @@ def _match_boxes(a:np.ndarray, b:np.ndarray, min_iou:float) -> tuple:
     from scipy.optimize import linear_sum_assignment
     from sediment_cluster.particles.extract import box_iou
     if not len(a) or not len(b): return np.zeros(0, int), np.zeros(0, int), np.zeros(0)
-    iou = box_iou(a, b); i, j = linear_sum_assignment(iou, maximize=True)
+    iou = box_iou(a, b)
+    i, j = linear_sum_assignment(iou, maximize=True)
     ok = iou[i, j] >= min_iou
     return i[ok], j[ok], iou[i, j][ok]
 
@@ -402,7 +418,8 @@ def particle_truth(
     groups = dict(list(truth.groupby('stack_id')))
     for sid, rows in t.groupby('stack_id'):
         if sid not in groups: continue
-        g = groups[sid]; i, j, iou = _match_boxes(rows[BOX].to_numpy(), g[BOX].to_numpy(), min_iou)
+        g = groups[sid]
+        i, j, iou = _match_boxes(rows[BOX].to_numpy(), g[BOX].to_numpy(), min_iou)
         r = rows.index.to_numpy()[i]
         out.loc[r, 'cls'], out.loc[r, 'grain_id'], out.loc[r, 'iou'] = g.cls.to_numpy()[j], g.grain_id.to_numpy()[j], iou
     return out

@@ -34,7 +34,9 @@ def jpeg_uri(rgb:np.ndarray, quality:int=85) -> str:
 def figure_uri(fig, dpi:int=90) -> str:
     "A matplotlib figure as a base64 PNG `data:` URI (the figure is closed)."
     import matplotlib.pyplot as plt
-    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight'); plt.close(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight')
+    plt.close(fig)
     return data_uri(buf.getvalue(), 'image/png')
 
 # %% ../../nbs/18_particles.report.ipynb #43c91f52
@@ -66,13 +68,16 @@ class ReportData:
 # %% ../../nbs/18_particles.report.ipynb #5a1d39cf
 def load_report_data(store, samples=None, groups=None, labels:str=LABELS, **kw) -> ReportData:
     "Open `store` and whichever of its artefacts exist."
-    store = ParticleStore.open(store); p = store.path; d = ReportData(store, groups=groups, **kw)
+    store = ParticleStore.open(store)
+    p = store.path
+    d = ReportData(store, groups=groups, **kw)
     if (p/'clusters.parquet').is_file(): d.clusters = store.read_table('clusters.parquet').sort_values('particle_id').reset_index(drop=True)
     if (p/'latent.npy').is_file(): d.latent = store.read_array('latent.npy')
     if d.latent is not None and len(d.latent) != len(store):
         raise InputError(f"{p/'latent.npy'}: {len(d.latent)} rows for {len(store)} particles; encode the store again")
     if d.clusters is not None and (p/labels).is_file():
-        d.labeller = Labeller(store, labels); d.pc = particle_classes(store, samples, labels)
+        d.labeller = Labeller(store, labels)
+        d.pc = particle_classes(store, samples, labels)
     return d
 
 # %% ../../nbs/18_particles.report.ipynb #6b7bf90b
@@ -89,18 +94,24 @@ def _size_hist(t:pd.DataFrame):
     fig, ax = plt.subplots(figsize=(5.5, 2.6))
     v = t[col][t[col] > 0]
     ax.hist(v, np.geomspace(v.min(), v.max() * 1.001, 30) if len(v) > 1 else 10, color='#4c72b0')
-    ax.set_xscale('log'); _plain_ticks(ax); ax.set_ylabel('particles')
-    ax.set_xlabel('equivalent diameter (' + ('µm' if col.endswith('um') else 'px') + ')'); return fig
+    ax.set_xscale('log')
+    _plain_ticks(ax)
+    ax.set_ylabel('particles')
+    ax.set_xlabel('equivalent diameter (' + ('µm' if col.endswith('um') else 'px') + ')')
+    return fig
 
 def _plain_ticks(ax):
     "Plain numbers (not powers of ten) on a log x axis."
     from matplotlib.ticker import ScalarFormatter, NullFormatter
-    ax.xaxis.set_major_formatter(ScalarFormatter()); ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 # %% ../../nbs/18_particles.report.ipynb #20e66638
 def overview_section(d:ReportData) -> str:
     "Counts, extraction settings, skipped stacks, the size distribution and a few crops."
-    s, t = d.store, d.store.table; m = s.meta; par = m.get('params', {})
+    s, t = d.store, d.store.table
+    m = s.meta
+    par = m.get('params', {})
     flags = {k: int(t[k].sum()) for k in ('chopped', 'clumped') if k in t}
     facts = {'particles': f"{len(s):,}", 'stacks': f"{t.stack_id.nunique():,}" + (f" ({m['n_failed']} skipped)" if m.get('n_failed') else ''),
              'focal layers': s.n_layers, 'crop size': f"{s.size} px", 'pixel size': f"{par['pixel_size_um']} µm" if par.get('pixel_size_um') else 'not given (sizes in px)',
@@ -119,7 +130,9 @@ def _cluster_sizes(cl:pd.DataFrame, names:dict):
     n = cl.cluster.value_counts().sort_index()
     fig, ax = plt.subplots(figsize=(min(12, 2 + .09 * len(n)), 2.6))
     ax.bar(n.index, n.values, color=['#55a868' if names.get(c) else '#4c72b0' for c in n.index], width=.8)
-    ax.set_xlabel('cluster'); ax.set_ylabel('particles'); ax.set_xlim(-1, n.index.max() + 1)
+    ax.set_xlabel('cluster')
+    ax.set_ylabel('particles')
+    ax.set_xlim(-1, n.index.max() + 1)
     return fig
 
 def _nearest(cl:pd.DataFrame, c, n:int) -> np.ndarray:
@@ -151,17 +164,23 @@ def embed_2d(store:ParticleStore, X:np.ndarray, view:str='umap', max_fit:int=100
     p, lat = store.path/'umap.npy', store.path/'latent.npy'
     if p.is_file() and lat.is_file() and p.stat().st_mtime_ns >= lat.stat().st_mtime_ns and len(E := np.load(p)) == len(X): return E
     E = umap_embedding(X, max_fit, random_state, n_neighbors=min(15, len(X) - 1))
-    store.write_array('umap.npy', E); return E
+    store.write_array('umap.npy', E)
+    return E
 
 # %% ../../nbs/18_particles.report.ipynb #e6fa95b3
 def _by_class(ax, E, cls):
     "Scatter of `E` coloured by class (unlabelled grey), with a legend."
     import matplotlib.pyplot as plt
-    cats = pd.Categorical(cls); tab = plt.get_cmap('tab10')
+    cats = pd.Categorical(cls)
+    tab = plt.get_cmap('tab10')
     col = lambda i: (.78, .78, .78, 1.) if cats.categories[i] == UNLABELLED else tab(i % 10)
     for i, c in enumerate(cats.categories):
-        m = cats.codes == i; ax.scatter(E[m, 0], E[m, 1], s=max(1, 30 / np.sqrt(len(E) / 100 + 1)), color=col(i), lw=0, label=f"{c} ({m.sum()})")
-    ax.legend(fontsize=7, markerscale=2); ax.set_title('coloured by class', fontsize=9); ax.set_xticks([]); ax.set_yticks([])
+        m = cats.codes == i
+        ax.scatter(E[m, 0], E[m, 1], s=max(1, 30 / np.sqrt(len(E) / 100 + 1)), color=col(i), lw=0, label=f"{c} ({m.sum()})")
+    ax.legend(fontsize=7, markerscale=2)
+    ax.set_title('coloured by class', fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 def map_section(d:ReportData, view:str='umap', max_fit:int=100_000) -> str|None:
     "Scatter of the 2-D latent map coloured by cluster, and by class when labelled."
@@ -243,4 +262,5 @@ def write_report(
     return Path(out)
 
 def _version() -> str:
-    import sediment_cluster; return getattr(sediment_cluster, '__version__', '?')
+    import sediment_cluster
+    return getattr(sediment_cluster, '__version__', '?')

@@ -54,12 +54,14 @@ def _new_crops(path, n:int, n_layers:int, size:int) -> zarr.Array:
 
 def _encode(crops:np.ndarray) -> list: # bytes of each crop's chunk file
     from numcodecs import Zstd
-    z = Zstd(level=ZSTD_LEVEL); return [z.encode(np.ascontiguousarray(c)) for c in crops]
+    z = Zstd(level=ZSTD_LEVEL)
+    return [z.encode(np.ascontiguousarray(c)) for c in crops]
 
 def _with_ids(table:pd.DataFrame) -> pd.DataFrame:
     "`table` with a fresh `particle_id` column 0..N−1 in front."
     t = table.drop(columns='particle_id', errors='ignore').reset_index(drop=True)
-    t.insert(0, 'particle_id', np.arange(len(t), dtype=np.int64)); return t
+    t.insert(0, 'particle_id', np.arange(len(t), dtype=np.int64))
+    return t
 
 # %% ../../nbs/12_particles.store.ipynb #f29cd590
 def _read_meta(path:Path) -> dict:
@@ -77,7 +79,8 @@ def _check_store(path:Path):
 class ParticleStore:
     "A particle store folder: `particles.parquet` (one row per particle) and `crops.zarr` (N×L×S×S×3 uint8), read lazily."
     def __init__(self, path):
-        self.path = Path(path); _check_store(self.path)
+        self.path = Path(path)
+        _check_store(self.path)
         self.crops = zarr.open_array(str(self.path/CROPS), mode='r')
         n, shape = pq.read_metadata(self.path/TABLE).num_rows, self.crops.shape
         if self.crops.dtype != np.uint8 or len(shape) != 5 or shape[-1] != 3 or shape[2] != shape[3]:
@@ -128,7 +131,8 @@ def create(
     crops = np.asarray(crops)
     if crops.ndim != 5 or crops.dtype != np.uint8 or crops.shape[-1] != 3 or len(crops) != len(table):
         raise InputError(f"{path}: need uint8 crops (N, L, S, S, 3) with N = {len(table)} table rows, got {crops.shape} {crops.dtype}")
-    path = Path(path); path.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
     def write(t): _new_crops(t, *crops.shape[:3])[...] = crops
     atomic_write(path/CROPS, write)
     atomic_write(path/TABLE, lambda t: _with_ids(table).to_parquet(t, index=False))
@@ -198,7 +202,9 @@ def _checked(df, crops, stack_id:str, n_layers:int, size:int):
 def _extract_one(fn, stack_id:str, paths:list, n_layers:int, kw:dict) -> tuple:
     "Read and extract one stack: `(stack_id, table, chunk bytes, None)`, or `(stack_id, None, None, reason)`."
     try:
-        if isinstance(fn, bytes): import cloudpickle; fn = cloudpickle.loads(fn)  # shipped pickled: a worker that cannot load it fails the stack, not the run
+        if isinstance(fn, bytes):
+            import cloudpickle
+            fn = cloudpickle.loads(fn)  # shipped pickled: a worker that cannot load it fails the stack, not the run
         df, crops = fn(read_stack(paths, n_layers, stack_id), **kw)
         df, crops = _checked(df, crops, stack_id, n_layers, kw['size'])
         return stack_id, df, _encode(crops), None
@@ -219,7 +225,8 @@ def _exit_with(pid:int):
 def _init_worker(blob:bytes, parent:int):
     global _FN
     import cloudpickle, cv2
-    _FN = cloudpickle.loads(blob); cv2.setNumThreads(1)  # one process per core: no threads inside
+    _FN = cloudpickle.loads(blob)
+    cv2.setNumThreads(1)  # one process per core: no threads inside
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
 
 def _pool_task(task): return _extract_one(_FN, *task)
@@ -248,11 +255,13 @@ def _run_dask(fn, tasks, scheduler):
     try: client = Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as e: raise InputError(f"--scheduler {address}: cannot connect to a dask scheduler ({_reason(e)})")
     try:
-        import cloudpickle; blob = cloudpickle.dumps(fn)
+        import cloudpickle
+        blob = cloudpickle.dumps(fn)
         tasks, window = iter(tasks), 2 * max(1, sum(client.nthreads().values()))
         submit = lambda t: client.submit(_extract_one, blob, *t, pure=False)
         for f in (ac := as_completed([submit(t) for t in itertools.islice(tasks, window)], loop=client.loop)):
-            yield f.result(); f.release()
+            yield f.result()
+            f.release()
             for t in itertools.islice(tasks, 1): ac.add(submit(t))
     finally: client.close()
 
@@ -284,13 +293,15 @@ def _commit(parts:Path, stack_id:str, df, chunks, error):
 # %% ../../nbs/12_particles.store.ipynb #b9c1ebc5
 def _extract_missing(out:Path, stacks:dict, fn, n_layers:int, kw:dict, workers, scheduler, progress:bool):
     "Extract every stack in `stacks` that has no committed part in `out/_parts`, committing each as it comes."
-    parts = out/PARTS; parts.mkdir(exist_ok=True)
+    parts = out/PARTS
+    parts.mkdir(exist_ok=True)
     for t in parts.glob('.*.tmp*'): _rm(t)
     done = _committed(parts) | _committed(parts, 'error')
     todo = [(sid, paths, n_layers, kw) for sid, paths in stacks.items() if _key(sid) not in done]
     with tqdm(total=len(stacks), initial=len(stacks) - len(todo), desc='extract', unit='stack', disable=not progress) as bar:
         for sid, df, chunks, err in _runner(fn, todo, workers, scheduler):
-            _commit(parts, sid, df, chunks, err); bar.update()
+            _commit(parts, sid, df, chunks, err)
+            bar.update()
 
 # %% ../../nbs/12_particles.store.ipynb #a774a96d
 def _link(src:Path, dst:Path):
@@ -321,9 +332,11 @@ def _finish(out:Path, stacks:dict, meta:dict, progress:bool) -> ParticleStore:
     errors = pd.DataFrame([(s, (parts/f'{_key(s)}.error').read_text()) for s in stacks if _key(s) in failed], columns=['stack_id', 'error'])
     atomic_write(out/ERRORS, lambda t: errors.to_csv(t, index=False))
     if len(errors) == len(stacks):
-        _rm(out/META); _rm(parts)
+        _rm(out/META)
+        _rm(parts)
         raise InputError(f"all {len(stacks)} stacks failed, e.g. {errors.stack_id[0]}: {errors.error[0]} (every reason is in {out/ERRORS})")
-    p = meta['params']; ok = [_key(s) for s in stacks if _key(s) not in failed]
+    p = meta['params']
+    ok = [_key(s) for s in stacks if _key(s) not in failed]
     n = _consolidate(out, ok, p['n_layers'], p['size'], progress)
     _write_meta(out, {**meta, 'complete': True, 'n_stacks': len(stacks), 'n_failed': len(errors), 'n_particles': n, 'stacks_sha1': _stacks_sha1(stacks)})
     _rm(parts)
@@ -341,7 +354,8 @@ def _start(out:Path, params:dict) -> dict:
     meta = _read_meta(out)
     if not meta:
         if {p.name for p in out.iterdir()} - {ERRORS, '.lock'}: raise InputError(f"{out}: folder is not empty and holds no extraction run; pick a new --out folder")
-        meta = dict(params=params, complete=False); _write_meta(out, meta)
+        meta = dict(params=params, complete=False)
+        _write_meta(out, meta)
     for k in {**meta['params'], **params}:
         if meta['params'].get(k) != params.get(k):
             raise InputError(f"{out}: extracted with {k}={meta['params'].get(k)!r}, not {params.get(k)!r}; rerun with the same parameters or pick a new --out folder")
@@ -352,7 +366,9 @@ def _start(out:Path, params:dict) -> dict:
 def _locked(out:Path):
     "Hold an exclusive lock on `out` (released when the process dies), refusing a second writer."
     try: import fcntl
-    except ImportError: yield; return  # no advisory locks on this platform
+    except ImportError:
+        yield
+        return  # no advisory locks on this platform
     with open(out/'.lock', 'a') as f:
         try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError: raise InputError(f"{out}: another extraction is writing this store; wait for it or pick a new --out folder") from None
@@ -385,8 +401,10 @@ def extract_store(
     if extractor is None: from sediment_cluster.particles.extract import extract_particles as extractor
     stacks = find_stacks(photo_dir, pattern)
     n_layers = n_layers or Counter(map(len, stacks.values())).most_common(1)[0][0]
-    kw = dict(size=size, background=background, pixel_size_um=pixel_size_um, **extract_kw); _check_args(extractor, kw, workers)
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    kw = dict(size=size, background=background, pixel_size_um=pixel_size_um, **extract_kw)
+    _check_args(extractor, kw, workers)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     with _locked(out):
         meta = _start(out, _params(photo_dir, pattern, n_layers, extractor, kw))
         if meta['complete']: return _finished(out, meta, stacks)

@@ -57,7 +57,8 @@ def _outline(rng, n:int, jitter:float, aspect:float, rounds:int, d:float):
     a = (np.arange(n) + rng.uniform(-.3, .3, n)) * 2 * np.pi / n
     r = 1 + jitter * rng.uniform(-1, 1, n)
     p = _chaikin(np.c_[r * np.cos(a) * aspect, r * np.sin(a)], rounds)
-    t = rng.uniform(0, 2 * np.pi); p = p @ np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])
+    t = rng.uniform(0, 2 * np.pi)
+    p = p @ np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])
     return p * d / np.ptp(p, 0).max()
 
 # %% ../../nbs/10_particles.synth.ipynb #8da07571
@@ -77,7 +78,8 @@ def _facets(shape, poly, apex, tilt:float):
     "Lambert shading (0–1) of the facets spanned by `apex` and each edge of `poly`, tilted `tilt` rad outwards."
     shade = np.zeros(shape, np.float32)
     for a, b in zip(poly, np.roll(poly, -1, 0)):
-        e = b - a; n = np.array([e[1], -e[0]]) / (np.hypot(*e) + 1e-9)  # outward for counter-clockwise
+        e = b - a
+        n = np.array([e[1], -e[0]]) / (np.hypot(*e) + 1e-9)  # outward for counter-clockwise
         if np.dot(n, (a + b) / 2 - apex) < 0: n = -n
         normal = np.r_[n * np.sin(tilt), np.cos(tilt)]
         tri = np.round(np.stack([apex, a, b]) * 16).astype(np.int32)
@@ -87,7 +89,8 @@ def _facets(shape, poly, apex, tilt:float):
 # %% ../../nbs/10_particles.synth.ipynb #618c57d9
 def _texture(rng, shape, scale:float=2., interp=cv2.INTER_LINEAR):
     "Smooth zero-mean unit-ish noise of `shape`, correlated over ~`scale` px."
-    h, w = shape; s = max(int(scale), 1)
+    h, w = shape
+    s = max(int(scale), 1)
     z = rng.standard_normal((h // s + 2, w // s + 2)).astype(np.float32)
     return cv2.resize(z, (w // s * s + 2 * s, h // s * s + 2 * s), interpolation=interp)[s:s + h, s:s + w]
 
@@ -105,12 +108,14 @@ def _spots(rng, mask, col, alpha, n:int, size:float):
     "Add `n` small white specular highlights of radius ~`size` px inside `mask` (in place)."
     ys, xs = np.nonzero(mask)
     for i in rng.integers(0, len(ys), n):
-        r = size * rng.uniform(.5, 1.5); y0, x0 = max(ys[i] - int(3 * r), 0), max(xs[i] - int(3 * r), 0)
+        r = size * rng.uniform(.5, 1.5)
+        y0, x0 = max(ys[i] - int(3 * r), 0), max(xs[i] - int(3 * r), 0)
         yy, xx = np.mgrid[y0:ys[i] + int(3 * r) + 1, x0:xs[i] + int(3 * r) + 1]
         s = np.exp(-((yy - ys[i]) ** 2 + (xx - xs[i]) ** 2 * rng.uniform(.3, 1)) / (2 * r * r)).astype(np.float32)
         s = s[:mask.shape[0] - y0, :mask.shape[1] - x0] * mask[y0:y0 + s.shape[0], x0:x0 + s.shape[1]]
         win = (slice(y0, y0 + s.shape[0]), slice(x0, x0 + s.shape[1]))
-        col[win] += (1 - col[win]) * s[..., None]; alpha[win] += (1 - alpha[win]) * s
+        col[win] += (1 - col[win]) * s[..., None]
+        alpha[win] += (1 - alpha[win]) * s
 
 # %% ../../nbs/10_particles.synth.ipynb #23c80057
 def _quartz(rng, d:float):
@@ -119,7 +124,8 @@ def _quartz(rng, d:float):
     shade = _facets(mask.shape, p, p.mean(0) + rng.normal(0, .1 * d, 2), rng.uniform(.3, .7))
     col = _jitter(rng, (226, 222, 210), 12) * (.7 + .4 * shade[..., None] + .03 * _texture(rng, mask.shape)[..., None])
     for _ in range(rng.integers(0, 3)):  # cracks
-        a, b = p[rng.integers(0, len(p), 2)]; cv2.line(col, tuple(np.int32(a)), tuple(np.int32(b)), (.55, .55, .52), 1, cv2.LINE_AA)
+        a, b = p[rng.integers(0, len(p), 2)]
+        cv2.line(col, tuple(np.int32(a)), tuple(np.int32(b)), (.55, .55, .52), 1, cv2.LINE_AA)
     rim = _rim(mask, .05 * d)
     col *= 1 - .4 * rim[..., None]
     alpha = (rng.uniform(.55, .8) + .2 * rim) * mask
@@ -156,8 +162,11 @@ def _foram(rng, d:float):
     for (cx, cy), rk in zip(xy, r):  # oldest first: newer chambers overlap older ones
         y0, x0 = max(int(cy - rk), 0), max(int(cx - rk), 0)
         yy, xx = np.mgrid[y0:min(int(cy + rk) + 2, mask.shape[0]), x0:min(int(cx + rk) + 2, mask.shape[1])]
-        u, v = (xx - cx) / rk, (yy - cy) / rk; w = 1 - u * u - v * v; inside = w > 0
-        nz = np.sqrt(np.clip(w, 0, 1)); lam = np.clip(u * _LIGHT[0] + v * _LIGHT[1] + nz * _LIGHT[2], 0, 1)
+        u, v = (xx - cx) / rk, (yy - cy) / rk
+        w = 1 - u * u - v * v
+        inside = w > 0
+        nz = np.sqrt(np.clip(w, 0, 1))
+        lam = np.clip(u * _LIGHT[0] + v * _LIGHT[1] + nz * _LIGHT[2], 0, 1)
         col[yy[inside], xx[inside]] = base * (.35 + .55 * lam[inside, None] + .25 * nz[inside, None] ** .5)
     col *= 1 + .05 * _texture(rng, mask.shape, 1.5)[..., None]  # pores
     return mask, np.clip(col, 0, 1), mask * np.float32(rng.uniform(.93, 1))
@@ -165,13 +174,17 @@ def _foram(rng, d:float):
 # %% ../../nbs/10_particles.synth.ipynb #c69c4735
 def _cut(rng, mask, spread:float=.35):
     "A half-plane mask through `mask` whose boundary is a jagged line, offset up to `spread`·√area from the centroid."
-    h, w = mask.shape; ys, xs = np.nonzero(mask); c = np.c_[xs.mean(), ys.mean()][0]
+    h, w = mask.shape
+    ys, xs = np.nonzero(mask)
+    c = np.c_[xs.mean(), ys.mean()][0]
     t, L = rng.uniform(0, 2 * np.pi), np.hypot(h, w)
     u, n = np.array([np.cos(t), np.sin(t)]), np.array([-np.sin(t), np.cos(t)])
-    s = np.linspace(-L, L, rng.integers(8, 20)); o = rng.uniform(-spread, spread) * np.sqrt(len(ys))
+    s = np.linspace(-L, L, rng.integers(8, 20))
+    o = rng.uniform(-spread, spread) * np.sqrt(len(ys))
     line = c + np.outer(s, u) + np.outer(o + rng.normal(0, .03 * L, len(s)), n)
     poly = np.r_[line, [line[-1] + 2 * L * n, line[0] + 2 * L * n]]
-    keep = np.zeros_like(mask); cv2.fillPoly(keep, [np.round(poly * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
+    keep = np.zeros_like(mask)
+    cv2.fillPoly(keep, [np.round(poly * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
     return keep
 
 def _fragment(rng, d:float):
@@ -181,7 +194,8 @@ def _fragment(rng, d:float):
         for _ in range(rng.integers(1, 3)): keep &= _cut(rng, mask)
         if .15 < keep.sum() / mask.sum() < .75: break
     else: keep = mask & _cut(rng, mask, 0)  # rare: fall back to one cut through the centroid
-    ys, xs = np.nonzero(keep); win = (slice(max(ys.min() - 2, 0), ys.max() + 3), slice(max(xs.min() - 2, 0), xs.max() + 3))
+    ys, xs = np.nonzero(keep)
+    win = (slice(max(ys.min() - 2, 0), ys.max() + 3), slice(max(xs.min() - 2, 0), xs.max() + 3))
     return keep[win], col[win] * keep[win][..., None], alpha[win] * keep[win]
 
 # %% ../../nbs/10_particles.synth.ipynb #e5fee0b1
@@ -213,7 +227,8 @@ class Grain:
     @cached_property
     def centroid(self):
         "Centroid of the mask in patch coordinates (x, y)."
-        m = cv2.moments(self.mask, True); return m['m10'] / m['m00'], m['m01'] / m['m00']
+        m = cv2.moments(self.mask, True)
+        return m['m10'] / m['m00'], m['m01'] / m['m00']
     def visible(self, W:int, H:int):
         "The part of the patch inside a W×H frame: its frame window (x0, y0, x1, y1) and the mask there."
         x0, y0, x1, y1 = max(self.x, 0), max(self.y, 0), min(self.box[2], W), min(self.box[3], H)
@@ -263,7 +278,8 @@ def _fits(g:Grain, grains:list, W, H, gap:int, anchor:int=None) -> bool:
 # %% ../../nbs/10_particles.synth.ipynb #b45a0780
 def _put(g:Grain, cx, cy):
     "Move `g` so its centroid lands at (`cx`, `cy`)."
-    gx, gy = g.centroid; g.x, g.y = int(round(cx - gx)), int(round(cy - gy))
+    gx, gy = g.centroid
+    g.x, g.y = int(round(cx - gx)), int(round(cy - gy))
 
 def _place(rng, g:Grain, grains:list, W, H, gap:int, touch:bool, tries:int=30) -> bool:
     "Place `g` among `grains` (isolated, or touching a random one when `touch`); False when no spot was found."
@@ -272,10 +288,13 @@ def _place(rng, g:Grain, grains:list, W, H, gap:int, touch:bool, tries:int=30) -
             _put(g, rng.uniform(0, W), rng.uniform(0, H))
             if _fits(g, grains, W, H, gap): return True
             continue
-        k = rng.integers(len(grains)); a = grains[k]; (ax, ay), t = np.add(a.centroid, a.box[:2]), rng.uniform(0, 2 * np.pi)
+        k = rng.integers(len(grains))
+        a = grains[k]
+        (ax, ay), t = np.add(a.centroid, a.box[:2]), rng.uniform(0, 2 * np.pi)
         lo, hi = 0., float(sum(a.mask.shape) + sum(g.mask.shape))
         while hi - lo > .5:  # binary search: smallest centre distance without overlap
-            mid = (lo + hi) / 2; _put(g, ax + mid * np.cos(t), ay + mid * np.sin(t))
+            mid = (lo + hi) / 2
+            _put(g, ax + mid * np.cos(t), ay + mid * np.sin(t))
             lo, hi = (mid, hi) if _overlap(g, a) else (lo, mid)
         _put(g, ax + (hi - 1) * np.cos(t), ay + (hi - 1) * np.sin(t))
         if _fits(g, grains, W, H, gap, anchor=k): return True
@@ -308,16 +327,22 @@ def _plate(rng, rgb, W:int, H:int):
 def _grain_list(rng, W, H, density, p_touch, class_p, gap, sizes):
     "Draw and place grains until they cover about `density` of the W×H frame."
     scale, names = min(W / 1280, H / 1024), list(class_p)
-    p = np.float64([class_p[c] for c in names]); p /= p.sum()
+    p = np.float64([class_p[c] for c in names])
+    p /= p.sum()
     grains, covered, fails, target = [], 0, 0, density * W * H * rng.uniform(.7, 1.3)
     while covered < target and fails < 50:
-        cls = names[rng.choice(len(names), p=p)]; lo, hi = np.log(sizes[cls])
-        t = rng.uniform(); d = np.exp(lo + t * (hi - lo)) * scale
+        cls = names[rng.choice(len(names), p=p)]
+        lo, hi = np.log(sizes[cls])
+        t = rng.uniform()
+        d = np.exp(lo + t * (hi - lo)) * scale
         g = make_grain(rng, cls, d, float(np.clip(.5 * t + .5 * rng.uniform() + rng.normal(0, .05), 0, 1)))
-        if not _place(rng, g, grains, W, H, gap, rng.uniform() < p_touch): fails += 1; continue
+        if not _place(rng, g, grains, W, H, gap, rng.uniform() < p_touch):
+            fails += 1
+            continue
         area = g.visible(W, H)[1].sum()
         if grains and covered + area / 2 > target: break  # stop where the coverage is nearest the target
-        grains.append(g); covered += area
+        grains.append(g)
+        covered += area
     return grains
 
 # %% ../../nbs/10_particles.synth.ipynb #e87e2baa
@@ -346,7 +371,8 @@ def make_scene(
     "Draw a plate with grains: everything about one plate position except the camera."
     class_p = CLASS_P if class_p is None else class_p
     _check_scene_args(size, n_layers, density, p_touch, class_p)
-    rng, (W, H) = np.random.default_rng(rng), map(int, size); scale = min(W / 1280, H / 1024)
+    rng, (W, H) = np.random.default_rng(rng), map(int, size)
+    scale = min(W / 1280, H / 1024)
     plate, illum = _plate(rng, plate_rgb(plate), W, H)
     gap = int(np.ceil((16 if min_gap is None else min_gap) * (scale if min_gap is None else 1)))
     grains = _grain_list(rng, W, H, density, p_touch, class_p, gap, {**SIZES, **(sizes or {})})
@@ -365,7 +391,8 @@ def _touching_groups(grains:list, W, H) -> np.ndarray:
     pairs = [(i, j) for i, g in enumerate(grains) for j, d in enumerate(_dist_to(g, grains[:i], W, H, 2)) if d <= TOUCH]
     i, j = np.array(pairs, int).reshape(-1, 2).T
     _, comp = connected_components(coo_matrix((np.ones(len(i)), (i, j)), (len(grains),) * 2), directed=False)
-    sizes = np.bincount(comp); multi = {c: k for k, c in enumerate(dict.fromkeys(c for c in comp if sizes[c] > 1))}
+    sizes = np.bincount(comp)
+    multi = {c: k for k, c in enumerate(dict.fromkeys(c for c in comp if sizes[c] > 1))}
     return np.array([multi.get(c, -1) for c in comp], np.int64)
 
 # %% ../../nbs/10_particles.synth.ipynb #33cc7a5b
@@ -383,7 +410,8 @@ def scene_truth(scene:Scene, stack_id:str='s0000') -> pd.DataFrame:
 # %% ../../nbs/10_particles.synth.ipynb #aab06d86
 def label_map(scene:Scene) -> np.ndarray: # H×W int32, −1 on the plate
     "The id of the topmost grain at every pixel of `scene`, −1 where the plate shows."
-    W, H = scene.size; lab = np.full((H, W), -1, np.int32)
+    W, H = scene.size
+    lab = np.full((H, W), -1, np.int32)
     for i in np.argsort([g.height for g in scene.grains], kind='stable'):
         (x0, y0, x1, y1), m = scene.grains[i].visible(W, H)
         if m.size: lab[y0:y1, x0:x1][m > 0] = i
@@ -392,7 +420,8 @@ def label_map(scene:Scene) -> np.ndarray: # H×W int32, −1 on the plate
 # %% ../../nbs/10_particles.synth.ipynb #a3071159
 def _defocus(rgba, sigma:float):
     "Blur an RGBA patch by `sigma` px; return it padded by 3·sigma on each side and the pad."
-    pad = int(np.ceil(3 * sigma)); a = cv2.copyMakeBorder(rgba, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    pad = int(np.ceil(3 * sigma))
+    a = cv2.copyMakeBorder(rgba, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
     if sigma < .5: return a, pad
     f = int(sigma // 2) if sigma >= 4 else 1
     if f == 1: return cv2.GaussianBlur(a, (0, 0), sigma), pad
@@ -401,10 +430,13 @@ def _defocus(rgba, sigma:float):
 
 def _over(canvas, rgba, x:int, y:int):
     "Composite premultiplied `rgba` (0–1) over `canvas` (0–255) with its top-left at (`x`, `y`), in place."
-    H, W = canvas.shape[:2]; x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + rgba.shape[1], W), min(y + rgba.shape[0], H)
+    H, W = canvas.shape[:2]
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + rgba.shape[1], W), min(y + rgba.shape[0], H)
     if x0 >= x1 or y0 >= y1: return
-    r, g, b, a = cv2.split(rgba[y0 - y:y1 - y, x0 - x:x1 - x]); a = 1 - a
-    c = canvas[y0:y1, x0:x1]; c[:] = c * cv2.merge([a, a, a]) + cv2.merge([r, g, b]) * 255  # cv2 split/merge: 3× faster than broadcasting
+    r, g, b, a = cv2.split(rgba[y0 - y:y1 - y, x0 - x:x1 - x])
+    a = 1 - a
+    c = canvas[y0:y1, x0:x1]
+    c[:] = c * cv2.merge([a, a, a]) + cv2.merge([r, g, b]) * 255  # cv2 split/merge: 3× faster than broadcasting
 
 # %% ../../nbs/10_particles.synth.ipynb #c5e31e0d
 _NORMAL_LUT = ndtri((np.arange(256) + .5) / 256).astype(np.float32)[None]  # byte -> standard normal quantile
@@ -422,7 +454,8 @@ def render_layers(scene:Scene, rng, noise:float=3.) -> np.ndarray: # L×H×W×3 
     for l, z in enumerate(scene.depths):
         canvas = scene.plate.copy()
         for i in order:
-            g = scene.grains[i]; patch, pad = _defocus(g.rgba, scene.blur * abs(g.height - z) + .3)
+            g = scene.grains[i]
+            patch, pad = _defocus(g.rgba, scene.blur * abs(g.height - z) + .3)
             _over(canvas, patch, g.x - pad, g.y - pad)
         layers[l] = _camera(rng, canvas, scene.illum, noise)
     return layers
@@ -451,7 +484,8 @@ def show_truth(stack:FocalStack, truth:pd.DataFrame, layer:int=None, ax=None, fi
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
     if ax is None: _, ax = plt.subplots(figsize=figsize)
-    ax.imshow(stack.layers[stack.n_layers // 2 if layer is None else layer]); ax.set_axis_off()
+    ax.imshow(stack.layers[stack.n_layers // 2 if layer is None else layer])
+    ax.set_axis_off()
     for r in truth.itertuples():
         ax.add_patch(Rectangle((r.x0 - .5, r.y0 - .5), r.x1 - r.x0, r.y1 - r.y0, fill=False, lw=1.5,
                                ec=CLASS_COLORS.get(r.cls, 'white'), ls='--' if r.chopped else '-'))
@@ -497,9 +531,12 @@ def synth_plates(
     **kwargs,
 ) -> Path:                    # `out`
     "Render `n_stacks` synthetic focal stacks into `out` in the photo layout, with `truth.parquet`."
-    _check_write_args(n_stacks, seed, fmt, jpeg_quality); plate_rgb(plate)
+    _check_write_args(n_stacks, seed, fmt, jpeg_quality)
+    plate_rgb(plate)
     _check_scene_args(size, n_layers, density, kwargs.get('p_touch', .15), kwargs.get('class_p') or CLASS_P)
-    out = Path(out); _clear(out, overwrite); out.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    _clear(out, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
     ext, w, truths = 'jpg' if fmt.lower() != 'png' else 'png', len(str(n_layers - 1)), []
     for i in tqdm(range(n_stacks), desc='synth plates', unit='stack', disable=not progress):
         stack, truth = render_stack((seed, i), f"s{i:04d}", n_layers, noise, size=size, plate=plate, density=density, **kwargs)

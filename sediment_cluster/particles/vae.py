@@ -122,7 +122,8 @@ class FocalVAE(nn.Module):
         _check_backbone(backbone)
         for k, v, lo in (('n_layers', n_layers, 1), ('size', size, 16), ('latent', latent, 1)):
             if int(v) != v or v < lo: raise InputError(f"{k}={v}: need an integer of at least {lo}")
-        store_attr(CONFIG); self.meta, self.channels_last = {}, False
+        store_attr(CONFIG)
+        self.meta, self.channels_last = {}, False
         self.branches = nn.ModuleList([resnet_trunk(backbone, pretrained) for _ in range(1 if shared_weights else n_layers)])
         self.head = nn.Linear(n_layers * self.branches[0].n_features, 2 * latent)
         self.decoder = FocalDecoder(latent, n_layers, size, decoder_width)
@@ -176,7 +177,8 @@ class VAELoss:
         kernel:str='gaussian',    # MMD kernel: 'gaussian' or 'imq'
     ):
         if regulariser not in REGULARISERS: raise InputError(f"regulariser='{regulariser}': choose 'kl' or 'mmd'")
-        store_attr(); self.epoch = 0
+        store_attr()
+        self.epoch = 0
 
     def terms(self, out:tuple, x:torch.Tensor) -> dict:
         "The reconstruction term `rec` and the regulariser (`kl` or `mmd`) of a batch."
@@ -267,7 +269,8 @@ def crop_dataloaders(
     num_workers:int=0,      # reader processes (0: read in the training process)
 ) -> DataLoaders:
     "fastai `DataLoaders` streaming a store's crops: split by stack; training batches shuffled and flipped/rotated per particle."
-    store = ParticleStore.open(store); tr, va = stack_split(store.table, valid_pct, random_state)
+    store = ParticleStore.open(store)
+    tr, va = stack_split(store.table, valid_pct, random_state)
     if len(tr) < 2: raise InputError(f"{store.path}: {len(tr)} training particle(s) after the stack split; need at least 2")
     size, kw = size or store.size, dict(num_workers=num_workers, device=device)
     train = DataLoader(CropDataset(store, tr), bs=min(batch_size, len(tr)), shuffle=True, drop_last=True, after_batch=CropBatch(size, True), **kw)
@@ -305,14 +308,20 @@ def vae_learner(
     progress:bool=True,         # fastai progress bars and epoch table
 ) -> Learner:
     "A fastai `Learner` training `model` on the crops of `store` with `VAELoss`; bf16 + channels_last on CUDA."
-    store = ParticleStore.open(store); check_store(model, store, trained=False); dev = torch_device(device)
+    store = ParticleStore.open(store)
+    check_store(model, store, trained=False)
+    dev = torch_device(device)
     dls = crop_dataloaders(store, model.size, batch_size, valid_pct, random_state, dev, num_workers)
     learn = Learner(dls, model.to(dev), loss_func=VAELoss(beta, regulariser), opt_func=Adam, lr=lr,
                     metrics=[AvgMetric(recon_mse), AvgMetric(latent_kl)], cbs=[AutoencoderTarget(), NonFiniteStop()],
                     path=Path(tempfile.gettempdir()), model_dir=f'sediment_cluster_lr_find_{os.getpid()}')  # lr_find's temporary weights
     if dev.type == 'cuda':
-        model.channels_last = True; model.to(memory_format=torch.channels_last); learn.to_bf16()
-    if not progress: learn.remove_cb(ProgressCallback); learn.logger = noop
+        model.channels_last = True
+        model.to(memory_format=torch.channels_last)
+        learn.to_bf16()
+    if not progress:
+        learn.remove_cb(ProgressCallback)
+        learn.logger = noop
     return learn
 
 # %% ../../nbs/13_particles.vae.ipynb #9a599377
@@ -336,7 +345,9 @@ def save_vae(model:FocalVAE, path, **meta) -> Path:
 def load_vae(path, device='cpu') -> FocalVAE:
     "Load a model written by `save_vae` (or `train_vae`) onto `device`, in eval mode."
     state = read_model_file(path, FocalVAE, 'train one with `sediment-cluster train-vae`')
-    model = FocalVAE(**state['config']); model.load_state_dict(state['model']); model.meta = state['meta']
+    model = FocalVAE(**state['config'])
+    model.load_state_dict(state['model'])
+    model.meta = state['meta']
     return model.to(torch_device(device)).eval()
 
 # %% ../../nbs/13_particles.vae.ipynb #6c2ee34a
@@ -354,7 +365,9 @@ class Checkpoints(TrackerCallback):
         super().after_epoch()
         names = self.recorder.metric_names[1:-1]  # train_loss, valid_loss, metrics
         self.history.append({'epoch': self.epoch, **{n: float(v) for n, v in zip(names, self.recorder.values[-1])}})
-        if self.new_best: self.best_epoch = self.epoch; save_vae(self.model, self.out, **self.meta, history=self.history, best_epoch=self.epoch)
+        if self.new_best:
+            self.best_epoch = self.epoch
+            save_vae(self.model, self.out, **self.meta, history=self.history, best_epoch=self.epoch)
         state = dict(config=self.model.config, meta=self.meta, epoch=self.epoch, best=float(self.best), best_epoch=self.best_epoch,
                      history=self.history, model=self.model.state_dict(), opt=self.opt.state_dict()['state'])
         with atomic_path(self.ckpt) as tmp: torch.save(state, tmp)
@@ -400,7 +413,8 @@ def train_vae(
     cbs=None,                   # more fastai callbacks for the fit
 ) -> Path:                      # `out`
     "Train a `FocalVAE` on the crops of `store` and write the best model (by validation loss) to `out`."
-    store, out = ParticleStore.open(store), Path(out); ckpt = out.with_name(out.name + '.ckpt')
+    store, out = ParticleStore.open(store), Path(out)
+    ckpt = out.with_name(out.name + '.ckpt')
     seed_everything(random_state)
     model = FocalVAE(store.n_layers, size, latent, backbone, shared_weights, pretrained)
     learn = vae_learner(store, model, beta, regulariser, batch_size, lr, valid_pct, device, num_workers, random_state, progress)
@@ -409,7 +423,8 @@ def train_vae(
                 random_state=random_state, pretrained=str(pretrained) if pretrained else None)
     state = _resume_state(ckpt, model.config, meta) if resume else None
     if state:
-        model.load_state_dict(state['model']); learn.create_opt()
+        model.load_state_dict(state['model'])
+        learn.create_opt()
         learn.opt.load_state_dict({'state': state['opt'], 'hypers': learn.opt.hypers})
     cb = Checkpoints(out, ckpt, meta, state)
     fit = learn.fit_one_cycle if one_cycle else learn.fit
@@ -431,8 +446,13 @@ def encode(
     progress:bool=True,
 ) -> np.ndarray:            # float32 N × latent, store order
     "`mu` of every particle of `store`: batched, no gradients, eval mode."
-    store = ParticleStore.open(store); check_store(model, store); dev = next(model.parameters()).device; model.eval()
-    if dev.type == 'cuda': model.channels_last = True; model.to(memory_format=torch.channels_last)
+    store = ParticleStore.open(store)
+    check_store(model, store)
+    dev = next(model.parameters()).device
+    model.eval()
+    if dev.type == 'cuda':
+        model.channels_last = True
+        model.to(memory_format=torch.channels_last)
     bar = tqdm(store.batches(batch_size), total=math.ceil(len(store) / batch_size), desc='encode', unit='batch', disable=not progress)
     with torch.no_grad():
         mu = [model.encode(prepare_crops(torch.from_numpy(c).to(dev), model.size))[0].float().cpu().numpy() for _, c in bar]
@@ -458,19 +478,26 @@ def encode_store(
 # %% ../../nbs/13_particles.vae.ipynb #07dfa43c
 def reconstruct(model:FocalVAE, crops) -> np.ndarray:
     "uint8 reconstructions (B×L×S×S×3, the model's size) of uint8 `crops` (B×L×S×S×3), decoded from mu."
-    dev = next(model.parameters()).device; model.eval()
+    dev = next(model.parameters()).device
+    model.eval()
     with torch.no_grad(): return restore_crops(model(prepare_crops(torch.as_tensor(crops).to(dev), model.size))[0])
 
 def show_reconstructions(model:FocalVAE, store, idx, size:float=1.1):
     "Inputs and reconstructions, every focal layer, of the particles `idx` of `store`: two rows per particle."
     import matplotlib.pyplot as plt
-    store = ParticleStore.open(store); idx = list(idx); crops = store[idx]; rec = reconstruct(model, crops)
+    store = ParticleStore.open(store)
+    idx = list(idx)
+    crops = store[idx]
+    rec = reconstruct(model, crops)
     crops = restore_crops(prepare_crops(crops, model.size))  # the input as the model sees it
     fig, axs = plt.subplots(2 * len(idx), model.n_layers, figsize=(size * model.n_layers, 2 * size * len(idx)), squeeze=False)
     for r, (i, a, b) in enumerate(zip(idx, crops, rec)):
         for l in range(model.n_layers):
-            for k, img in enumerate((a[l], b[l])): axs[2 * r + k, l].imshow(img); axs[2 * r + k, l].set_axis_off()
-        axs[2 * r, 0].set_title(f"#{i} input", fontsize=7, loc='left'); axs[2 * r + 1, 0].set_title("reconstruction", fontsize=7, loc='left')
+            for k, img in enumerate((a[l], b[l])):
+                axs[2 * r + k, l].imshow(img)
+                axs[2 * r + k, l].set_axis_off()
+        axs[2 * r, 0].set_title(f"#{i} input", fontsize=7, loc='left')
+        axs[2 * r + 1, 0].set_title("reconstruction", fontsize=7, loc='left')
     fig.tight_layout(pad=.3)
     return fig
 
