@@ -1,5 +1,4 @@
 "IKMeans and silhouettes: agreement with scikit-learn, the soft silhouette, the stop rule and bad input."
-import math, warnings
 import numpy as np, pytest, torch
 import torch.nn.functional as F
 from hypothesis import assume, given, settings, strategies as st
@@ -24,7 +23,9 @@ def test_soft_silhouette_of_one_hot_is_the_silhouette(n, k, d, seed):
 
 def test_soft_silhouette_gradients_are_finite_with_empty_clusters():
     X = torch.randn(30, 2, requires_grad=True)
-    P = torch.zeros(30, 4); P[:15, 0] = 1; P[15:, 1] = 1                  # clusters 2 and 3 empty
+    P = torch.zeros(30, 4)
+    P[:15, 0] = 1
+    P[15:, 1] = 1  # clusters 2 and 3 empty
     P = (0.98 * P + 0.01).requires_grad_()
     soft_silhouette_t(X, P).mean().backward()
     assert torch.isfinite(X.grad).all() and torch.isfinite(P.grad).all()
@@ -32,8 +33,8 @@ def test_soft_silhouette_gradients_are_finite_with_empty_clusters():
 def test_exact_silhouette_agrees_with_sklearn(blobs):
     X, y = blobs
     assert silhouette(X, y, 'exact')[0] == pytest.approx(silhouette_score(X, y), abs=1e-5)
-    np.testing.assert_allclose(silhouette_samples_t(torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y)).numpy(),
-                               silhouette_samples(X, y), atol=2e-4)
+    ours = silhouette_samples_t(torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y)).numpy()
+    np.testing.assert_allclose(ours, silhouette_samples(X, y), atol=2e-4)
 
 def test_sampled_silhouette_is_within_its_standard_error(blobs):
     X, y = blobs
@@ -49,14 +50,17 @@ def test_stop_rule_ends_early_with_the_same_k(blobs):
 
 @pytest.mark.parametrize('kw,msg', [(dict(k_range=(4, 2)), 'k_min <= k_max'), (dict(k_range=(0, 3)), 'k_min <= k_max'),
                                     (dict(k_range=(1, 3)), 'start at k >= 2'), (dict(k_range='2-12'), 'integers'),
-                                    (dict(k_range=(2, 50)), 'k=50 is more than the 40 samples'), (dict(n_clusters=41), 'n_clusters=41')])
+                                    (dict(k_range=(2, 50)), 'k=50 is more than the 40 samples'),
+                                    (dict(n_clusters=41), 'n_clusters=41')])
 def test_bad_k(blobs, kw, msg):
     with pytest.raises(InputError, match=msg): IKMeans(**kw).fit(blobs[0][:40])
 
 def test_nan_latents_are_refused(blobs):
-    X = blobs[0].copy(); X[[5, 9], 2] = np.nan
+    X = blobs[0].copy()
+    X[[5, 9], 2] = np.nan
     with pytest.raises(InputError, match=r'2 rows with NaN or infinite values \(first: row 5\)'): IKMeans().fit(X)
 
 def test_constant_data_is_one_cluster_with_a_warning():
-    with pytest.warns(UserWarning, match='identical'): km = IKMeans(random_state=0).fit(np.full((100, 3), 7., np.float32))
+    with pytest.warns(UserWarning, match='identical'):
+        km = IKMeans(random_state=0).fit(np.full((100, 3), 7., np.float32))
     assert km.n_clusters_ == 1 and (km.predict(np.ones((4, 3))) == 0).all()

@@ -9,7 +9,7 @@ SCORES = ('accuracy', 'precision', 'recall', 'f1', 'tversky')
 
 @st.composite
 def label_pairs(draw, min_size=1, max_size=60, n_labels=6, unlabelled=True):
-    "Two label vectors of one length, values in -1..n_labels-1 (-1 only when `unlabelled`), at least one item labelled in both."
+    "Two label vectors of one length, values in -1..n_labels-1 (-1 only if `unlabelled`), one item labelled in both."
     n = draw(st.integers(min_size, max_size))
     lo = -1 if unlabelled else 0
     pred = draw(arrays(np.int64, n, elements=st.integers(lo, n_labels - 1)))
