@@ -5,7 +5,8 @@ from sediment_cluster.bench import bench_cube, bench_cube_file
 from sediment_cluster.core import InputError
 
 def test_bench_cube_tiny(capsys):
-    r = bench_cube(n_points=1500, k_range=(2, 4), size=32, n_channels=64, n_bins=16, umap_sample=1000, train_epochs=2, progress=False)
+    r = bench_cube(n_points=1500, k_range=(2, 4), size=32, n_channels=64, n_bins=16, umap_sample=1000, train_epochs=2,
+                   progress=False)
     a, b = r['ikmeans'], r['segment']
     assert a['ours_s'] > 0 and a['sklearn_s'] > 0 and 2 <= a['ours_k'] <= 4
     assert b['shape'] == [32, 32, 64] and b['dask_same_labels'] and b['umap_sample'] == 1000

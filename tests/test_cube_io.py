@@ -1,5 +1,5 @@
 "Cube files: round trips through .npy, HDF5 and zarr, lazy chunked reading, and bad inputs as one-line errors."
-import json, warnings
+import warnings
 import h5py, numpy as np, pytest
 from sediment_cluster.core import InputError
 from sediment_cluster.cubes.datacube import (SpectraPreprocessor, open_cube, read_cube, write_cube,
@@ -48,7 +48,8 @@ def test_lazy_open_and_chunked_iteration(tmp_path, cube):
 
 def test_h5_from_other_tools_with_wavelength_dataset(tmp_path, cube):
     with h5py.File(tmp_path/'muse.h5', 'w') as f:
-        f['img'] = cube; f['wavelength'] = np.linspace(4750, 9350, 50)
+        f['img'] = cube
+        f['wavelength'] = np.linspace(4750, 9350, 50)
     c = read_cube(tmp_path/'muse.h5')
     assert c.quantity == 'wavelength' and c.unit == 'Å'
 
@@ -93,9 +94,14 @@ def test_preprocessor_bad_channels_rank_and_unfitted():
     with pytest.raises(InputError, match='call fit'): SpectraPreprocessor().transform(X)
 
 def test_preprocessor_counts_bad_values_and_zero_spectra():
-    X = np.full((3, 8), 2.0); X[0, 0] = np.nan; X[0, 1] = -np.inf; X[1, 2] = -3; X[2] = 0
+    X = np.full((3, 8), 2.0)
+    X[0, 0] = np.nan
+    X[0, 1] = -np.inf
+    X[1, 2] = -3
+    X[2] = 0
     with pytest.warns(UserWarning) as w:
-        pp = SpectraPreprocessor().fit(X); Y = pp.transform(X)
+        pp = SpectraPreprocessor().fit(X)
+        Y = pp.transform(X)
     assert (pp.n_nonfinite_, pp.n_negative_, pp.n_zero_spectra_) == (2, 1, 1)
     assert np.isfinite(Y).all() and np.allclose(Y[:2].max(1), 1) and (Y[2] == 0).all()
     assert any('all-zero' in str(m.message) for m in w)
@@ -104,5 +110,6 @@ def test_preprocessor_passes_sklearn_estimator_checks():
     from sklearn.utils.estimator_checks import check_estimator
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        failed = [r['check_name'] for r in check_estimator(SpectraPreprocessor(n_bins=None, log1p=True), on_fail=None) if r['status'] == 'failed']
+        checks = check_estimator(SpectraPreprocessor(n_bins=None, log1p=True), on_fail=None)
+        failed = [r['check_name'] for r in checks if r['status'] == 'failed']
     assert failed == []

@@ -1,10 +1,12 @@
-"Synthetic cubes: the CLI-level `synth_cube` writes its files, results are reproducible from the seed, bad inputs fail in one line."
+"Synthetic cubes: `synth_cube` writes its files, results are reproducible from the seed, bad inputs fail in one line."
 import json
 import numpy as np, pytest
 from sediment_cluster.core import InputError, read_image, write_image
 from sediment_cluster.cubes.datacube import read_cube
-from sediment_cluster.cubes.synth_xrf import (synth_cube, xrf_cube_from_rgb, astro_cube_from_rgb, pigment_spectrum,
-                                          energy_axis, load_pigments, nebula_seed, demo_rgb, above_kauffmann)
+from sediment_cluster.cubes.synth import synth_cube
+from sediment_cluster.cubes.synth_xrf import (xrf_cube_from_rgb, pigment_spectrum, energy_axis, load_pigments,
+                                              sample_counts)
+from sediment_cluster.cubes.synth_astro import astro_cube_from_rgb, nebula_seed, above_kauffmann, draw_line_ratios
 
 def _written(paths):
     return {k: p.exists() for k, p in paths.items()}
@@ -22,7 +24,9 @@ def test_xrf_writes_cube_labels_rgb_info(tmp_path):
 
 @pytest.mark.filterwarnings('ignore:IKMeans')
 def test_xrf_from_an_image_file_with_resize(tmp_path):
-    img = np.zeros((40, 60, 3), np.uint8); img[:, :30] = (240, 235, 229); img[:, 30:] = (36, 81, 156)
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[:, :30] = (240, 235, 229)
+    img[:, 30:] = (36, 81, 156)
     write_image(tmp_path/'seed.png', img)
     paths = synth_cube('xrf', tmp_path/'out.npy', rgb=tmp_path/'seed.png', size=30, n_channels=64, k_range=(2, 3))
     labels = np.load(paths['labels'])
@@ -47,7 +51,7 @@ def test_reproducible_from_seed(tmp_path, kind):
     assert np.array_equal(np.load(a['labels']), np.load(b['labels']))
 
 @pytest.mark.parametrize('call,needle', [
-    (lambda p: synth_cube('radio', p/'x'), "--kind 'radio'"),
+    (lambda p: synth_cube('radio', p/'x'), "kind='radio': choose one of 'xrf', 'astro'"),
     (lambda p: synth_cube('xrf', p/'x.fits'), "unknown cube extension '.fits'"),
     (lambda p: synth_cube('xrf', p/'x.h5', rgb=p/'missing.png'), 'missing.png: no such file'),
     (lambda p: xrf_cube_from_rgb(np.zeros((4, 4), np.uint8)), 'H×W×3 uint8'),
@@ -73,3 +77,9 @@ def test_astro_ratios_follow_bpt_classes():
     assert not above[d.cls == 'HII'].any() and above[d.cls != 'HII'].all()
     s2 = (d['[SII]6716'] + d['[SII]6731']) / d['Hα']
     assert (s2[d.cls == 'shock'] > 0.4).all() and (s2[d.cls != 'shock'] < 0.4).all()
+
+def test_random_state_takes_a_seed_or_a_generator():
+    "`random_state` (was `rng`) accepts an int or a Generator; the same seed gives the same stream."
+    P, lab = np.full((2, 16), 1 / 16), np.array([0, 1, 1, 0])
+    assert np.array_equal(sample_counts(P, lab, 50, 3), sample_counts(P, lab, 50, np.random.default_rng(3)))
+    assert draw_line_ratios('PN', 5, 4).equals(draw_line_ratios('PN', 5, random_state=np.random.default_rng(4)))
