@@ -1,14 +1,17 @@
-"Deep spectral clustering: gradient of the clustering term, tightening, loss modes, segmentation paths, files and bad input."
+("Deep spectral clustering: gradient of the clustering term, tightening, loss modes, segmentation paths, files and bad "
+ "input.")
 import math, warnings
-import numpy as np, pandas as pd, pytest, torch
+import numpy as np, pytest, torch
 from sklearn.base import clone
 from sklearn.metrics import adjusted_rand_score, silhouette_score
-import sediment_cluster.cubes.deepcluster as dc
+import sediment_cluster.core as core
 from sediment_cluster.core import InputError
 from sediment_cluster.cubes.datacube import Datacube, SpectraPreprocessor, rebin, write_cube
-from sediment_cluster.cubes.deepcluster import (ClusteringLoss, DeepSpectralClustering, kmeans_loss, segment, segment_file,
-    silhouette_loss, train_spectral, within_between, cluster_latents)
-from sediment_cluster.cubes.spectral import Ramp, SpectralAutoencoder, TrainingDiverged, autoencoder_loss, weight_at
+from sediment_cluster.latent import Ramp, TrainingDiverged
+from sediment_cluster.cubes.losses import ClusteringLoss, kmeans_loss, silhouette_loss
+from sediment_cluster.cubes.deepcluster import DeepSpectralClustering, train_spectral, within_between, cluster_latents
+from sediment_cluster.cubes.segment import segment, segment_file
+from sediment_cluster.cubes.spectral import SpectralAutoencoder, autoencoder_loss
 
 C = 32
 
@@ -44,7 +47,8 @@ def test_clustering_term_moves_encoder_only(data, kind):
     net = SpectralAutoencoder(C, 3, 8, 1)
     x = torch.from_numpy(X / X.std())
     term = ClusteringLoss(gamma=1., kind=kind, k_range=(3, 3), random_state=0)
-    term.on_epoch_begin(net, 0, x); net.train()
+    term.on_epoch_begin(net, 0, x)
+    net.train()
     term(net, x, net(x), 0)['clust'].backward()
     for name, p in net.named_parameters():
         moved = p.grad is not None and p.grad.abs().sum() > 0
@@ -75,9 +79,12 @@ def test_training_with_the_term_tightens_the_classes(data):
 def test_product_mode_is_the_product(data, variant):
     X, _ = data
     torch.manual_seed(0)
-    net = SpectralAutoencoder(C, 3, 8, 1, variant=variant).eval(); x = torch.from_numpy(X[:200] / X.std())
-    term = ClusteringLoss(gamma=0.7, mode='product', beta=0.05, k_range=(3, 3), random_state=0); term.on_epoch_begin(net, 0, x)
-    out = net(x); t = autoencoder_loss(net, x, out, beta=0.05, extra_loss=term)
+    net = SpectralAutoencoder(C, 3, 8, 1, variant=variant).eval()
+    x = torch.from_numpy(X[:200] / X.std())
+    term = ClusteringLoss(gamma=0.7, mode='product', beta=0.05, k_range=(3, 3), random_state=0)
+    term.on_epoch_begin(net, 0, x)
+    out = net(x)
+    t = autoencoder_loss(net, x, out, beta=0.05, extra_loss=term)
     L = t['rec'] + 0.05 * t.get('kl', 0.)
     S = kmeans_loss(out.mu, term.centres)[0]
     assert torch.allclose(t['loss'], L * (1 + 0.7 * S) / 1.7, rtol=1e-5)
@@ -99,7 +106,8 @@ def test_pretraining_runs_to_the_end_despite_early_stopping(data):
 
 def test_reduce_lr_on_plateau_and_early_stopping(data):
     X, _ = data
-    m = DeepSpectralClustering(**{**FAST, 'lr': 3e-2}, epochs=60, gamma=0.5, patience=4, lr_patience=1, random_state=0).fit(X)
+    m = DeepSpectralClustering(**{**FAST, 'lr': 3e-2}, epochs=60, gamma=0.5, patience=4, lr_patience=1,
+                               random_state=0).fit(X)
     h = m.history_
     assert len(h) < 60 and h.lr.iloc[-1] < h.lr.iloc[0]
 
@@ -113,14 +121,15 @@ def test_nan_codes_during_training_stop_with_training_diverged(data):
     net = SpectralAutoencoder(C, 3, 8, 1)
     from sediment_cluster.cubes.spectral import train_autoencoder
     with pytest.raises(TrainingDiverged, match='NaN latent codes at the start of epoch 2'):
-        train_autoencoder(net, torch.from_numpy(X / X.std()), epochs=4, extra_loss=Poison(gamma=1., k_range=(2, 3), random_state=0), verbose=False)
+        train_autoencoder(net, torch.from_numpy(X / X.std()), epochs=4,
+                          extra_loss=Poison(gamma=1., k_range=(2, 3), random_state=0), verbose=False)
 
 # --- estimator ---------------------------------------------------------------------------------------
 
 def test_save_load_round_trip_with_preprocessor(data, tmp_path):
     X, _ = data
-    m = DeepSpectralClustering(epochs=3, preprocessor=SpectraPreprocessor(n_bins=16, log1p=True), gamma=Ramp(0., .5, 1, 2),
-                               random_state=0, **FAST).fit(X)
+    pp = SpectraPreprocessor(n_bins=16, log1p=True)
+    m = DeepSpectralClustering(epochs=3, preprocessor=pp, gamma=Ramp(0., .5, 1, 2), random_state=0, **FAST).fit(X)
     back = DeepSpectralClustering.load(m.save(tmp_path/'m.pt'), device='cpu')
     np.testing.assert_array_equal(back.transform(X), m.transform(X))
     np.testing.assert_array_equal(back.predict(X), m.predict(X))
@@ -129,13 +138,16 @@ def test_save_load_round_trip_with_preprocessor(data, tmp_path):
 
 def test_load_refuses_other_files(tmp_path):
     (tmp_path/'x.pt').write_bytes(b'junk')
-    with pytest.raises(InputError, match='not a readable DeepSpectralClustering model file'): DeepSpectralClustering.load(tmp_path/'x.pt')
+    with pytest.raises(InputError, match='not a readable DeepSpectralClustering model file'):
+        DeepSpectralClustering.load(tmp_path/'x.pt')
     torch.save({'format': 'other'}, tmp_path/'y.pt')
-    with pytest.raises(InputError, match='not a DeepSpectralClustering model'): DeepSpectralClustering.load(tmp_path/'y.pt')
+    with pytest.raises(InputError, match='not a DeepSpectralClustering model'):
+        DeepSpectralClustering.load(tmp_path/'y.pt')
 
 def test_cluster_latents_on_a_sample_assigns_all():
     rng = np.random.default_rng(0)
-    Z = (np.array([[0., 0], [12, 0], [0, 12], [12, 12]])[rng.integers(0, 4, 5000)] + rng.normal(size=(5000, 2))).astype(np.float32)
+    centres = np.array([[0., 0], [12, 0], [0, 12], [12, 12]])
+    Z = (centres[rng.integers(0, 4, 5000)] + rng.normal(size=(5000, 2))).astype(np.float32)
     km, lab = cluster_latents(Z, (2, 6), fit_size=800, random_state=0)
     assert km.n_clusters_ == 4 and len(lab) == 5000 and (lab == km.predict(Z)).all()
 
@@ -144,11 +156,13 @@ def test_cluster_latents_on_a_sample_assigns_all():
 def test_segment_matches_brute_force(model, cube):
     cb, ref = cube
     s = segment(cb, model, k_range=(2, 5), chunk_rows=5, progress=False)
-    X = cb.reshape(-1, C); lab = s.labels.ravel()
+    X = cb.reshape(-1, C)
+    lab = s.labels.ravel()
     assert s.n_clusters == 3 and adjusted_rand_score(ref.ravel(), lab) > 0.99
     for k in range(3):
         np.testing.assert_allclose(s.mean_spectra[k], X[lab == k].mean(0), rtol=1e-5)
-        np.testing.assert_allclose(s.mean_decoded[k], model.inverse_transform(model.transform(X[lab == k])).mean(0), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(s.mean_decoded[k], model.inverse_transform(model.transform(X[lab == k])).mean(0),
+                                   rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(s.integrated['input'], cb.sum(-1), rtol=1e-6)
     np.testing.assert_allclose(s.latent.reshape(-1, 3), model.transform(X), rtol=1e-5, atol=1e-5)
     assert s.counts.sum() == 576 and s.barycentres.shape == (3, C)
@@ -158,17 +172,21 @@ def test_segment_streams_in_row_blocks(model, cube):
     cb, _ = cube
     class Spy:
         def __init__(self, a): self.a, self.shape, self.dtype, self.rows = a, a.shape, a.dtype, []
-        def __getitem__(self, idx): self.rows.append(idx.stop - idx.start); return self.a[idx]
+        def __getitem__(self, idx):
+            self.rows.append(idx.stop - idx.start)
+            return self.a[idx]
     spy = Spy(cb)
     segment(Datacube(spy), model, k_range=(2, 5), chunk_rows=4, progress=False)
     assert max(spy.rows) == 4 and sum(spy.rows) == 2 * 24
 
 def test_linear_and_preprocessed_model_spaces_agree(data, cube):
     "The shortcut for rebinning (sums of raw spectra, rebinned) equals summing rebinned spectra."
-    X, _ = data; cb, _ = cube
+    X, _ = data
+    cb, _ = cube
     m = DeepSpectralClustering(epochs=2, n_bins=8, random_state=0, **FAST).fit(X)
     s = segment(cb, m, k_range=(3, 3), chunk_rows=7, progress=False)
-    lab = s.labels.ravel(); Xm = rebin(cb.reshape(-1, C), 8)
+    lab = s.labels.ravel()
+    Xm = rebin(cb.reshape(-1, C), 8)
     for k in range(3): np.testing.assert_allclose(s.mean_input[k], Xm[lab == k].mean(0), rtol=1e-5)
     np.testing.assert_allclose(s.flat['input'], Xm[s.flat['pixels']], rtol=1e-6)
     np.testing.assert_allclose(s.integrated['input'], cb.sum(-1), rtol=1e-5)
@@ -205,18 +223,24 @@ def test_train_spectral_ignores_global_random_state(data, tmp_path):
     "The same `random_state` gives the same model and labels, whatever the process consumed of the global RNGs before."
     X, _ = data
     write_cube(tmp_path/'c.h5', X[:576].reshape(24, 24, C))
-    kw = dict(latent=3, epochs=4, gamma_ramp=(1, 3), batch_size=100, k_range=(2, 5), max_spectra=500, progress=False, encoding=8, n_hidden=1)
+    kw = dict(latent=3, epochs=4, gamma_ramp=(1, 3), batch_size=100, k_range=(2, 5), max_spectra=500, progress=False,
+              encoding=8, n_hidden=1)
     runs = []
     for i, junk in enumerate([0, 1000]):
-        torch.rand(junk); np.random.rand(junk); torch.manual_seed(junk + 7); np.random.seed(junk + 7)
-        runs.append(DeepSpectralClustering.load(train_spectral(tmp_path/'c.h5', tmp_path/f'm{i}.pt', random_state=3, **kw)))
+        torch.rand(junk)
+        np.random.rand(junk)
+        torch.manual_seed(junk + 7)
+        np.random.seed(junk + 7)
+        path = train_spectral(tmp_path/'c.h5', tmp_path/f'm{i}.pt', random_state=3, **kw)
+        runs.append(DeepSpectralClustering.load(path))
     a, b = (r.ae_.model_.state_dict() for r in runs)
     assert all(torch.equal(a[k], b[k]) for k in a)
     np.testing.assert_array_equal(runs[0].labels_, runs[1].labels_)
 
 # --- bad input ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize('k_range,msg', [((6, 2), 'k_min <= k_max'), ((1, 4), 'start at k >= 2'), ((2, 700), 'k=700 is more than the 576 samples')])
+@pytest.mark.parametrize('k_range,msg', [((6, 2), 'k_min <= k_max'), ((1, 4), 'start at k >= 2'),
+                                         ((2, 700), 'k=700 is more than the 576 samples')])
 def test_bad_k_range_in_segment(model, cube, k_range, msg):
     with pytest.raises(InputError, match=msg): segment(cube[0], model, k_range=k_range, progress=False)
 
@@ -245,16 +269,21 @@ def test_constant_training_data_does_not_crash():
 def test_other_bad_input(model, cube, data, tmp_path, monkeypatch):
     cb, _ = cube
     with pytest.raises(InputError, match='20 channels but the model was trained on 32'): segment(cb[..., :20], model)
-    nan = cb.copy(); nan[5, 9, 0] = np.inf
+    nan = cb.copy()
+    nan[5, 9, 0] = np.inf
     with pytest.raises(InputError, match=r'first: row 5, column 9'): segment(nan, model, progress=False)
     with pytest.raises(InputError, match="mode='times'"): DeepSpectralClustering(mode='times').fit(data[0])
-    with pytest.raises(InputError, match='not both'): DeepSpectralClustering(n_bins=8, preprocessor=SpectraPreprocessor()).fit(data[0])
+    with pytest.raises(InputError, match='not both'):
+        DeepSpectralClustering(n_bins=8, preprocessor=SpectraPreprocessor()).fit(data[0])
     with pytest.raises(InputError, match='chunk_rows=0'): segment(cb, model, chunk_rows=0)
-    with pytest.raises(InputError, match='written as .npy'): segment_file(tmp_path/'c.h5', tmp_path/'m.pt', tmp_path/'l.png')
+    with pytest.raises(InputError, match='written as .npy'):
+        segment_file(tmp_path/'c.h5', tmp_path/'m.pt', tmp_path/'l.png')
     with pytest.raises(InputError, match='no such model file'): segment(cb, tmp_path/'none.pt')
     write_cube(tmp_path/'c.h5', cb)
     with pytest.raises(InputError, match='the dask path reads zarr'): segment(tmp_path/'c.h5', model, use_dask=True)
-    monkeypatch.setattr(dc, 'DASK_CONNECT_TIMEOUT', '1s')
-    with pytest.raises(InputError, match='cannot connect to a dask scheduler'): segment(cb, model, scheduler='tcp://127.0.0.1:9')
+    monkeypatch.setattr(core, 'DASK_TIMEOUT', '1s')
+    with pytest.raises(InputError, match='cannot connect to a dask scheduler'):
+        segment(cb, model, scheduler='tcp://127.0.0.1:9')
     write_cube(tmp_path/'d.npy', np.zeros((4, 4, 16), np.uint16))
-    with pytest.raises(InputError, match='different channel counts'): train_spectral([tmp_path/'c.h5', tmp_path/'d.npy'], tmp_path/'m.pt')
+    with pytest.raises(InputError, match='different channel counts'):
+        train_spectral([tmp_path/'c.h5', tmp_path/'d.npy'], tmp_path/'m.pt')
