@@ -1,13 +1,14 @@
 "Spectral autoencoders: architecture rules, loss terms, training loop, bad inputs, save/load and sklearn behaviour."
-import math, warnings
+import math
 import numpy as np, pandas as pd, pytest, torch
 from hypothesis import given, settings, strategies as st
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import make_pipeline
 from sediment_cluster.core import InputError
-from sediment_cluster.cubes.spectral import (SpectralAE, SpectralAutoencoder, LossTerm, Ramp, TrainingDiverged,
-    autoencoder_loss, dense_block, init_linear, kl_divergence, layer_widths, mmd, train_autoencoder, VARIANTS)
+from sediment_cluster.latent import Ramp, TrainingDiverged, kl_divergence, mmd
+from sediment_cluster.cubes.spectral import (SpectralAE, SpectralAutoencoder, LossTerm, autoencoder_loss, dense_block,
+    layer_widths, train_autoencoder, VARIANTS)
 
 C = 32
 FAST = dict(latent=3, encoding=8, epochs=3, batch_size=64, verbose=False)
@@ -30,7 +31,8 @@ def fitted(X): return SpectralAE(variant='infovae', random_state=0, **FAST).fit(
 
 @settings(max_examples=30, deadline=None)
 @given(c=st.integers(2, 400), enc=st.integers(1, 64), n_hidden=st.integers(0, 7), latent=st.integers(1, 16),
-       rule=st.sampled_from(['divide', 'halve']), kind=st.sampled_from(['mlp', 'snn']), variant=st.sampled_from(VARIANTS))
+       rule=st.sampled_from(['divide', 'halve']), kind=st.sampled_from(['mlp', 'snn']),
+       variant=st.sampled_from(VARIANTS))
 def test_decoder_mirrors_encoder(c, enc, n_hidden, latent, rule, kind, variant):
     net = SpectralAutoencoder(c, latent, enc, n_hidden, rule, kind, variant)
     assert net.decoder_widths == net.encoder_widths[::-1]
@@ -68,7 +70,8 @@ def test_forward_shapes_and_eval_mode_is_deterministic(variant):
     out = net(torch.rand(10, C))
     assert out.x_hat.shape == (10, C) and out.z.shape == out.mu.shape == (10, 4)
     assert (out.logvar is None) == (variant == 'ae')
-    net.eval(); x = torch.rand(5, C)
+    net.eval()
+    x = torch.rand(5, C)
     assert torch.equal(net(x).x_hat, net(x).x_hat)
 
 def test_bad_network_choices():
@@ -105,7 +108,9 @@ def test_mmd_bad_inputs():
 def test_ramp_and_epoch_dependent_beta_in_the_loss():
     r = Ramp(0., 2., 1, 3)
     assert [r(e) for e in range(5)] == [0., 0., 1., 2., 2.]
-    net = SpectralAutoencoder(C, 2, 8, variant='vae'); x = torch.rand(16, C); out = net(x)
+    net = SpectralAutoencoder(C, 2, 8, variant='vae')
+    x = torch.rand(16, C)
+    out = net(x)
     t0, t3 = autoencoder_loss(net, x, out, 0, beta=r), autoencoder_loss(net, x, out, 3, beta=r)
     assert torch.isclose(t0['loss'], t0['rec']) and torch.isclose(t3['loss'], t3['rec'] + 2 * t3['kl'])
 
@@ -123,7 +128,9 @@ def test_a_few_steps_reduce_the_loss(X, variant, kind):
 def test_extra_loss_hooks_are_called_and_logged(X):
     class Spy(LossTerm):
         def __init__(self): self.epochs, self.sizes = [], []
-        def on_epoch_begin(self, model, epoch, X): self.epochs.append(epoch); self.sizes.append(len(X))
+        def on_epoch_begin(self, model, epoch, X):
+            self.epochs.append(epoch)
+            self.sizes.append(len(X))
         def __call__(self, model, x, out, epoch): return {'pull': 0.1 * out.z.pow(2).mean()}
     spy = Spy()
     est = SpectralAE(extra_loss=spy, val_fraction=0.25, random_state=0, **FAST).fit(X)
@@ -152,8 +159,11 @@ def test_early_stopping_restores_best_epoch(X):
     assert len(h) - 1 - est.best_epoch_ >= 2
 
 def test_fit_does_not_disturb_the_global_torch_rng(X):
-    torch.manual_seed(5); want = torch.rand(3)
-    torch.manual_seed(5); SpectralAE(random_state=1, **FAST).fit(X); got = torch.rand(3)
+    torch.manual_seed(5)
+    want = torch.rand(3)
+    torch.manual_seed(5)
+    SpectralAE(random_state=1, **FAST).fit(X)
+    got = torch.rand(3)
     assert torch.equal(want, got)
 
 def test_same_random_state_same_latent(X):
@@ -200,7 +210,8 @@ def test_fit_needs_two_spectra_and_transform_needs_fit(X):
 
 @pytest.mark.parametrize('variant', VARIANTS)
 def test_all_zero_spectra_make_no_nan(X, variant):
-    Xz = X.copy(); Xz[::4] = 0
+    Xz = X.copy()
+    Xz[::4] = 0
     est = SpectralAE(variant=variant, random_state=0, **FAST).fit(Xz)
     assert np.isfinite(est.history_.drop(columns='epoch').to_numpy()).all()
     assert np.isfinite(est.transform(np.zeros((3, C)))).all()
@@ -220,7 +231,8 @@ def test_save_load_round_trip(fitted, X, tmp_path):
     pd.testing.assert_frame_equal(back.history_, fitted.history_)
 
 def test_save_keeps_ramp_and_drops_callables(X, tmp_path):
-    est = SpectralAE(variant='vae', beta=Ramp(0, .1, 0, 2), extra_loss=lambda *a: torch.tensor(0.), random_state=0, **FAST).fit(X)
+    est = SpectralAE(variant='vae', beta=Ramp(0, .1, 0, 2), extra_loss=lambda *a: torch.tensor(0.), random_state=0,
+                     **FAST).fit(X)
     with pytest.warns(UserWarning, match='extra_loss'): est.save(tmp_path/'m.pt')
     back = SpectralAE.load(tmp_path/'m.pt')
     assert back.beta == Ramp(0, .1, 0, 2) and back.extra_loss is None
