@@ -1,7 +1,8 @@
 "The `sediment-cluster` command end to end, as a user runs it (a real subprocess)."
-import subprocess, sys, shutil
+import argparse, inspect, subprocess, sys, shutil
 from pathlib import Path
 import pytest
+from sediment_cluster import cli
 from sediment_cluster.cli import make_parser
 from sediment_cluster.core import find_stacks, read_image
 
@@ -10,7 +11,13 @@ EXE = shutil.which('sediment-cluster', path=str(Path(sys.executable).parent))
 def run(*args, cwd=None):
     return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
 
-def commands(): return sorted(make_parser()._subparsers._group_actions[0].choices)
+def ok(*args, cwd=None):
+    "Run a command that must succeed; its result."
+    r = run(*args, cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    return r
+
+def commands(): return sorted(make_parser(None)._subparsers._group_actions[0].choices)
 
 def test_console_script_installed(): assert EXE, 'sediment-cluster is not on the venv PATH: pip install -e .'
 
@@ -36,11 +43,11 @@ def test_demo_writes_what_it_prints(tmp_path):
     assert len(store) > 0 and np.load(store.path/'latent.npy').shape[0] == len(store)
     assert 'data:image/png;base64' in (tmp_path/'demo'/'report.html').read_text()
     m = json.loads((tmp_path/'demo'/'cube_metrics.json').read_text())
-    assert m['n_pred'] == m['n_ref'] == 3 and m['f1']['weighted'] > .95, m  # the demo cube is easy: three pigments
+    assert m['n_pred'] == m['n_ref'] == 3 and m['f1']['weighted'] > .95, m  # the demo cube is easy: 3 pigments
 
 def test_synth_plates_round_trip(tmp_path):
-    r = run('synth-plates', tmp_path/'p', '--stacks', '3', '--layers', '4', '--width', '320', '--height', '256', '--seed', '5')
-    assert r.returncode == 0, r.stderr
+    ok('synth-plates', tmp_path/'p', '--stacks', '3', '--layers', '4', '--width', '320', '--height', '256',
+       '--seed', '5')
     stacks = find_stacks(tmp_path/'p')
     assert len(stacks) == 3 and all(len(v) == 4 for v in stacks.values())
 
@@ -72,32 +79,36 @@ def test_rgb_cluster_then_evaluate_recovers_blocks(tmp_path):
     from sediment_cluster.core import write_image
     truth = np.repeat(np.arange(3), 8)[None].repeat(12, 0)           # three vertical bands
     colours = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200]], np.uint8)
-    write_image(tmp_path/'img.png', colours[truth]); np.save(tmp_path/'truth.npy', truth)
+    write_image(tmp_path/'img.png', colours[truth])
+    np.save(tmp_path/'truth.npy', truth)
     r = run('rgb-cluster', tmp_path/'img.png', '--out', tmp_path/'ref.npy', '--k-max', '4')
     assert r.returncode == 0, r.stderr
     r = run('evaluate', tmp_path/'ref.npy', '--reference', tmp_path/'truth.npy', '--out', tmp_path/'m.json')
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path/'m.json').read_text())
-    assert set(m) == {'n_pred', 'n_ref', 'matching', 'accuracy', 'precision', 'recall', 'f1', 'tversky', 'ari', 'nmi', 'confusion'}
+    assert set(m) == {'n_pred', 'n_ref', 'matching', 'accuracy', 'precision', 'recall', 'f1', 'tversky', 'ari', 'nmi',
+                      'confusion'}
     assert m['n_pred'] == 3 and m['f1']['weighted'] == 1.0 and m['ari'] == 1.0
 
 def test_evaluate_rejects_shape_mismatch(tmp_path):
     import numpy as np
-    np.save(tmp_path/'a.npy', np.zeros((4, 4), int)); np.save(tmp_path/'b.npy', np.zeros((4, 5), int))
+    np.save(tmp_path/'a.npy', np.zeros((4, 4), int))
+    np.save(tmp_path/'b.npy', np.zeros((4, 5), int))
     r = run('evaluate', tmp_path/'a.npy', '--reference', tmp_path/'b.npy', '--out', tmp_path/'m.json')
     assert r.returncode == 2 and 'differs' in r.stderr and not (tmp_path/'m.json').exists()
 
 def test_extract_store_from_synthetic_plates(tmp_path):
     import pandas as pd
     from sediment_cluster.particles.store import ParticleStore
-    assert run('synth-plates', tmp_path/'p', '--stacks', '2', '--width', '320', '--height', '256', '--seed', '3').returncode == 0
+    r = run('synth-plates', tmp_path/'p', '--stacks', '2', '--width', '320', '--height', '256', '--seed', '3')
+    assert r.returncode == 0, r.stderr
     r = run('extract', tmp_path/'p', '--out', tmp_path/'s', '--size', '32', '--workers', '1', '--pixel-size-um', '2.5')
     assert r.returncode == 0, r.stderr
     store, truth = ParticleStore(tmp_path/'s'), pd.read_parquet(tmp_path/'p'/'truth.parquet')
     assert store.crops.shape[1:] == (6, 32, 32, 3) and 'eq_diameter_um' in store.table
     assert abs(len(store) - len(truth)) <= max(2, len(truth) // 5)   # about one particle per grain (clumps merge)
-    again = run('extract', tmp_path/'p', '--out', tmp_path/'s', '--size', '32', '--workers', '1', '--pixel-size-um', '2.5')
-    assert again.returncode == 0 and len(ParticleStore(tmp_path/'s')) == len(store)    # a rerun finds the finished store
+    ok('extract', tmp_path/'p', '--out', tmp_path/'s', '--size', '32', '--workers', '1', '--pixel-size-um', '2.5')
+    assert len(ParticleStore(tmp_path/'s')) == len(store)  # a rerun finds the finished store
 
 def test_extract_missing_folder_is_one_line(tmp_path):
     r = run('extract', tmp_path/'nope', '--out', tmp_path/'s')
@@ -105,20 +116,25 @@ def test_extract_missing_folder_is_one_line(tmp_path):
 
 def test_bench_extract_prints_ratio_and_writes_json(tmp_path):
     import json
-    r = run('bench', 'extract', '--n-stacks', '1', '--size', '320', '256', '--methods', 'fast', 'reference', '--out', tmp_path/'b.json')
+    r = run('bench', 'extract', '--n-stacks', '1', '--size', '320', '256', '--methods', 'fast', 'reference',
+            '--out', tmp_path/'b.json')
     assert r.returncode == 0, r.stderr
     b = json.loads((tmp_path/'b.json').read_text())
-    assert b['speedup'] > 1 and set(b['methods']) == {'fast', 'reference'} and 'faster than reference' in r.stdout
+    assert b['speedup'] > 1 and set(b['methods']) == {'fast', 'reference'}
+    assert 'faster than reference' in r.stdout
 
 def _toy_store(path, n=40, seed=0):
     "A store of `n` crops in two colour groups with a 2-D latent that separates them."
     import numpy as np, pandas as pd
     from sediment_cluster.particles.store import ParticleStore
-    rng = np.random.default_rng(seed); grp = np.arange(n) % 2
-    crops = np.zeros((n, 2, 16, 16, 3), np.uint8); crops[grp == 0, ..., 0] = 200; crops[grp == 1, ..., 2] = 200
+    rng = np.random.default_rng(seed)
+    grp = np.arange(n) % 2
+    crops = np.zeros((n, 2, 16, 16, 3), np.uint8)
+    crops[grp == 0, ..., 0] = 200
+    crops[grp == 1, ..., 2] = 200
     table = pd.DataFrame({'stack_id': [f's{i // 4}' for i in range(n)], 'x0': 0, 'y0': 0, 'x1': 16, 'y1': 16,
-                          'chopped': False, 'clumped': False, 'area_px': 200., 'eq_diameter_px': 16., 'aspect_ratio': 1.,
-                          'circularity': .9, 'solidity': .95})
+                          'chopped': False, 'clumped': False, 'area_px': 200., 'eq_diameter_px': 16.,
+                          'aspect_ratio': 1., 'circularity': .9, 'solidity': .95})
     s = ParticleStore.create(path, table, crops)
     s.write_array('latent.npy', (grp[:, None] * 10 + rng.normal(size=(n, 2))).astype('float32'))
     return s, grp
@@ -131,7 +147,8 @@ def test_cluster_report_and_ecotaxa(tmp_path):
     assert r.returncode == 0, r.stderr
     cl = pd.read_parquet(s.path/'clusters.parquet')
     assert list(cl.columns[:3]) == ['particle_id', 'cluster', 'distance'] and ari(cl.cluster.to_numpy(), grp) == 1.0
-    (s.path/'labels.csv').write_text('cluster,class\n' + '\n'.join(f"{c},{'red' if grp[cl.cluster == c][0] == 0 else 'blue'}" for c in sorted(cl.cluster.unique())))
+    names = {c: 'red' if grp[cl.cluster == c][0] == 0 else 'blue' for c in sorted(cl.cluster.unique())}
+    (s.path/'labels.csv').write_text('cluster,class\n' + '\n'.join(f"{c},{v}" for c, v in names.items()))
     r = run('report', s.path, '--out', tmp_path/'r.html', '--view', 'pca')
     assert r.returncode == 0, r.stderr
     html = (tmp_path/'r.html').read_text()
@@ -144,12 +161,14 @@ def test_cluster_k_above_particles_is_one_line(tmp_path):
     s, _ = _toy_store(tmp_path/'s', n=6)
     r = run('cluster', s.path, '--k', '100')
     last = r.stderr.strip().splitlines()[-1]   # after the progress bar, one line names the problem
-    assert r.returncode == 2 and last.startswith('sediment-cluster cluster: error') and '100' in last and 'Traceback' not in r.stderr
+    assert r.returncode == 2 and last.startswith('sediment-cluster cluster: error') and '100' in last
+    assert 'Traceback' not in r.stderr
 
 def test_train_vae_then_encode(tmp_path):
     import numpy as np
     s, _ = _toy_store(tmp_path/'s', n=24)
-    r = run('train-vae', s.path, '--out', tmp_path/'vae.pt', '--epochs', '1', '--size', '32', '--latent', '8', '--batch-size', '8')
+    r = run('train-vae', s.path, '--out', tmp_path/'vae.pt', '--epochs', '1', '--size', '32', '--latent', '8',
+            '--batch-size', '8')
     assert r.returncode == 0, r.stderr
     r = run('encode', s.path, '--model', tmp_path/'vae.pt')
     assert r.returncode == 0, r.stderr
@@ -160,11 +179,12 @@ def test_train_vae_missing_pretrained_file_is_one_line(tmp_path):
     s, _ = _toy_store(tmp_path/'s', n=8)
     r = run('train-vae', s.path, '--out', tmp_path/'vae.pt', '--pretrained', tmp_path/'nope.pth')
     last = r.stderr.strip().splitlines()[-1]
-    assert r.returncode == 2 and 'nope.pth' in last and 'Traceback' not in r.stderr and not (tmp_path/'vae.pt').exists()
+    assert r.returncode == 2 and 'nope.pth' in last and 'Traceback' not in r.stderr
+    assert not (tmp_path/'vae.pt').exists()
 
 def test_train_spectral_segment_evaluate(tmp_path):
     import json, numpy as np
-    assert run('synth-cube', '--kind', 'xrf', '--out', tmp_path/'c.h5', '--size', '24', '--channels', '128').returncode == 0
+    ok('synth-cube', '--kind', 'xrf', '--out', tmp_path/'c.h5', '--size', '24', '--channels', '128')
     r = run('train-spectral', tmp_path/'c.h5', '--out', tmp_path/'m.pt', '--epochs', '5', '--k-max', '6')
     assert r.returncode == 0, r.stderr
     r = run('segment', tmp_path/'c.h5', '--model', tmp_path/'m.pt', '--out', tmp_path/'seg.npy', '--k-range', '2', '6')
@@ -175,8 +195,68 @@ def test_train_spectral_segment_evaluate(tmp_path):
     assert r.returncode == 0 and 0 <= json.loads((tmp_path/'m.json').read_text())['f1']['weighted'] <= 1
 
 def test_segment_bad_k_range_is_one_line(tmp_path):
-    assert run('synth-cube', '--kind', 'xrf', '--out', tmp_path/'c.h5', '--size', '16', '--channels', '64').returncode == 0
-    assert run('train-spectral', tmp_path/'c.h5', '--out', tmp_path/'m.pt', '--epochs', '2', '--k-max', '4').returncode == 0
+    ok('synth-cube', '--kind', 'xrf', '--out', tmp_path/'c.h5', '--size', '16', '--channels', '64')
+    ok('train-spectral', tmp_path/'c.h5', '--out', tmp_path/'m.pt', '--epochs', '2', '--k-max', '4')
     r = run('segment', tmp_path/'c.h5', '--model', tmp_path/'m.pt', '--out', tmp_path/'seg.npy', '--k-range', '5', '2')
     last = r.stderr.strip().splitlines()[-1]
-    assert r.returncode == 2 and 'Traceback' not in r.stderr and last.startswith('sediment-cluster segment: error') and not (tmp_path/'seg.npy').exists()
+    assert r.returncode == 2 and 'Traceback' not in r.stderr and last.startswith('sediment-cluster segment: error')
+    assert not (tmp_path/'seg.npy').exists()
+
+
+# ---- the options are the functions' parameters: defaults and help cannot drift
+
+def command_parsers() -> dict:
+    "command (`bench cube` for a sub-command) → its parser, for every parser that calls a function."
+    found = {}
+    def walk(p, name):
+        if p.get_default('_fn') is not None: found[name] = p
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for n, sub in a.choices.items(): walk(sub, f'{name} {n}'.strip())
+    walk(make_parser('all'), '')
+    return found
+
+@pytest.fixture(scope='module')
+def parsers(): return command_parsers()
+
+def test_every_command_calls_its_function(parsers):
+    assert set(parsers) == set(cli._TARGETS)
+    for cmd, p in parsers.items(): assert p.get_default('_fn') is cli.target(cmd), cmd
+
+def _shown_default(action, default) -> str:
+    "How `--help` shows `default` for `action` (one item of a tuple for a flag per item)."
+    if hasattr(action, 'index'): default = default[action.index]
+    return ' '.join(map(str, default)) if isinstance(default, (tuple, list)) else str(default)
+
+@pytest.mark.parametrize('cmd', sorted(cli._TARGETS))
+def test_help_defaults_are_the_function_defaults(parsers, cmd):
+    p = parsers[cmd]
+    sig = inspect.signature(cli.target(cmd)).parameters
+    shown = [a for a in p._actions if a.dest in sig]
+    assert shown and {a.dest for a in shown} == set(p.get_default('_params'))
+    text = ' '.join(p.format_help().split())
+    for a in shown:
+        default = sig[a.dest].default
+        if default is inspect.Parameter.empty:
+            assert a.required or not a.option_strings, (cmd, a.dest)   # given by the user
+            continue
+        assert a.default == default, (cmd, a.dest, a.default, default)
+        if default is not None and default is not False:
+            assert f"(default {_shown_default(a, default)})" in text, (cmd, a.dest)
+
+def test_seed_flag_is_the_random_state(parsers):
+    for cmd, p in parsers.items():
+        seeds = [a for a in p._actions if '--seed' in a.option_strings]
+        if seeds: assert seeds[0].dest in ('random_state', 'seed'), cmd
+
+def test_cli_help_and_package_import_skip_torch():
+    code = ("import sys, contextlib, io; import sediment_cluster; from sediment_cluster.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()): main([])\n"
+            "print(sorted(m for m in ('torch', 'fastai', 'sklearn') if m in sys.modules))")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == '[]', r.stdout + r.stderr
+
+def test_curated_api_resolves():
+    import importlib, sediment_cluster
+    for name, mod in sediment_cluster._API.items():
+        assert getattr(sediment_cluster, name) is getattr(importlib.import_module(f'sediment_cluster.{mod}'), name)
