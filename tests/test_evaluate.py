@@ -2,7 +2,6 @@
 under relabelling (hypothesis), the PSNR degradation, segmenters, the noise study and the baseline table.
 Invariances of `evaluate_labels` itself are in test_metrics_props.py."""
 import numpy as np
-import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
@@ -37,13 +36,15 @@ def test_scores_match_sklearn_after_matching(seed, n_pred, match):
     labels = res['matching']['ref_labels']
     for avg, key in [(None, 'per_cluster'), ('macro', 'macro'), ('weighted', 'weighted')]:
         P, R, F, _ = precision_recall_fscore_support(y, yhat, labels=labels, average=avg, zero_division=0)
-        np.testing.assert_allclose(res['precision'][key], P); np.testing.assert_allclose(res['recall'][key], R)
+        np.testing.assert_allclose(res['precision'][key], P)
+        np.testing.assert_allclose(res['recall'][key], R)
         np.testing.assert_allclose(res['f1'][key], F)
     assert res['confusion'] == confusion_matrix(y, yhat, labels=res['matching']['confusion_labels']).tolist()
     J = jaccard_score(y, yhat, labels=labels, average=None, zero_division=0)
-    np.testing.assert_allclose(evaluate_labels(pred, ref, 1, 1, match)['tversky']['per_cluster'], J)       # α = β = 1: Jaccard
+    tversky = lambda a, b: evaluate_labels(pred, ref, a, b, match)['tversky']['per_cluster']
+    np.testing.assert_allclose(tversky(1, 1), J)       # α = β = 1: Jaccard
     F = precision_recall_fscore_support(y, yhat, labels=labels, zero_division=0)[2]
-    np.testing.assert_allclose(evaluate_labels(pred, ref, .5, .5, match)['tversky']['per_cluster'], F)     # α = β = ½: Dice = F1
+    np.testing.assert_allclose(tversky(.5, .5), F)     # α = β = ½: Dice = F1
 
 
 def test_masks_and_mislabelled_agree_with_counts():
@@ -52,7 +53,8 @@ def test_masks_and_mislabelled_agree_with_counts():
     labels, P, T, valid = cluster_masks(pred, ref)
     assert labels.tolist() == res['matching']['ref_labels']
     for (p, t), c in zip(zip(P, T), res['matching']['counts']):
-        assert [(p & t).sum(), (p & ~t).sum(), (~p & t).sum(), (~p & ~t & valid).sum()] == [c['tp'], c['fp'], c['fn'], c['tn']]
+        counts = [(p & t).sum(), (p & ~t).sum(), (~p & t).sum(), (~p & ~t & valid).sum()]
+        assert counts == [c['tp'], c['fp'], c['fn'], c['tn']]
     bad = mislabelled(pred, ref)
     C = np.array(res['confusion'])
     assert (bad == 1).sum() == C.sum() - np.trace(C) and (bad == -1).sum() == (~valid).sum()
@@ -69,7 +71,8 @@ def test_known_case_by_hand():
     np.testing.assert_allclose(res['f1']['per_cluster'], [14 / 15, 14 / 16])
     assert matched_map(pred, ref)[3, 3] == UNMATCHED and mislabelled(pred, ref).sum() == 2
     tab = cluster_table(res, names=['left', 'right'])
-    assert tab.loc['right', 'support'] == 8 and tab.loc['weighted', 'tversky'] == pytest.approx(res['tversky']['weighted'])
+    assert tab.loc['right', 'support'] == 8
+    assert tab.loc['weighted', 'tversky'] == pytest.approx(res['tversky']['weighted'])
 
 
 @settings(max_examples=60, deadline=None)
@@ -84,7 +87,8 @@ def test_matched_map_ignores_prediction_ids(pred, ref, perm, match):
     assert (bad_a == 1).sum() == (bad_b == 1).sum() and ((bad_a == -1) == (bad_b == -1)).all()
     C = contingency(pred, ref)[0]
     if len({tuple(c) for c in C.T}) == C.shape[1]:   # no two predicted clusters with the same overlaps: no tie to break
-        np.testing.assert_array_equal(a, b); np.testing.assert_array_equal(bad_a, bad_b)
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(bad_a, bad_b)
 
 
 @settings(max_examples=30, deadline=None)
@@ -97,7 +101,8 @@ def test_add_noise_hits_target_psnr(target, seed, dtype):
 
 
 def test_psnr_definition_and_bad_input():
-    clean = np.zeros((2, 2, 4)); clean[0, 0, 0] = 10
+    clean = np.zeros((2, 2, 4))
+    clean[0, 0, 0] = 10
     noisy = clean + 0.5                                  # MSE 0.25, peak 10: 10·log10(100 / 0.25)
     assert psnr(clean, noisy) == pytest.approx(10 * np.log10(400))
     assert psnr(clean, clean) == np.inf
@@ -110,7 +115,8 @@ def blob_cube(n_classes=3, size=16, C=24, counts=200., seed=0):
     "A small cube whose classes (vertical bands) have Poisson spectra with one peak each."
     rng = np.random.default_rng(seed)
     ref = np.repeat(np.arange(size) * n_classes // size, size).reshape(size, size).T
-    means = np.stack([np.exp(-.5 * ((np.arange(C) - (k + 1) * C / (n_classes + 1)) / 1.5) ** 2) for k in range(n_classes)])
+    centres = (np.arange(n_classes) + 1) * C / (n_classes + 1)
+    means = np.stack([np.exp(-.5 * ((np.arange(C) - c) / 1.5) ** 2) for c in centres])
     cube = rng.poisson(counts * means[ref] / means.sum(1)[ref][..., None]).astype(np.float32)
     return cube, ref
 
@@ -129,9 +135,12 @@ def test_segmenter_fits_per_cube_and_freezes():
 
 def test_noise_study_with_a_frozen_segmenter():
     cube, ref = blob_cube(seed=1)
-    seg = CubeSegmenter(IKMeans(k_range=(2, 5), random_state=0), PCA(3, random_state=0)); seg(cube)
+    seg = CubeSegmenter(IKMeans(k_range=(2, 5), random_state=0), PCA(3, random_state=0))
+    seg(cube)
     calls = []
-    def counting(c): calls.append(c.shape); return seg.frozen(fit_clusterer=False)(c)
+    def counting(c):
+        calls.append(c.shape)
+        return seg.frozen(fit_clusterer=False)(c)
     study = noise_study(cube, ref, counting, psnr_levels=(30, 10, 0), random_state=3, progress=False)
     assert calls == [cube.shape] * 4 and list(study.table.index) == [np.inf, 30, 10, 0]
     np.testing.assert_allclose(study.table.psnr.values[1:], [30, 10, 0], atol=0.1)
@@ -148,7 +157,8 @@ def test_comparison_table_and_bad_segmenter():
     t = cmp.table
     assert list(t.index) == ['shifted', 'PCA + IKMeans'] and np.isnan(t.loc['shifted', 'seconds'])
     assert t.loc['PCA + IKMeans', 'f1_w'] == 1.0 and t.loc['shifted', 'f1_w'] < 1.0
-    assert set(['k', 'accuracy_w', 'precision_w', 'recall_w', 'f1_w', 'tversky_w', 'ari', 'nmi', 'unmatched']) <= set(t.columns)
+    want = {'k', 'accuracy_w', 'precision_w', 'recall_w', 'f1_w', 'tversky_w', 'ari', 'nmi', 'unmatched'}
+    assert want <= set(t.columns)
     with pytest.raises(InputError, match="segmenter 'flat'"):
         compare_segmenters(cube, ref, {'flat': lambda c: np.zeros(c.shape[0] * c.shape[1], int)}, progress=False)
     with pytest.raises(InputError, match="unknown"): compare_baselines(cube, ref, methods=('tsne',), progress=False)
