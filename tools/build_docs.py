@@ -379,9 +379,11 @@ _re_drop = re.compile(r'<(script|style|math)\b.*?</\1>|<a class="anchor-link".*?
                       r'|<div class="source-link">.*?</div>',
                       re.S | re.I)
 
+_re_inline = re.compile(r'</?(?:span|a|code|em|strong|b|i|mark|sub|sup|kbd|var|abbr)\b[^>]*>', re.I)
+
 def html_text(fragment:str) -> str:
-    "The visible text of an HTML fragment, whitespace collapsed."
-    return ' '.join(html.unescape(re.sub(r'<[^>]+>', ' ', _re_drop.sub(' ', fragment))).split())
+    "The visible text of an HTML fragment, whitespace collapsed (inline tags joined, block tags spaced)."
+    return ' '.join(html.unescape(re.sub(r'<[^>]+>', ' ', _re_inline.sub('', _re_drop.sub(' ', fragment)))).split())
 
 def page_sections(body:str, description:str='', limit:int=4000) -> list:
     "[heading, id, text]: the text before the first heading, then each h2/h3 section of `body` (cut at `limit`)."
