@@ -1,6 +1,6 @@
-"Expert labelling: actions, the labels file (reopen, crash, hand-made tables, stale files), the widget, samples and proxies, EcoTaxa export, the simulated expert."
-import os, shutil, signal, subprocess, sys, textwrap, time, zipfile
-from pathlib import Path
+"""Expert labelling: actions, the labels file (reopen, crash, hand-made tables, stale files), the widget,
+samples and proxies, EcoTaxa export, the simulated expert."""
+import os, shutil, signal, subprocess, sys, textwrap, zipfile
 
 import cv2
 import numpy as np
@@ -8,9 +8,13 @@ import pandas as pd
 import pytest
 
 from sediment_cluster.core import InputError
-from sediment_cluster.particles.label import (GROUPS, LOG_COLUMNS, UNLABELLED, LabelWidget, Labeller, class_counts, export_ecotaxa,
-                                    particle_classes, proxies, read_groups, read_labels, simulate_expert, size_stats,
-                                    stack_samples, subcluster, wilson, write_sample_tables)
+from sediment_cluster.particles.label import LOG_COLUMNS, Labeller, read_labels, subcluster
+from sediment_cluster.particles.widget import LabelWidget
+from sediment_cluster.particles.proxies import (UNLABELLED, class_counts, particle_classes, proxies, read_groups,
+                                                size_stats,
+                                                stack_samples, wilson, write_sample_tables)
+from sediment_cluster.particles.ecotaxa import export_ecotaxa
+from sediment_cluster.particles.evaluate import simulate_expert
 from sediment_cluster.particles.overcluster import cluster_store, pixel_features
 from sediment_cluster.particles.store import ParticleStore, extract_store
 from sediment_cluster.particles.synth import synth_plates
@@ -22,7 +26,7 @@ K = 6
 def base(tmp_path_factory):
     "A clustered store of 8 small synthetic plates (pixel size 2 µm), with pixel features as latents."
     root = tmp_path_factory.mktemp('label')
-    plates = synth_plates(root/'plates', n_stacks=8, seed=5, size=(320, 256), progress=False)
+    plates = synth_plates(root/'plates', n_stacks=8, random_state=5, size=(320, 256), progress=False)
     store = extract_store(plates, root/'store', size=32, workers=1, progress=False, pixel_size_um=2.)
     store.write_array('latent.npy', pixel_features(store, n_components=8))
     cluster_store(store, k=K, random_state=0, progress=False)
@@ -36,13 +40,15 @@ def store(base, tmp_path):
 
 
 def biggest(lab:Labeller) -> str:
-    ov = lab.overview(); return ov.cluster[ov.n.idxmax()]
+    ov = lab.overview()
+    return ov.cluster[ov.n.idxmax()]
 
 
 def test_actions_and_reopen(store):
     lab = Labeller(store)
     assert not lab.path.exists()                                 # opening writes nothing
-    big = biggest(lab); n_big = lab.overview().set_index('cluster').n[big]
+    big = biggest(lab)
+    n_big = lab.overview().set_index('cluster').n[big]
     lab.name(0, 'quartz')
     parts = lab.split(big, k=2)
     assert parts == [f'{big}.0', f'{big}.1']
@@ -67,8 +73,10 @@ def test_actions_and_reopen(store):
 
 
 def test_log_format(store):
-    lab = Labeller(store); big = biggest(lab)
-    parts = lab.split(big, k=3); lab.name(parts[1], 'dark')
+    lab = Labeller(store)
+    big = biggest(lab)
+    parts = lab.split(big, k=3)
+    lab.name(parts[1], 'dark')
     log = pd.read_csv(lab.path, dtype=str, keep_default_na=False)
     assert list(log.columns) == LOG_COLUMNS
     assert log.action.tolist() == ['start', 'split', 'split', 'split', 'name']
@@ -92,13 +100,15 @@ def test_hand_made_table(store):
 
 def test_labels_of_another_clustering_refused(store):
     Labeller(store).name(0, 'quartz')
-    cl = store.read_table('clusters.parquet'); cl['cluster'] = (cl.cluster + 1) % K
+    cl = store.read_table('clusters.parquet')
+    cl['cluster'] = (cl.cluster + 1) % K
     store.write_table('clusters.parquet', cl)
     with pytest.raises(InputError, match='made for another clustering'): Labeller(store)
 
 
 def test_bad_input(store, tmp_path):
-    lab = Labeller(store); big = biggest(lab)
+    lab = Labeller(store)
+    big = biggest(lab)
     with pytest.raises(InputError, match='cluster 99 does not exist'): lab.name(99, 'x')
     with pytest.raises(InputError, match='class name'): lab.name(0, 'a\tb')
     with pytest.raises(InputError, match='class name'): lab.name(0, None)
@@ -110,12 +120,15 @@ def test_bad_input(store, tmp_path):
     with pytest.raises(InputError, match='plain file name'): Labeller(store, labels='../labels.csv')
     (store.path/'junk.csv').write_bytes(b'\x00\xff garbage\n"unclosed')
     with pytest.raises(InputError, match='junk.csv'): Labeller(store, labels='junk.csv')
-    with pytest.raises(InputError, match='features have 3 rows'): Labeller(store, labels='f.csv', features=np.zeros((3, 2))).split(0)
+    with pytest.raises(InputError, match='features have 3 rows'):
+        Labeller(store, labels='f.csv', features=np.zeros((3, 2))).split(0)
     (store.path/'latent.npy').unlink()
     with pytest.raises(InputError, match='no latent.npy'): Labeller(store, labels='g.csv').split(big)
-    one = next(c for c, n in lab.overview()[['cluster', 'n']].values if n == 1) if (lab.overview().n == 1).any() else None
+    singles = [c for c, n in lab.overview()[['cluster', 'n']].values if n == 1]
+    one = singles[0] if singles else None
     if one is not None:
-        with pytest.raises(InputError, match='cannot split 1 particle'): Labeller(store, labels='h.csv', features=np.random.rand(len(store), 2)).split(one)
+        with pytest.raises(InputError, match='cannot split 1 particle'):
+            Labeller(store, labels='h.csv', features=np.random.rand(len(store), 2)).split(one)
 
 
 def test_store_problems(store, tmp_path):
@@ -140,14 +153,16 @@ def test_kill_during_actions_loses_nothing(store):
         from sediment_cluster.particles.label import Labeller
         lab = Labeller({str(store.path)!r})
         for i in range(10_000):
-            lab.name(i % {K}, f'class{{i}}'); print(i + 1, flush=True)
+            lab.name(i % {K}, f'class{{i}}')
+            print(i + 1, flush=True)
     """)
     p = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, text=True)
     done = 0
     for line in p.stdout:
         done = int(line)
         if done >= 40: break
-    os.kill(p.pid, signal.SIGKILL); p.wait()
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
     log = Labeller(store).log
     assert log.step.tolist() == list(range(len(log)))
     assert log.step.max() >= done
@@ -159,20 +174,28 @@ def test_widget(store):
     w = LabelWidget(Labeller(store), n_show=4)
     first = w.pick.value
     assert first == '0' and w.image.value[:4] == b'\x89PNG'
-    w.name_box.value = 'quartz'; w.name_button.click()
+    w.name_box.value = 'quartz'
+    w.name_button.click()
     assert w.lab.overview().set_index('cluster')['class']['0'] == 'quartz'
     assert w.pick.value == '1' and 'named 0' in w.status.value
-    w.k_box.value = 2; w.split_button.click()
+    w.k_box.value = 2
+    w.split_button.click()
     assert w.pick.value == '1.0'
-    w.merge_box.value = '1.1'; w.merge_button.click()
+    w.merge_box.value = '1.1'
+    w.merge_button.click()
     assert '1.1' not in set(w.lab.overview().cluster)
-    w.merge_box.value = 'nope'; w.merge_button.click()
+    w.merge_box.value = 'nope'
+    w.merge_button.click()
     assert 'cluster nope does not exist' in w.status.value         # shown, not raised
-    w.undo_button.click(); w.undo_button.click(); w.undo_button.click()
+    w.undo_button.click()
+    w.undo_button.click()
+    w.undo_button.click()
     assert w.lab.overview()['class'].isna().all()
-    w.undo_button.click(); assert w.status.value == 'nothing to undo'
+    w.undo_button.click()
+    assert w.status.value == 'nothing to undo'
     for c in w.lab.overview().cluster: w.lab.name(c, 'x')
-    w.next_button.click(); assert w.status.value == 'every cluster is named'
+    w.next_button.click()
+    assert w.status.value == 'every cluster is named'
     assert Labeller(store).labels_per_particle().equals(w.lab.labels_per_particle())
 
 
@@ -190,8 +213,9 @@ def test_stack_samples(tmp_path):
 
 def pc_table():
     "A hand-made per-particle table with known counts."
-    rows = [('A', 'Foram', False)] * 6 + [('A', 'fragment', False)] * 2 + [('A', 'quartz', False)] * 3 + [('A', 'dark', False)] \
-         + [('A', 'other', False), ('A', 'foram', True), ('A', UNLABELLED, False)] + [('B', 'quartz', False)] * 2
+    rows = [('A', 'Foram', False)] * 6 + [('A', 'fragment', False)] * 2 + [('A', 'quartz', False)] * 3
+    rows += [('A', 'dark', False), ('A', 'other', False), ('A', 'foram', True), ('A', UNLABELLED, False)]
+    rows += [('B', 'quartz', False)] * 2
     df = pd.DataFrame(rows, columns=['sample', 'class', 'flagged'])
     return df.assign(particle_id=range(len(df)), stack_id='s', eq_diameter_um=np.linspace(50, 300, len(df)))
 
@@ -200,7 +224,8 @@ def test_proxies_known_numbers(tmp_path):
     p = proxies(pc_table())
     a, b = p.loc['A'], p.loc['B']
     assert (a.n_biogenic, a.n_terrigenous, a.n_whole, a.n_fragment, a.n_unlabelled) == (8, 4, 6, 2, 1)
-    assert a.biogenic_terrigenous == 2 and a.biogenic_fraction == pytest.approx(8 / 12) and a.fragmentation_index == pytest.approx(.25)
+    assert a.biogenic_terrigenous == 2 and a.biogenic_fraction == pytest.approx(8 / 12)
+    assert a.fragmentation_index == pytest.approx(.25)
     assert a.biogenic_fraction_lo < 8 / 12 < a.biogenic_fraction_hi
     assert b.n_biogenic == 0 and b.biogenic_terrigenous == 0 and np.isnan(b.fragmentation_index)
     assert proxies(pc_table(), fragments_per_test=8).loc['A'].fragmentation_index == pytest.approx(.25 / 6.25)
@@ -217,13 +242,15 @@ def test_counts_and_sizes():
     cc = class_counts(pc)
     assert cc.loc['A', 'total'] == 14 and cc.loc['A', 'excluded'] == 1 and cc.loc['B', 'quartz'] == 2
     ss = size_stats(pc)
-    assert ss.loc[('A', 'quartz'), 'n'] == 3 and list(ss.columns) == ['n', 'mean_um', 'sd_um', 'd10_um', 'd50_um', 'd90_um']
+    assert ss.loc[('A', 'quartz'), 'n'] == 3 and list(ss.columns) == ['n', 'mean_um', 'sd_um',
+                                                                      'd10_um', 'd50_um', 'd90_um']
     assert 'mean_px' in size_stats(pc.rename(columns={'eq_diameter_um': 'eq_diameter_px'}))
 
 
 def test_wilson_contains_estimate():
     rng = np.random.default_rng(0)
-    n = rng.integers(1, 500, 200); k = rng.integers(0, n + 1)
+    n = rng.integers(1, 500, 200)
+    k = rng.integers(0, n + 1)
     lo, hi = wilson(k, n)
     assert ((lo <= k / n + 1e-12) & (k / n <= hi + 1e-12) & (lo >= -1e-12) & (hi <= 1 + 1e-12)).all()
 
@@ -252,7 +279,8 @@ def test_particle_classes_and_ecotaxa(store, tmp_path):
         assert im.shape == (store.size, store.size, 3)
     assert sorted(p.name for p in (tmp_path/'eco').iterdir()) == sorted([out['zip'].name, out['tsv'].name])
     with pytest.raises(InputError, match="layer=9"): export_ecotaxa(store, tmp_path/'e2', layer=9, progress=False)
-    with pytest.raises(InputError, match="status='maybe'"): export_ecotaxa(store, tmp_path/'e2', status='maybe', progress=False)
+    with pytest.raises(InputError, match="status='maybe'"):
+        export_ecotaxa(store, tmp_path/'e2', status='maybe', progress=False)
     empty = ParticleStore.create(tmp_path/'empty', store.table.iloc[:0], store.crops[:0])
     with pytest.raises(InputError, match='nothing to export'): export_ecotaxa(empty, tmp_path/'e3', progress=False)
 
@@ -268,11 +296,14 @@ def test_subcluster():
 
 def test_simulated_expert():
     rng = np.random.default_rng(1)
-    centres = rng.normal(0, 10, (4, 5)); y = rng.integers(0, 4, 400)
-    X = centres[y] + rng.normal(0, .5, (400, 5)); truth = np.array(list('abcd'), object)[y]
+    centres = rng.normal(0, 10, (4, 5))
+    y = rng.integers(0, 4, 400)
+    X = centres[y] + rng.normal(0, .5, (400, 5))
+    truth = np.array(list('abcd'), object)[y]
     pure = simulate_expert(y, truth, X)                         # clusters that are the classes: one action each
     assert (pure['actions'], pure['objects_per_action'], pure['precision']) == (4, 100, 1)
-    truth2 = truth.copy(); truth2[:20] = 'unmatched'
+    truth2 = truth.copy()
+    truth2[:20] = 'unmatched'
     r = simulate_expert(np.zeros(400, int), truth2, X, min_purity=.95)   # one mixed cluster: must split
     assert r['objects'] == 380 and r['split_actions'] >= 1 and r['precision'] >= .95
     assert all(v is None for v in r['labels'][:20])
@@ -285,7 +316,8 @@ def test_write_sample_tables(store, tmp_path):
     lab = Labeller(store)
     for c in range(K): lab.name(c, ['quartz', 'foram', 'fragment'][c % 3])
     m = tmp_path/'samples.csv'
-    pd.DataFrame({'stack_id': store.table.stack_id.unique()}).assign(sample=lambda d: np.where(d.index < 4, 'top', 'base')).to_csv(m, index=False)
+    stacks = pd.DataFrame({'stack_id': store.table.stack_id.unique()})
+    stacks.assign(sample=lambda d: np.where(d.index < 4, 'top', 'base')).to_csv(m, index=False)
     paths = write_sample_tables(store, tmp_path/'out', samples=m)
     assert sorted(paths) == ['class_counts', 'proxies', 'sizes']
     pr = pd.read_csv(paths['proxies'], index_col='sample')
@@ -295,10 +327,13 @@ def test_write_sample_tables(store, tmp_path):
 
 
 def test_tampered_split_rows_refused(store):
-    lab = Labeller(store); big = biggest(lab); lab.split(big, k=2)
+    lab = Labeller(store)
+    big = biggest(lab)
+    lab.split(big, k=2)
     log = pd.read_csv(lab.path, dtype=str, keep_default_na=False)
     for bad in ('1 x 2', '', '0 0'):
-        t = log.copy(); t.loc[t.action == 'split', 'particles'] = [bad, t.particles[t.action == 'split'].iloc[1]]
+        t = log.copy()
+        t.loc[t.action == 'split', 'particles'] = [bad, t.particles[t.action == 'split'].iloc[1]]
         t.to_csv(store.path/'t.csv', index=False)
         with pytest.raises(InputError, match=f'split of cluster {big}'): Labeller(store, labels='t.csv')
     with pytest.raises(InputError, match='k=1'): lab.split(f'{big}.0', k=1)

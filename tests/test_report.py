@@ -1,10 +1,10 @@
-"The HTML report: sections present or left out by artefact, self-contained page, the UMAP cache, bad input, a look in headless Chromium."
+"""The HTML report: sections present or left out by artefact, self-contained page, the UMAP cache, bad input,
+a look in headless Chromium."""
 import re, shutil, subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from sediment_cluster.particles import report as rp
@@ -22,7 +22,7 @@ SECTIONS = ('overview', 'clusters', 'map', 'labels', 'samples')
 def base(tmp_path_factory):
     "A store of 6 small synthetic plates: extracted only (no latent, no clusters)."
     root = tmp_path_factory.mktemp('report')
-    plates = synth_plates(root/'plates', n_stacks=6, seed=2, size=(320, 256), progress=False)
+    plates = synth_plates(root/'plates', n_stacks=6, random_state=2, size=(320, 256), progress=False)
     return extract_store(plates, root/'store', size=32, workers=1, progress=False).path
 
 
@@ -34,9 +34,12 @@ def store(base, tmp_path):
 class Page(HTMLParser):
     "Section ids, every src/href, and the tags of a page."
     def __init__(self, text):
-        super().__init__(); self.ids, self.refs, self.tags = [], [], set(); self.feed(text)
+        super().__init__()
+        self.ids, self.refs, self.tags = [], [], set()
+        self.feed(text)
     def handle_starttag(self, tag, attrs):
-        self.tags.add(tag); a = dict(attrs)
+        self.tags.add(tag)
+        a = dict(attrs)
         if tag == 'section' and 'id' in a: self.ids.append(a['id'])
         self.refs += [v for k, v in attrs if k in ('src', 'href')]
 
@@ -97,7 +100,8 @@ def test_umap_is_cached(store, monkeypatch):
     assert calls == [1] and (store.path/'umap.npy').is_file() and E.shape == (len(store), 2)
     assert (embed_2d(store, X, 'umap') == E).all() and calls == [1]          # from the cache
     store.write_array('latent.npy', X)                                       # a newer latent: recomputed
-    embed_2d(store, X, 'umap'); assert calls == [1, 1]
+    embed_2d(store, X, 'umap')
+    assert calls == [1, 1]
     with pytest.raises(InputError, match="view='tsne'"): embed_2d(store, X, 'tsne')
 
 
@@ -110,14 +114,17 @@ def test_bad_and_empty_stores(store, tmp_path):
     with pytest.raises(InputError, match='no such particle store'): write_report(tmp_path/'nothing', tmp_path/'n.html')
 
 
-@pytest.mark.skipif(not (shutil.which('chromium') or shutil.which('chromium-browser')), reason='headless Chromium not installed')
+@pytest.mark.skipif(not (shutil.which('chromium') or shutil.which('chromium-browser')),
+                    reason='headless Chromium not installed')
 def test_chromium_renders_it(store, tmp_path):
     import cv2
     label_all(store)
     rep = write_report(store, tmp_path/'r.html', view='pca')
     shot = tmp_path/'r.png'
-    subprocess.run([shutil.which('chromium') or shutil.which('chromium-browser'), '--headless', '--no-sandbox', '--disable-gpu',
-                    f'--screenshot={shot}', '--window-size=1000,1600', rep.resolve().as_uri()], capture_output=True, timeout=120)
+    subprocess.run([shutil.which('chromium') or shutil.which('chromium-browser'), '--headless', '--no-sandbox',
+                    '--disable-gpu',
+                    f'--screenshot={shot}', '--window-size=1000,1600', rep.resolve().as_uri()],
+                   capture_output=True, timeout=120)
     im = cv2.imread(str(shot))
     assert im.shape == (1600, 1000, 3)
     green = ((im[..., 1] > 120) & (im[..., 2] < 100) & (im[..., 0] < 100)).mean()   # the plate in the crops

@@ -11,7 +11,8 @@ SIZE = (256, 200)
 
 @pytest.fixture(scope='module')
 def plates(tmp_path_factory):
-    return synth_plates(tmp_path_factory.mktemp('syn') / 'plates', n_stacks=3, seed=11, size=SIZE, progress=False)
+    return synth_plates(tmp_path_factory.mktemp('syn') / 'plates', n_stacks=3, random_state=11,
+                        size=SIZE, progress=False)
 
 
 def test_round_trip_png(plates):
@@ -38,16 +39,17 @@ def test_truth_table(plates):
 
 
 def test_reproducible_from_seed(plates, tmp_path):
-    again = synth_plates(tmp_path / 'again', n_stacks=2, seed=11, size=SIZE, progress=False)
+    again = synth_plates(tmp_path / 'again', n_stacks=2, random_state=11, size=SIZE, progress=False)
     for a, b in zip(iter_stacks(plates), iter_stacks(again)): np.testing.assert_array_equal(a.layers, b.layers)
     t1, t2 = pd.read_parquet(plates / 'truth.parquet'), pd.read_parquet(again / 'truth.parquet')
     pd.testing.assert_frame_equal(t1[t1.stack_id != 's0002'].reset_index(drop=True), t2)
-    other = synth_plates(tmp_path / 'other', n_stacks=1, seed=12, size=SIZE, progress=False)
+    other = synth_plates(tmp_path / 'other', n_stacks=1, random_state=12, size=SIZE, progress=False)
     assert not np.array_equal(next(iter_stacks(other)).layers, next(iter_stacks(plates)).layers)
 
 
 def test_jpg_and_layers(tmp_path):
-    out = synth_plates(tmp_path / 'jpg', n_stacks=1, seed=0, n_layers=3, size=SIZE, fmt='jpg', plate='black', progress=False)
+    out = synth_plates(tmp_path / 'jpg', n_stacks=1, random_state=0, n_layers=3, size=SIZE, fmt='jpg',
+                       plate='black', progress=False)
     assert sorted(p.name for p in (out / 's0000').iterdir()) == ['layer0.jpg', 'layer1.jpg', 'layer2.jpg']
     assert next(iter_stacks(out, n_layers=3)).layers.shape == (3, SIZE[1], SIZE[0], 3)
 
@@ -57,7 +59,7 @@ def test_jpg_and_layers(tmp_path):
     (dict(plate='pink'), "plate 'pink': unknown colour name; use one of green"),
     (dict(plate=(300, 0, 0)), '(R, G, B) triple of values 0–255'),
     (dict(fmt='bmp'), "fmt='bmp'"),
-    (dict(seed=-1), 'seed=-1'),
+    (dict(random_state=-1), "random_state=-1"),
     (dict(density=0), 'density=0'),
     (dict(n_layers=0), 'n_layers=0'),
 ])
