@@ -8,7 +8,8 @@ from sklearn.datasets import make_blobs
 from sklearn.decomposition import PCA
 
 from sediment_cluster.core import InputError
-from sediment_cluster.particles.overcluster import (OverClusterer, cluster_store, read_latent, cluster_members, montage_image,
+from sediment_cluster.particles.overcluster import (OverClusterer, cluster_store, read_latent, cluster_members,
+                                                    montage_image,
     cluster_montage, clusters_overview, write_montage, select_layer, sharpness, umap_embedding, umap_view,
     particle_truth, cluster_purity, cluster_composition, pixel_features, MODEL)
 from sediment_cluster.core import model_format
@@ -82,14 +83,15 @@ def test_save_load_new_samples(blobs, tmp_path):
     (lambda X: OverClusterer(3, n_init=0).fit(X), 'n_init=0'),
     (lambda X: OverClusterer(3, engine='faiss').fit(X), "engine='faiss'"),
     (lambda X: OverClusterer(3, seed_size=0).fit(X), 'seed_size=0'),
-    (lambda X: OverClusterer(3).fit(np.where(np.arange(len(X))[:, None] == 2, [np.inf] + [0.] * 7, X)), '1 rows with NaN or infinite'),
+    (lambda X: OverClusterer(3).fit(np.where(np.arange(len(X))[:, None] == 2, [np.inf] + [0.] * 7, X)),
+     '1 rows with NaN or infinite'),
 ])
 def test_bad_input(blobs, make, msg):
     with pytest.raises(InputError, match=msg.replace('(', r'\(')): make(blobs[0])
 
 
 def test_seed_size_samples_the_seeds_only(blobs):
-    "Seeds drawn from a sample of the points: every point is still clustered, to nearly the inertia of seeding from all."
+    "Seeds drawn from a sample of the points: every point is still clustered, near the inertia of all-point seeding."
     X = blobs[0]
     full = OverClusterer(12, seed_size=None, random_state=0).fit(X)
     sampled = OverClusterer(12, seed_size=40, random_state=0).fit(X)
@@ -101,7 +103,8 @@ def test_load_bad_files(tmp_path):
     with pytest.raises(InputError, match='no such OverClusterer model file'): OverClusterer.load(tmp_path/'none.npz')
     (tmp_path/'x.npz').write_bytes(b'junk')
     with pytest.raises(InputError, match='not an OverClusterer model file'): OverClusterer.load(tmp_path/'x.npz')
-    np.savez(tmp_path/'y.npz', cluster_centers=np.zeros((2, 2)), labels=np.zeros(2), header=np.array(json.dumps({'format': 'other'})))
+    np.savez(tmp_path/'y.npz', cluster_centers=np.zeros((2, 2)), labels=np.zeros(2),
+             header=np.array(json.dumps({'format': 'other'})))
     with pytest.raises(InputError, match="model format 'other'"): OverClusterer.load(tmp_path/'y.npz')
 
 
@@ -128,12 +131,16 @@ def test_cluster_store_and_apply(blobs, tmp_path):
 def test_cluster_store_bad_input(blobs, tmp_path):
     X = blobs[0]
     st = make_store(tmp_path/'a', n=10)
-    with pytest.raises(InputError, match='no latent features in the store; encode it first'): cluster_store(st, progress=False)
+    with pytest.raises(InputError, match='no latent features in the store; encode it first'):
+        cluster_store(st, progress=False)
     st.write_array('latent.npy', X[:9])
     with pytest.raises(InputError, match='does not match the store.s 10 particles'): read_latent(st)
     st.write_array('latent.npy', X[:10])
-    with pytest.raises(InputError, match='n_clusters=100 is more than the 10 samples'): cluster_store(st, progress=False)
-    bad = X[:10].copy(); bad[2, 2] = np.nan; st.write_array('latent.npy', bad)
+    with pytest.raises(InputError, match='n_clusters=100 is more than the 10 samples'):
+        cluster_store(st, progress=False)
+    bad = X[:10].copy()
+    bad[2, 2] = np.nan
+    st.write_array('latent.npy', bad)
     with pytest.raises(InputError, match='NaN'): cluster_store(st, k=2, progress=False)
     OverClusterer(3).fit(X[:, :5]).save(tmp_path/'m5.npz')
     st.write_array('latent.npy', X[:10])
@@ -148,7 +155,8 @@ def test_cluster_store_bad_input(blobs, tmp_path):
 @pytest.fixture
 def clustered(tmp_path):
     st = make_store(tmp_path/'g', n=12)
-    cl = pd.DataFrame({'particle_id': range(12), 'cluster': [0, 1] * 6, 'distance': np.float32([5, 1, 3, 2, 4, 0, 1, 9, 2, 3, 0, 7])})
+    cl = pd.DataFrame({'particle_id': range(12), 'cluster': [0, 1] * 6,
+                       'distance': np.float32([5, 1, 3, 2, 4, 0, 1, 9, 2, 3, 0, 7])})
     st.write_table('clusters.parquet', cl)
     return st, cl
 
@@ -200,8 +208,12 @@ def test_sharpness_prefers_detail():
 # ---------------------------------------------------------------- UMAP view (logic with a PCA stand-in)
 class Recorder(PCA):
     "A PCA that remembers how many rows it was fitted on and transformed."
-    def fit_transform(self, X, y=None): self.n_fit = len(X); return super().fit_transform(X)
-    def transform(self, X): self.n_transformed = len(X); return super().transform(X)
+    def fit_transform(self, X, y=None):
+        self.n_fit = len(X)
+        return super().fit_transform(X)
+    def transform(self, X):
+        self.n_transformed = len(X)
+        return super().transform(X)
 
 
 def test_umap_subset_and_rest(blobs):
@@ -212,17 +224,20 @@ def test_umap_subset_and_rest(blobs):
     np.testing.assert_array_equal(emb, umap_embedding(X, max_fit=100, reducer=PCA(2), random_state=3))
     emb2, fig = umap_view(X, y, reducer=PCA(2))                           # all rows fitted when N <= max_fit
     np.testing.assert_allclose(emb2, PCA(2).fit_transform(X), rtol=1e-4, atol=1e-4)
-    with pytest.raises(InputError, match='labels has 3 items but the embedding has 600'): umap_view(X, y[:3], reducer=PCA(2))
+    with pytest.raises(InputError, match='labels has 3 items but the embedding has 600'):
+        umap_view(X, y[:3], reducer=PCA(2))
 
 
 # ---------------------------------------------------------------- truth and purity
 def test_particle_truth(tmp_path):
     boxes = [[0, 0, 10, 10], [20, 20, 30, 30], [50, 50, 60, 60], [0, 0, 10, 10]]
     st = make_store(tmp_path/'t', n=4, stacks=['a', 'a', 'a', 'b'], boxes=boxes)
-    truth = pd.DataFrame({'stack_id': ['a', 'a', 'a', 'c'], 'grain_id': [0, 1, 2, 0], 'cls': ['quartz', 'foram', 'dark', 'foram'],
+    truth = pd.DataFrame({'stack_id': ['a', 'a', 'a', 'c'], 'grain_id': [0, 1, 2, 0],
+                          'cls': ['quartz', 'foram', 'dark', 'foram'],
                           'x0': [1, 20, 54, 0], 'y0': [0, 22, 54, 0], 'x1': [10, 30, 64, 10], 'y1': [10, 30, 64, 10]})
     t = particle_truth(st, truth)
-    assert t.cls.tolist() == ['quartz', 'foram', 'unmatched', 'unmatched']   # IoU 0.9, 0.8, 36/164 < .5, stack not in truth
+    assert t.cls.tolist() == ['quartz', 'foram',
+                              'unmatched', 'unmatched']   # IoU 0.9, 0.8, 36/164 < .5, stack not in truth
     assert t.grain_id.tolist() == [0, 1, -1, -1]
     np.testing.assert_allclose(t.iou, [0.9, 0.8, 0, 0])
     truth.to_parquet(tmp_path/'truth.parquet')
@@ -234,7 +249,8 @@ def test_particle_truth(tmp_path):
 def test_truth_one_to_one(tmp_path):
     "Two particles over one grain: only the better one gets it."
     st = make_store(tmp_path/'t', n=2, stacks=['a', 'a'], boxes=[[0, 0, 10, 10], [0, 0, 10, 9]])
-    truth = pd.DataFrame({'stack_id': ['a'], 'grain_id': [7], 'cls': ['dark'], 'x0': [0], 'y0': [0], 'x1': [10], 'y1': [9]})
+    truth = pd.DataFrame({'stack_id': ['a'], 'grain_id': [7], 'cls': ['dark'], 'x0': [0],
+                          'y0': [0], 'x1': [10], 'y1': [9]})
     assert particle_truth(st, truth).cls.tolist() == ['unmatched', 'dark']
 
 
@@ -246,7 +262,8 @@ def test_purity_and_composition():
     assert comp.index.tolist() == [0, 1] and comp.n.tolist() == [3, 1] and comp.majority.tolist() == ['a', 'b']
     assert cluster_purity([0, 1, 2], ['x', 'y', 'z']) == 1.0
     with pytest.raises(InputError, match='no particle has a true class'): cluster_purity([0, 1], ['unmatched', None])
-    with pytest.raises(InputError, match='labels has 2 items but the classes 3'): cluster_purity([0, 1], ['a', 'b', 'c'])
+    with pytest.raises(InputError, match='labels has 2 items but the classes 3'):
+        cluster_purity([0, 1], ['a', 'b', 'c'])
 
 
 def test_pixel_features(tmp_path):

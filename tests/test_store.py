@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import zarr
 
+from sediment_cluster import core
 from sediment_cluster.particles import store as st
 from sediment_cluster.core import InputError, write_image
 from sediment_cluster.particles.extract import PARTICLE_COLUMNS, UM_COLUMNS, extract_particles
@@ -20,7 +21,8 @@ KW = dict(size=CROP, progress=False)
 SEEN = []
 def slow_extract(stack, **kw):
     "`extract_particles`, slowed so that a kill lands between stacks; remembers what it extracted."
-    time.sleep(.15); SEEN.append(stack.stack_id)
+    time.sleep(.15)
+    SEEN.append(stack.stack_id)
     return extract_particles(stack, **kw)
 
 
@@ -39,7 +41,8 @@ def assert_same_store(a, b):
 
 @pytest.fixture(scope='module')
 def plates(tmp_path_factory):
-    return synth_plates(tmp_path_factory.mktemp('plates')/'p', n_stacks=N_STACKS, seed=7, size=SIZE, progress=False)
+    return synth_plates(tmp_path_factory.mktemp('plates')/'p', n_stacks=N_STACKS, random_state=7,
+                        size=SIZE, progress=False)
 
 
 @pytest.fixture(scope='module')
@@ -71,7 +74,8 @@ def test_lazy_read(ref, tmp_path):
     assert isinstance(ref.crops, zarr.Array) and not isinstance(ref.crops, np.ndarray)
     assert 'table' not in vars(ParticleStore.open(ref.path))   # opening reads no table
     # keep only particle 3's chunk: reading it (and the table) must not need any other file
-    import shutil; shutil.copytree(ref.path, tmp_path/'s')
+    import shutil
+    shutil.copytree(ref.path, tmp_path/'s')
     for f in (tmp_path/'s'/st.CROPS).glob('c.*'):
         if not f.name.startswith('c.3.'): f.unlink()
     s = ParticleStore.open(tmp_path/'s')
@@ -80,7 +84,8 @@ def test_lazy_read(ref, tmp_path):
     assert s[3].shape == (6, CROP, CROP, 3) and s[3].dtype == np.uint8
     n = 0
     for rows, crops in ref.batches(4):
-        assert len(rows) == len(crops) and rows.particle_id.iloc[0] == n; n += len(rows)
+        assert len(rows) == len(crops) and rows.particle_id.iloc[0] == n
+        n += len(rows)
     assert n == len(ref)
 
 
@@ -116,13 +121,14 @@ def test_dask_cluster_same_store(ref, plates, tmp_path):
 
 
 def test_unreachable_scheduler(plates, tmp_path, monkeypatch):
-    monkeypatch.setattr(st, 'CONNECT_TIMEOUT', '1s')
+    monkeypatch.setattr(core, 'DASK_TIMEOUT', '1s')
     with pytest.raises(InputError, match='cannot connect to a dask scheduler'):
         extract_store(plates, tmp_path/'x', scheduler='tcp://127.0.0.1:9', **KW)
 
 
 RUN = textwrap.dedent('''
-    import sys; sys.path.insert(0, {tests!r})
+    import sys
+    sys.path.insert(0, {tests!r})
     from test_store import slow_extract
     from sediment_cluster.particles.store import extract_store
     if __name__ == '__main__':
@@ -133,19 +139,25 @@ RUN = textwrap.dedent('''
 def test_kill_9_and_resume(ref, plates, tmp_path, workers=2):
     out = tmp_path/'killed'
     script = tmp_path/'run.py'
-    script.write_text(RUN.format(tests=str(Path(__file__).parent), plates=str(plates), out=str(out), crop=CROP, workers=workers))
+    script.write_text(RUN.format(tests=str(Path(__file__).parent), plates=str(plates), out=str(out),
+                                 crop=CROP, workers=workers))
     p = subprocess.Popen([sys.executable, str(script)], start_new_session=True, stderr=subprocess.PIPE)
     t0 = time.time()
     while len(st._committed(out/st.PARTS)) < 2:
         assert p.poll() is None, p.stderr.read().decode()
         assert time.time() - t0 < 120, 'no progress'
         time.sleep(.01)
-    os.kill(p.pid, signal.SIGKILL); p.wait()                # kill -9 the run (not its workers)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()  # kill -9 the run (not its workers)
     done = len(st._committed(out/st.PARTS))
     for _ in range(100):                                     # its worker processes notice and exit
-        try: os.killpg(p.pid, 0); time.sleep(.1)
+        try:
+            os.killpg(p.pid, 0)
+            time.sleep(.1)
         except ProcessLookupError: break
-    else: os.killpg(p.pid, signal.SIGKILL); pytest.fail('worker processes outlived their killed parent')
+    else:
+        os.killpg(p.pid, signal.SIGKILL)
+        pytest.fail('worker processes outlived their killed parent')
     assert 2 <= done < N_STACKS and json.loads((out/st.META).read_text())['complete'] is False
     with pytest.raises(InputError, match='extraction not finished'): ParticleStore.open(out)
     SEEN.clear()
@@ -159,7 +171,8 @@ def test_crash_during_consolidation(ref, plates, tmp_path, monkeypatch):
     calls, link = [], st._link
     def dying(src, dst):
         if len(calls) == 5: raise MemoryError('simulated crash')
-        calls.append(1); return link(src, dst)
+        calls.append(1)
+        return link(src, dst)
     monkeypatch.setattr(st, '_link', dying)
     with pytest.raises(MemoryError): extract_store(plates, tmp_path/'s', workers=1, **KW)
     with pytest.raises(InputError, match='extraction not finished'): ParticleStore.open(tmp_path/'s')
@@ -176,7 +189,9 @@ def bad_plates(plates, tmp_path_factory):
     (bad/'s0002'/'layer5.png').unlink()
     write_image(bad/'s0004'/'layer0.png', np.zeros((SIZE[1] // 2, SIZE[0], 3), np.uint8))
     rng = np.random.default_rng(0)
-    for l in range(6): write_image(bad/'s9999'/f'layer{l}.png', np.clip(rng.normal((50, 190, 60), 3, (SIZE[1], SIZE[0], 3)), 0, 255).astype(np.uint8))
+    for l in range(6):
+        write_image(bad/'s9999'/f'layer{l}.png',
+                    np.clip(rng.normal((50, 190, 60), 3, (SIZE[1], SIZE[0], 3)), 0, 255).astype(np.uint8))
     return bad
 
 
@@ -185,7 +200,8 @@ def test_bad_stacks_listed_and_skipped(ref, bad_plates, tmp_path):
         s = extract_store(bad_plates, tmp_path/'s', workers=2, **KW)
     e = pd.read_csv(s.path/st.ERRORS)
     assert list(e.columns) == ['stack_id', 'error'] and e.stack_id.tolist() == ['s0001', 's0002', 's0004']
-    assert 'truncated' in e.error[0] and '5 layers found, 6 expected' in e.error[1] and 'layer is 320×256 px but layer0.png is 320×128 px' in e.error[2]
+    assert 'truncated' in e.error[0] and '5 layers found, 6 expected' in e.error[1]
+    assert 'layer is 320×256 px but layer0.png is 320×128 px' in e.error[2]
     keep = ~ref.table.stack_id.isin(e.stack_id)
     expect = ref.table[keep].drop(columns='particle_id').reset_index(drop=True)
     pd.testing.assert_frame_equal(s.table.drop(columns='particle_id'), expect)   # the empty plate adds no rows
@@ -212,13 +228,16 @@ def test_bad_store_folders(ref, tmp_path):
     with pytest.raises(InputError, match='no such particle store folder'): ParticleStore.open(tmp_path/'none')
     (tmp_path/'half').mkdir()
     with pytest.raises(InputError, match='missing particles.parquet'): ParticleStore.open(tmp_path/'half')
-    import shutil; shutil.copytree(ref.path/st.CROPS, tmp_path/'half'/st.CROPS)
+    import shutil
+    shutil.copytree(ref.path/st.CROPS, tmp_path/'half'/st.CROPS)
     ref.table.iloc[:2].to_parquet(tmp_path/'half'/st.TABLE)
-    with pytest.raises(InputError, match=f'has 2 rows but crops.zarr holds {len(ref)} crops'): ParticleStore.open(tmp_path/'half')
+    with pytest.raises(InputError, match=f'has 2 rows but crops.zarr holds {len(ref)} crops'):
+        ParticleStore.open(tmp_path/'half')
 
 
 def test_refusals(plates, tmp_path):
-    (tmp_path/'busy').mkdir(); (tmp_path/'busy'/'notes.txt').write_text('x')
+    (tmp_path/'busy').mkdir()
+    (tmp_path/'busy'/'notes.txt').write_text('x')
     with pytest.raises(InputError, match='folder is not empty and holds no extraction run'):
         extract_store(plates, tmp_path/'busy', **KW)
     def strict(stack, size=280, background='saturation', pixel_size_um=None): return extract_particles(stack, size=size)
@@ -235,7 +254,8 @@ def test_refusals(plates, tmp_path):
 
 
 def test_artefacts(ref, tmp_path):
-    import shutil; s = ParticleStore.open(shutil.copytree(ref.path, tmp_path/'s'))
+    import shutil
+    s = ParticleStore.open(shutil.copytree(ref.path, tmp_path/'s'))
     s.write_array('latent.npy', np.ones((len(s), 4), np.float32))
     s.write_table('clusters.parquet', pd.DataFrame({'particle_id': s.table.particle_id, 'cluster': 0}))
     s.write_table('labels.csv', pd.DataFrame({'cluster': [0], 'name': ['quartz']}))

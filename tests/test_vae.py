@@ -5,8 +5,10 @@ from fastai.callback.core import Callback
 from sediment_cluster.core import InputError
 from sediment_cluster.latent import TrainingDiverged, kl_divergence, mmd
 from sediment_cluster.particles.store import ParticleStore
-from sediment_cluster.particles.vae import (FocalDecoder, FocalVAE, VAELoss, crop_dataloaders, dihedral, encode, encode_store,
-    load_vae, prepare_crops, pretrained_file, resnet_trunk, restore_crops, save_vae, stack_split, train_vae, vae_learner,
+from sediment_cluster.particles.vae import (FocalDecoder, FocalVAE, VAELoss, crop_dataloaders, dihedral, encode,
+                                            encode_store,
+    load_vae, prepare_crops, pretrained_file, resnet_trunk, restore_crops, save_vae, stack_split, train_vae,
+                                            vae_learner,
     weight_files)
 
 L, S = 3, 16
@@ -21,7 +23,8 @@ def make_store(path, n=24, n_layers=L, size=S, n_stacks=4, seed=0) -> ParticleSt
     for i in range(n):
         r, col = rng.uniform(.2, .45) * size, rng.integers(0, 255, 3)
         blob = (xx ** 2 + yy ** 2 < r ** 2)[..., None]
-        for l in range(n_layers): crops[i, l] = np.where(blob, col * (.6 + .1 * l), (60, 160, 60)) + rng.integers(0, 8, (size, size, 3))
+        for l in range(n_layers):
+            crops[i, l] = np.where(blob, col * (.6 + .1 * l), (60, 160, 60)) + rng.integers(0, 8, (size, size, 3))
     table = pd.DataFrame({'stack_id': [f's{i % n_stacks}' for i in range(n)]}).sort_values('stack_id', kind='stable')
     return ParticleStore.create(path, table.reset_index(drop=True), crops[table.index])
 
@@ -60,7 +63,8 @@ def test_bad_model_arguments():
     with pytest.raises(InputError, match="backbone='resnet9'"): FocalVAE(backbone='resnet9')
     with pytest.raises(InputError, match='size=8: need an integer of at least 16'): FocalVAE(size=8)
     with pytest.raises(InputError, match='latent=0'): FocalVAE(latent=0)
-    with pytest.raises(InputError, match=r'this model takes B×3×3×16×16'): FocalVAE(L, S, **{k: v for k, v in TINY.items() if k != 'size'})(torch.randn(2, 4, 3, S, S))
+    with pytest.raises(InputError, match=r'this model takes B×3×3×16×16'):
+        FocalVAE(L, S, **{k: v for k, v in TINY.items() if k != 'size'})(torch.randn(2, 4, 3, S, S))
 
 # --- pretrained weights --------------------------------------------------------------------------
 
@@ -73,14 +77,16 @@ def test_missing_pretrained_file_names_it(tmp_path, monkeypatch):
 def test_pretrained_from_cache_and_path(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path))
     (tmp_path/'checkpoints').mkdir()
-    ref = resnet_trunk('resnet18'); ref.fc = torch.nn.Linear(512, 1000)
+    ref = resnet_trunk('resnet18')
+    ref.fc = torch.nn.Linear(512, 1000)
     sd = {k: v for k, v in ref.state_dict().items()}
     torch.save(sd, tmp_path/'checkpoints'/weight_files('resnet18')[0])
     assert pretrained_file('resnet18') == tmp_path/'checkpoints'/'resnet18-f37072fd.pth'
     for src in (True, tmp_path/'checkpoints'/'resnet18-f37072fd.pth'):
         assert torch.equal(resnet_trunk('resnet18', src).layer1[0].conv1.weight, ref.layer1[0].conv1.weight)
     torch.save({'conv1.weight': torch.zeros(1)}, tmp_path/'bad.pth')
-    with pytest.raises(InputError, match='not torchvision ImageNet weights for resnet18'): resnet_trunk('resnet18', tmp_path/'bad.pth')
+    with pytest.raises(InputError, match='not torchvision ImageNet weights for resnet18'):
+        resnet_trunk('resnet18', tmp_path/'bad.pth')
 
 # --- loss terms ----------------------------------------------------------------------------------
 
@@ -95,13 +101,15 @@ def test_mmd_of_identical_samples_is_near_zero():
     assert mmd(s, s + 2).item() > .1
 
 def test_vae_loss_terms():
-    x = torch.randn(4, L, 3, S, S); zero = torch.zeros(4, 5)
+    x = torch.randn(4, L, 3, S, S)
+    zero = torch.zeros(4, 5)
     assert VAELoss()((x, zero, zero, zero), x).item() == 0.
     # summed squared error per particle (L·3·S·S values of 1) + β·KL (½·Σ mu² = ½·5·4 = 10 per particle)
     assert VAELoss(beta=2.)((x + 1, zero, zero + 2, zero), x).item() == pytest.approx(L * 3 * S * S + 2 * 10)
     t = VAELoss(regulariser='mmd').terms((x, torch.randn(4, 5), zero, zero), x)
     assert set(t) == {'rec', 'mmd'} and t['rec'].item() == 0.
-    assert VAELoss(regulariser='mmd').terms((x[:1], zero[:1], zero[:1], zero[:1]), x[:1])['mmd'].item() == 0.  # one particle: no MMD
+    one = (x[:1], zero[:1], zero[:1], zero[:1])
+    assert VAELoss(regulariser='mmd').terms(one, x[:1])['mmd'].item() == 0.  # one particle: no MMD
     with pytest.raises(InputError, match="regulariser='bce'"): VAELoss(regulariser='bce')
 
 # --- data ----------------------------------------------------------------------------------------
@@ -115,7 +123,8 @@ def test_prepare_restore_roundtrip(store):
 
 def test_dihedral_same_for_all_layers():
     torch.manual_seed(0)
-    x = torch.randn(64, L, 3, 8, 8); y = dihedral(x)
+    x = torch.randn(64, L, 3, 8, 8)
+    y = dihedral(x)
     for b in range(64):
         cands = [torch.rot90(x[b].flip(-1) if t >= 4 else x[b], t % 4, dims=(-2, -1)) for t in range(8)]
         assert sum(torch.equal(y[b], c) for c in cands) == 1
@@ -143,12 +152,17 @@ def test_a_few_steps_reduce_the_loss(store):
     lf, opt = learn.loss_func, torch.optim.Adam(learn.model.parameters(), 1e-3)
     losses = []
     for _ in range(5):
-        loss = lf(learn.model(xb), xb); opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
+        loss = lf(learn.model(xb), xb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
     assert losses[-1] < .7 * losses[0], losses
 
 def test_train_vae_writes_model(trained, store):
     m = load_vae(trained)
-    assert m.config == {'n_layers': L, 'size': 16, 'latent': 8, 'backbone': 'resnet18', 'shared_weights': True, 'decoder_width': 256}
+    assert m.config == {'n_layers': L, 'size': 16, 'latent': 8, 'backbone': 'resnet18',
+                        'shared_weights': True, 'decoder_width': 256}
     assert m.meta['crop_size'] == S and len(m.meta['history']) == 1 and m.meta['best_epoch'] == 0
     assert not trained.with_name(trained.name + '.ckpt').exists()
 
@@ -159,7 +173,8 @@ class Poison(Callback):
         if self.epoch >= self.at: self.learn.pred = tuple(t * math.nan for t in self.pred)
 
 def test_nan_stops_and_keeps_last_good_model(store, tmp_path):
-    with pytest.raises(TrainingDiverged, match=r'loss nan at epoch 1, batch 0 \(training\); kept the model of epoch 0') as e:
+    with pytest.raises(TrainingDiverged,
+                       match=r'loss nan at epoch 1, batch 0 \(training\); kept the model of epoch 0') as e:
         train_vae(store, tmp_path/'m.pt', cbs=[Poison(1)], **{**RUN, 'epochs': 3})
     assert isinstance(e.value, InputError) and len(e.value.history) == 1
     m = load_vae(tmp_path/'m.pt')
@@ -197,24 +212,31 @@ def test_save_load_roundtrip_gives_identical_mu(trained, store, tmp_path):
     a = encode_store(store, trained, batch_size=5, progress=False)
     mu = np.load(a)
     assert mu.shape == (len(store), 8) and mu.dtype == np.float32
-    m = load_vae(trained); save_vae(m, tmp_path/'copy.pt')
+    m = load_vae(trained)
+    save_vae(m, tmp_path/'copy.pt')
     assert np.array_equal(encode(load_vae(tmp_path/"copy.pt"), store, batch_size=5, progress=False), mu)
-    np.testing.assert_allclose(encode(m, store, batch_size=7, progress=False), mu, atol=1e-5)  # batching changes only rounding
+    np.testing.assert_allclose(encode(m, store,
+                                      batch_size=7, progress=False), mu, atol=1e-5)  # batching changes only rounding
     with torch.no_grad(): direct = m.encode(prepare_crops(store[[3]], 16))[0].numpy()
     np.testing.assert_allclose(mu[3:4], direct, atol=1e-5)  # row i is particle i
 
 def test_store_without_crops(store, tmp_path):
-    shutil.copytree(store.path, tmp_path/'s'); shutil.rmtree(tmp_path/'s'/'crops.zarr')
-    with pytest.raises(InputError, match=r'not a particle store \(missing crops.zarr\)'): train_vae(tmp_path/'s', tmp_path/'m.pt', **RUN)
-    with pytest.raises(InputError, match=r'missing crops.zarr'): encode_store(tmp_path/'s', FocalVAE(L, **TINY), progress=False)
+    shutil.copytree(store.path, tmp_path/'s')
+    shutil.rmtree(tmp_path/'s'/'crops.zarr')
+    with pytest.raises(InputError, match=r'not a particle store \(missing crops.zarr\)'):
+        train_vae(tmp_path/'s', tmp_path/'m.pt', **RUN)
+    with pytest.raises(InputError, match=r'missing crops.zarr'):
+        encode_store(tmp_path/'s', FocalVAE(L, **TINY), progress=False)
 
 def test_layer_count_mismatch(trained, tmp_path):
     other = make_store(tmp_path/'s4', n=6, n_layers=4)
-    with pytest.raises(InputError, match='crops have 4 focal layers but the model has 3'): encode_store(other, trained, progress=False)
+    with pytest.raises(InputError, match='crops have 4 focal layers but the model has 3'):
+        encode_store(other, trained, progress=False)
 
 def test_crop_size_mismatch(trained, tmp_path):
     other = make_store(tmp_path/'s24', n=6, size=24)
-    with pytest.raises(InputError, match='crops are 24 px but the model was trained on 16-px crops; extract with --size 16'):
+    with pytest.raises(InputError,
+                       match='crops are 24 px but the model was trained on 16-px crops; extract with --size 16'):
         encode_store(other, trained, progress=False)
 
 def test_bad_model_files(tmp_path):
