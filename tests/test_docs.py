@@ -224,3 +224,16 @@ def test_executed_copies_are_reused(tmp_path):
     os.utime(nbs/'index.ipynb', (t + 10, t + 10))   # the notebook changed after the test run
     r = build('--nbs', nbs, '--out', out, '--executed', done, cwd=tmp_path, timeout=120)
     assert r.returncode == 1 and 'executed again' in r.stderr
+
+CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
+
+@pytest.mark.skipif(not CHROMIUM, reason='headless Chromium not installed (apt-get install chromium)')
+def test_search_runs_in_a_browser(site, tmp_path):
+    "Headless Chromium opens a page from file:// with `?q=`: the script finds the API docs of `read_image`."
+    url = (site[0]/'tutorials'/'tiny.html').as_uri() + '?q=read_image'
+    r = subprocess.run([CHROMIUM, '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+                        '--disable-background-networking', '--disable-component-update', '--disable-sync',
+                        f'--user-data-dir={tmp_path}', '--dump-dom', url], capture_output=True, text=True, timeout=120)
+    box = re.search(r'<div id="search-results".*?</ul>', r.stdout, re.S)
+    assert box, r.stdout[-2000:] + r.stderr[-2000:]
+    assert 'href="../core.html#read_image"' in box[0] and '<mark>read_image</mark>' in box[0]
