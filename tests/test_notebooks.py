@@ -1,6 +1,6 @@
 """Run every notebook top to bottom as `nbdev_test` does, one pytest item per notebook, and save the executed
-notebook (to `$SEDIMENT_EXECUTED_NBS`, default `_proc/executed`) so the docs build can show its outputs
-without running it again (`tools/build_docs.py --executed _proc/executed`)."""
+notebook (to `$SEDIMENT_EXECUTED_NBS`, default `_proc/_executed`) so the docs build can show its outputs
+without running it again (`tools/build_docs.py --executed _proc/_executed`)."""
 import sys
 from pathlib import Path
 import pytest

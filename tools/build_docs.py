@@ -6,7 +6,7 @@
 For every notebook under `nbs/` (recursively; names starting with `_` or `.` are skipped), in `--jobs` worker
 processes (fastcore's `parallel`, as `nbdev_proc_nbs` runs them), it
 1. takes the outputs: from the executed copy `DIR/<path>.ipynb` that the test run saved (tests/test_notebooks.py;
-   CI passes `--executed _proc/executed`) when it is newer than the notebook and the package; else it executes
+   CI passes `--executed _proc/_executed`) when it is newer than the notebook and the package; else it executes
    the notebook as the tests do (tools/execute_nbs.py: execnb's `CaptureShell` as in `nbdev.test.test_nb`, cells
    flagged with `tst_flags` such as `#| slow` keep their stored outputs; `--timeout` seconds per cell);
    `--no-execute` keeps the stored outputs. A notebook that raises fails the build, named;

@@ -13,13 +13,13 @@ from contextlib import chdir
 from pathlib import Path
 
 # Where the test run saves executed notebooks (`<dir>/<path relative to nbs>`); .ci/run points the docs build at it.
-EXECUTED_ENV, EXECUTED_DEFAULT = 'SEDIMENT_EXECUTED_NBS', '_proc/executed'
+EXECUTED_ENV, EXECUTED_DEFAULT = 'SEDIMENT_EXECUTED_NBS', '_proc/_executed'   # `_`: Quarto skips it in _proc
 
 class NotebookFailed(Exception):
     "A cell raised; the message names the notebook and the cell and holds the traceback."
 
 def executed_dir(root:Path) -> Path|None:
-    "The folder for executed notebooks: `$SEDIMENT_EXECUTED_NBS` (empty: none), else `_proc/executed` under `root`."
+    "The folder for executed notebooks: `$SEDIMENT_EXECUTED_NBS` (empty: none), else `_proc/_executed` under `root`."
     d = os.environ.get(EXECUTED_ENV, EXECUTED_DEFAULT)
     return (Path(root)/d).resolve() if d else None
 
