@@ -25,3 +25,16 @@ def test_notebook(nb, monkeypatch):
     try: executed = execute_nb(nb, get_config().tst_flags.split())
     except NotebookFailed as e: pytest.fail(str(e), pytrace=False)
     if dst: save_executed(executed, dst)
+
+def test_executed_copy_keeps_outputs_and_skips_flagged_cells(tmp_path):
+    "What the docs reuse: outputs of the cells run, stored outputs of `#| slow` cells, cwd = the notebook's folder."
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+    slow = new_code_cell("#| slow\nraise RuntimeError('not run')", outputs=[new_output('stream', text='stored\n')])
+    nb = new_notebook(cells=[new_code_cell("import os\nprint(os.path.basename(os.getcwd()))"), slow],
+                      metadata={'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}})
+    (tmp_path/'here').mkdir()
+    nbformat.write(nb, str(tmp_path/'here'/'t.ipynb'))
+    save_executed(execute_nb(tmp_path/'here'/'t.ipynb', ['slow']), tmp_path/'out'/'t.ipynb')
+    cells = nbformat.read(str(tmp_path/'out'/'t.ipynb'), as_version=4).cells
+    assert cells[0].outputs[0].text == 'here\n' and cells[1].outputs[0].text == 'stored\n'
