@@ -247,7 +247,7 @@ def test_help_defaults_are_the_function_defaults(parsers, cmd):
 def test_seed_flag_is_the_random_state(parsers):
     for cmd, p in parsers.items():
         seeds = [a for a in p._actions if '--seed' in a.option_strings]
-        if seeds: assert seeds[0].dest in ('random_state', 'seed'), cmd
+        if seeds: assert seeds[0].dest == 'random_state', cmd
 
 def test_cli_help_and_package_import_skip_torch():
     code = ("import sys, contextlib, io; import sediment_cluster; from sediment_cluster.cli import main\n"
