@@ -5,6 +5,7 @@
 # %% ../nbs/91_bench.ipynb #5c994ea6
 from __future__ import annotations
 import tempfile, time, warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,12 @@ import pandas as pd
 import cv2
 from tqdm.auto import tqdm
 
-from .core import InputError, FocalStack
-from .particles.extract import extract_particles, evaluate_extraction, synth_stacks
-
 # %% auto #0
 __all__ = ['bench_extract', 'bench_cube_file', 'bench_cube']
+
+# %% ../nbs/91_bench.ipynb #6d78b266
+from .core import InputError, FocalStack
+from .particles.extract import extract_particles, evaluate_extraction, synth_stacks
 
 # %% ../nbs/91_bench.ipynb #3b2a1c8d
 def _time(fn, items) -> tuple:
@@ -26,49 +28,80 @@ def _time(fn, items) -> tuple:
     return out, time.process_time() - c0, time.perf_counter() - w0
 
 # %% ../nbs/91_bench.ipynb #05bce85e
+def _warm_up(stacks, method, **kwargs):
+    "Extract a corner of the first stack with `method`: compiles and imports what it needs (not timed)."
+    st = stacks[0][0]
+    extract_particles(FocalStack(st.layers[:, :128, :160].copy(), 'warm-up'), size=16, method=method, **kwargs)
+
+# %% ../nbs/91_bench.ipynb #c5e9899b
+@contextmanager
+def _cv2_threads(n:int=1):
+    "Limit OpenCV to `n` threads inside the block, as in the batch runner's workers."
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(n)
+    try: yield
+    finally: cv2.setNumThreads(threads)
+
+# %% ../nbs/91_bench.ipynb #0d21f52f
 def _run_method(stacks, method, progress, **kwargs) -> dict:
     "Extract `stacks` with `method` (one thread for OpenCV), time it and score it."
-    st = stacks[0][0]
-    extract_particles(FocalStack(st.layers[:, :128, :160].copy(), 'warm-up'), size=16, method=method, **kwargs)  # compile, import
-    threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try: res, cpu, wall = _time(lambda s: extract_particles(s[0], method=method, **kwargs)[0], tqdm(stacks, desc=method, disable=not progress, leave=False))
-    finally: cv2.setNumThreads(threads)
+    _warm_up(stacks, method, **kwargs)
+    bar = tqdm(stacks, desc=method, disable=not progress, leave=False)
+    with _cv2_threads(1): res, cpu, wall = _time(lambda s: extract_particles(s[0], method=method, **kwargs)[0], bar)
     sc = evaluate_extraction([(df, t, lab) for df, (_, t, lab) in zip(res, stacks)])
     return dict(cpu_s_per_stack=cpu / len(stacks), wall_s_per_stack=wall / len(stacks), recall=sc['recall'],
                 precision=sc['precision'], chopped_f1=sc['chopped_f1'], n_particles=sc['n_particles'])
 
 # %% ../nbs/91_bench.ipynb #ca498f3d
 def _print_table(r:dict):
-    m = r['methods']
-    print(f"extraction of {r['n_stacks']} synthetic stacks of {r['n_layers']}×{r['size'][0]}×{r['size'][1]} px ({r['background']}):")
+    "Print the extraction benchmark's table and its ratio."
+    m, (w, h) = r['methods'], r['size']
+    print(f"extraction of {r['n_stacks']} synthetic stacks of {r['n_layers']}×{w}×{h} px ({r['background']}):")
     print(pd.DataFrame(m).T.to_string(float_format=lambda v: f"{v:.3f}"))
     if 'speedup' in r:
-        print(f"fast is {r['speedup']:.1f}× faster than reference (CPU s/stack {m['fast']['cpu_s_per_stack']:.3f} vs "
-              f"{m['reference']['cpu_s_per_stack']:.3f}); recall {m['fast']['recall']:.3f} vs {m['reference']['recall']:.3f}")
-    if 'fast' in m: print(f"9,717 such stacks with 2 workers: ~{r['paper_minutes_2_workers']:.0f} min of extraction (fast)")
+        f, ref = m['fast'], m['reference']
+        print(f"fast is {r['speedup']:.1f}× faster than reference (CPU s/stack {f['cpu_s_per_stack']:.3f} vs "
+              f"{ref['cpu_s_per_stack']:.3f}); recall {f['recall']:.3f} vs {ref['recall']:.3f}")
+    if 'fast' in m:
+        print(f"9,717 such stacks with 2 workers: ~{r['paper_minutes_2_workers']:.0f} min of extraction (fast)")
 
 # %% ../nbs/91_bench.ipynb #a111ae8a
+_METHODS = ('fast', 'skimage', 'reference')
+
+def _check_extract_args(n_stacks, methods):
+    "`InputError` for a stack count below 1 or an unknown method."
+    if int(n_stacks) != n_stacks or n_stacks < 1: raise InputError(f"n_stacks={n_stacks}: need at least 1 stack")
+    if bad := set(methods) - set(_METHODS):
+        raise InputError(f"methods {sorted(bad)}: use 'fast', 'skimage' or 'reference'")
+
+# %% ../nbs/91_bench.ipynb #f3d93814
+def _ratios(r:dict) -> dict:
+    "The speed-up of `fast` over `reference` and the paper's extraction time, where those methods ran."
+    m, out = r['methods'], {}
+    if {'fast', 'reference'} <= set(m):
+        f, ref = m['fast'], m['reference']
+        out.update(speedup=ref['cpu_s_per_stack'] / f['cpu_s_per_stack'], recall_fast=f['recall'],
+                   recall_reference=ref['recall'])
+    if 'fast' in m: out['paper_minutes_2_workers'] = 9717 * m['fast']['cpu_s_per_stack'] / 2 / 60
+    return out
+
+# %% ../nbs/91_bench.ipynb #b0776571
 def bench_extract(
     n_stacks:int=3,                # synthetic stacks to extract
     size:tuple=(1280, 1024),       # (width, height) of the frames
-    seed:int=0,                    # stack `i` is rendered from `(seed, i)`
-    methods=('fast', 'skimage', 'reference'),  # extraction paths to time ('fast' and 'reference' give the ratio)
+    random_state:int=0,            # stack `i` is rendered from `(random_state, i)`
+    methods=_METHODS,              # extraction paths to time ('fast' and 'reference' give the ratio)
     background:str='saturation',   # background mode for all methods
     progress:bool=True,            # progress bars
     verbose:bool=True,             # print the table
     **kwargs,                      # more `extract_particles` settings, the same for every method
 ) -> dict:                         # per method CPU/wall s per stack and scores; `speedup` = reference / fast CPU time
-    "Time `extract_particles` by `methods` on the same synthetic stacks, score each against the truth, and print a table."
-    if int(n_stacks) != n_stacks or n_stacks < 1: raise InputError(f"n_stacks={n_stacks}: need at least 1 stack")
-    if bad := set(methods) - {'fast', 'skimage', 'reference'}: raise InputError(f"methods {sorted(bad)}: use 'fast', 'skimage' or 'reference'")
-    stacks = synth_stacks(int(n_stacks), seed, size)
+    "Time `extract_particles` by `methods` on the same synthetic stacks, score each against the truth; print a table."
+    _check_extract_args(n_stacks, methods)
+    stacks = synth_stacks(int(n_stacks), random_state, size)
     r = dict(n_stacks=int(n_stacks), size=list(size), n_layers=stacks[0][0].n_layers, background=background,
              methods={m: _run_method(stacks, m, progress, background=background, **kwargs) for m in methods})
-    if {'fast', 'reference'} <= set(methods):
-        f, ref = r['methods']['fast'], r['methods']['reference']
-        r.update(speedup=ref['cpu_s_per_stack'] / f['cpu_s_per_stack'], recall_fast=f['recall'], recall_reference=ref['recall'])
-    if 'fast' in methods: r['paper_minutes_2_workers'] = 9717 * r['methods']['fast']['cpu_s_per_stack'] / 2 / 60
+    r.update(_ratios(r))
     if verbose: _print_table(r)
     return r
 
@@ -79,45 +112,59 @@ def _timed(fn):
     out = fn()
     return out, time.perf_counter() - w0, time.process_time() - c0
 
+# %% ../nbs/91_bench.ipynb #fb43ee6a
 def _blobs(n:int, d:int, seed:int, k:int=6) -> tuple:
     "`n` float32 points in `d` dimensions from `k` Gaussian blobs, and their blob labels."
     rng = np.random.default_rng(seed)
     y = rng.integers(0, k, n)
     return (rng.normal(0, 4, (k, d))[y] + rng.normal(size=(n, d))).astype(np.float32), y
 
-# %% ../nbs/91_bench.ipynb #fb43ee6a
+# %% ../nbs/91_bench.ipynb #f622559c
+def _sklearn_k_loop(X, k_range:tuple, seed:int, progress:bool) -> tuple:
+    "What a scikit-learn user writes: `KMeans` for each k, best by sampled silhouette; (score, k, labels)."
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+    best = None
+    for k in tqdm(range(k_range[0], k_range[1] + 1), desc='sklearn', disable=not progress, leave=False):
+        lab = KMeans(k, n_init=1, random_state=seed).fit_predict(X)
+        s = silhouette_score(X, lab, sample_size=10_000, random_state=seed)
+        if best is None or s > best[0]: best = (s, k, lab)
+    return best
+
+# %% ../nbs/91_bench.ipynb #b7f56a21
 def _bench_ikmeans(n_points:int, latent_dim:int, k_range:tuple, seed:int, progress:bool) -> dict:
     "IKMeans against a scikit-learn KMeans + sampled-silhouette loop over `k_range` on the same points."
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import silhouette_score, adjusted_rand_score
+    from sklearn.metrics import adjusted_rand_score as ari
     from sediment_cluster.ikmeans import IKMeans
     X, y = _blobs(n_points, latent_dim, seed)
     IKMeans(k_range=(2, 3), random_state=seed).fit(X[:2000])                      # warm-up (not timed)
     ik, w_ik, c_ik = _timed(lambda: IKMeans(k_range=k_range, random_state=seed, progress=progress).fit(X))
-    def sk_loop():
-        best = None
-        for k in tqdm(range(k_range[0], k_range[1] + 1), desc='sklearn', disable=not progress, leave=False):
-            lab = KMeans(k, n_init=1, random_state=seed).fit_predict(X)
-            s = silhouette_score(X, lab, sample_size=10_000, random_state=seed)
-            if best is None or s > best[0]: best = (s, k, lab)
-        return best
-    (s_sk, k_sk, lab_sk), w_sk, c_sk = _timed(sk_loop)
-    return dict(n_points=n_points, latent_dim=latent_dim, k_true=6, ours_s=w_ik, ours_cpu_s=c_ik, ours_k=ik.n_clusters_,
-                ours_ari=adjusted_rand_score(y, ik.labels_), sklearn_s=w_sk, sklearn_cpu_s=c_sk, sklearn_k=k_sk,
-                sklearn_ari=adjusted_rand_score(y, lab_sk), speedup=w_sk / w_ik, speedup_cpu=c_sk / c_ik)
+    (_, k_sk, lab_sk), w_sk, c_sk = _timed(lambda: _sklearn_k_loop(X, k_range, seed, progress))
+    return dict(n_points=n_points, latent_dim=latent_dim, k_true=6, ours_s=w_ik, ours_cpu_s=c_ik,
+                ours_k=ik.n_clusters_, ours_ari=ari(y, ik.labels_), sklearn_s=w_sk, sklearn_cpu_s=c_sk,
+                sklearn_k=k_sk, sklearn_ari=ari(y, lab_sk), speedup=w_sk / w_ik, speedup_cpu=c_sk / c_ik)
 
 # %% ../nbs/91_bench.ipynb #097e6937
-def bench_cube_file(path, size:int=1000, n_channels:int=1024, counts:float=400, seed:int=0, chunk_rows:int=16, progress:bool=True) -> tuple:
-    "Write a `size`² × `n_channels` XRF cube (the coffee demo's mixtures, upsampled) to `.npy` `path`; (path, labels, demo SynthCube)."
-    import cv2
+def bench_cube_file(
+    path,                   # `.npy` file to write
+    size:int=1000,          # cube of size × size pixels
+    n_channels:int=1024,    # energy channels
+    counts:float=400,       # mean photon counts per pixel
+    random_state:int=0,     # seed of the demo cube and of the counts
+    chunk_rows:int=16,      # rows sampled and written at a time
+    progress:bool=True,     # progress bar
+) -> tuple:                 # (path, size × size labels, the demo `SynthCube`)
+    "Write a `size`² × `n_channels` XRF cube (the coffee demo's three mixtures, upsampled) to `.npy` `path`."
     from sediment_cluster.cubes.synth_xrf import xrf_cube_from_rgb, demo_rgb, mixture_spectrum, sample_counts
-    sc = xrf_cube_from_rgb(demo_rgb('coffee', 64), n_channels=n_channels, counts_per_pixel=counts, random_state=seed)
+    sc = xrf_cube_from_rgb(demo_rgb('coffee', 64), n_channels=n_channels, counts_per_pixel=counts,
+                           random_state=random_state)
     P = np.stack([mixture_spectrum(m, sc.axis)[0] for m in sc.info['mixtures']])
     labels = cv2.resize(sc.labels.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST).astype(np.int64)
-    rng, path = np.random.default_rng(seed), Path(path)
+    rng, path = np.random.default_rng(random_state), Path(path)
     out = np.lib.format.open_memmap(path, mode='w+', dtype=np.uint16, shape=(size, size, n_channels))
     for r in tqdm(range(0, size, chunk_rows), desc='write cube', disable=not progress, leave=False):
-        out[r:r + chunk_rows] = sample_counts(P, labels[r:r + chunk_rows].ravel(), counts, rng).reshape(-1, size, n_channels)
+        rows = labels[r:r + chunk_rows]
+        out[r:r + chunk_rows] = sample_counts(P, rows.ravel(), counts, rng).reshape(*rows.shape, n_channels)
     out.flush()
     del out
     return path, labels, sc
@@ -130,7 +177,8 @@ def _umap_path(X:np.ndarray, k:int, seed:int) -> tuple:
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         umap.UMAP(n_components=3).fit_transform(X[:1000])                    # warm-up: numba compilation
-        return _timed(lambda: KMeans(k, n_init=1, random_state=seed).fit_predict(umap.UMAP(n_components=3).fit_transform(X)))
+        km = KMeans(k, n_init=1, random_state=seed)
+        return _timed(lambda: km.fit_predict(umap.UMAP(n_components=3).fit_transform(X)))
 
 # %% ../nbs/91_bench.ipynb #9be7c4f0
 def _pixels(path, n_channels:int, n:int, seed:int) -> tuple:
@@ -139,63 +187,106 @@ def _pixels(path, n_channels:int, n:int, seed:int) -> tuple:
     idx = np.sort(np.random.default_rng(seed).choice(len(cube), min(n, len(cube)), replace=False))
     return idx, np.asarray(cube[idx], np.float32)
 
-def _bench_segment(size, n_channels, n_bins, k_range, umap_sample, train_sample, train_epochs, seed, workdir, device, progress) -> dict:
-    "Time `segment` on a synthetic cube against UMAP(3) + KMeans on a sample, extrapolated."
+# %% ../nbs/91_bench.ipynb #fce53aa0
+def _train_model(path, n_channels, n_bins, train_sample, train_epochs, seed, device) -> tuple:
+    "A `DeepSpectralClustering` trained on `train_sample` random pixels of the cube at `path`; (model, wall s, n)."
+    from sediment_cluster.cubes.deepcluster import DeepSpectralClustering
+    X = _pixels(path, n_channels, train_sample, seed + 1)[1]
+    dsc = DeepSpectralClustering(n_bins=n_bins, epochs=train_epochs, device=device, verbose=False, random_state=seed)
+    model, wall, _ = _timed(lambda: dsc.fit(X))
+    return model, wall, len(X)
+
+# %% ../nbs/91_bench.ipynb #0c62e0f2
+def _time_segment(path, sc, model, k_range, ref, progress) -> dict:
+    "Time `segment` on the cube at `path`, streamed and through dask (after a warm-up on the small cube `sc`)."
     from sklearn.metrics import adjusted_rand_score
-    from sediment_cluster.cubes.deepcluster import DeepSpectralClustering, segment
+    from sediment_cluster.cubes.segment import segment
+    segment(sc, model, k_range=(2, 4), progress=False)                          # warm-up (not timed)
+    seg, w_seg, c_seg = _timed(lambda: segment(path, model, k_range=k_range, progress=progress))
+    dseg, w_dask, c_dask = _timed(lambda: segment(path, model, k_range=k_range, use_dask=True, progress=progress))
+    return dict(segment_s=w_seg, segment_cpu_s=c_seg, dask_s=w_dask, dask_cpu_s=c_dask,
+                dask_same_labels=bool((dseg.labels == seg.labels).all()), spectra_per_s=ref.size / w_seg,
+                k=seg.n_clusters, k_true=len(np.unique(ref)), ari=adjusted_rand_score(ref.ravel(), seg.labels.ravel()))
+
+# %% ../nbs/91_bench.ipynb #1b5a5af7
+def _bench_segment(size, n_channels, n_bins, k_range, umap_sample, train_sample, train_epochs, seed, workdir, device,
+                   progress) -> dict:
+    "Time `segment` on a synthetic cube against UMAP(3) + KMeans on a sample, extrapolated."
     with tempfile.TemporaryDirectory(dir=workdir) as d:
-        path, ref, sc = bench_cube_file(Path(d)/'bench_cube.npy', size, n_channels, seed=seed, progress=progress)
-        Xtr = _pixels(path, n_channels, train_sample, seed + 1)[1]
-        model, w_fit, _ = _timed(lambda: DeepSpectralClustering(n_bins=n_bins, epochs=train_epochs, device=device, verbose=False,
-                                                                random_state=seed).fit(Xtr))
-        segment(sc, model, k_range=(2, 4), progress=False)                          # warm-up (not timed)
-        seg, w_seg, c_seg = _timed(lambda: segment(path, model, k_range=k_range, progress=progress))
-        dseg, w_dask, c_dask = _timed(lambda: segment(path, model, k_range=k_range, use_dask=True, progress=progress))
-        r = dict(shape=[size, size, n_channels], n_bins=n_bins, train_spectra=len(Xtr), train_s=w_fit, segment_s=w_seg, segment_cpu_s=c_seg,
-                 dask_s=w_dask, dask_cpu_s=c_dask, dask_same_labels=bool((dseg.labels == seg.labels).all()),
-                 spectra_per_s=size * size / w_seg, k=seg.n_clusters, k_true=len(np.unique(ref)),
-                 ari=adjusted_rand_score(ref.ravel(), seg.labels.ravel()))
-        if umap_sample: r.update(_bench_umap(path, n_channels, n_bins, umap_sample, seg.n_clusters, ref, seed, w_seg, c_seg))
+        path, ref, sc = bench_cube_file(Path(d)/'bench_cube.npy', size, n_channels, random_state=seed,
+                                        progress=progress)
+        model, w_fit, n_fit = _train_model(path, n_channels, n_bins, train_sample, train_epochs, seed, device)
+        r = dict(shape=[size, size, n_channels], n_bins=n_bins, train_spectra=n_fit, train_s=w_fit)
+        r.update(_time_segment(path, sc, model, k_range, ref, progress))
+        if umap_sample: r.update(_bench_umap(path, n_channels, n_bins, umap_sample, r['k'], ref, seed, r))
     return r
 
-def _bench_umap(path, n_channels, n_bins, umap_sample, k, ref, seed, w_seg, c_seg) -> dict:
+# %% ../nbs/91_bench.ipynb #9cb53a4d
+def _bench_umap(path, n_channels, n_bins, umap_sample, k, ref, seed, seg:dict) -> dict:
     "UMAP(3) + KMeans on `umap_sample` random pixels of the cube at `path`, extrapolated to the whole cube."
     from sklearn.metrics import adjusted_rand_score
     from sediment_cluster.cubes.datacube import rebin
     idx, Xs = _pixels(path, n_channels, umap_sample, seed)
     lab_u, w_u, c_u = _umap_path(rebin(Xs, n_bins) if n_bins else Xs, k, seed)
     f = ref.size / len(idx)
-    return dict(umap_sample=len(idx), umap_sample_s=w_u, umap_sample_cpu_s=c_u, umap_ari_sample=adjusted_rand_score(ref.ravel()[idx], lab_u),
-                umap_extrapolated_s=w_u * f, umap_extrapolated_cpu_s=c_u * f, speedup=w_u * f / w_seg, speedup_cpu=c_u * f / c_seg)
+    return dict(umap_sample=len(idx), umap_sample_s=w_u, umap_sample_cpu_s=c_u,
+                umap_ari_sample=adjusted_rand_score(ref.ravel()[idx], lab_u), umap_extrapolated_s=w_u * f,
+                umap_extrapolated_cpu_s=c_u * f, speedup=w_u * f / seg['segment_s'],
+                speedup_cpu=c_u * f / seg['segment_cpu_s'])
 
-# %% ../nbs/91_bench.ipynb #fce53aa0
-def _print_cube_table(r:dict):
-    rows = {}
-    if 'ikmeans' in r:
-        a = r['ikmeans']
-        print(f"(a) IKMeans k∈[{r['k_range'][0]}, {r['k_range'][1]}] on {a['n_points']:,} × {a['latent_dim']} points (6 blobs):")
-        rows['IKMeans (torch)'] = dict(wall_s=a['ours_s'], cpu_s=a['ours_cpu_s'], k=a['ours_k'], ari=a['ours_ari'])
-        rows['sklearn KMeans + silhouette_score(10k)'] = dict(wall_s=a['sklearn_s'], cpu_s=a['sklearn_cpu_s'], k=a['sklearn_k'], ari=a['sklearn_ari'])
-        print(pd.DataFrame(rows).T.to_string(float_format=lambda v: f"{v:.3f}"))
-        print(f"    ratio sklearn / ours: {a['speedup']:.1f}× wall, {a['speedup_cpu']:.1f}× CPU (target: ours ≤ 20 s)")
-    if 'segment' in r:
-        b = r['segment']
-        H, W, C = b['shape']
-        print(f"(b) segmentation of a {H}×{W}×{C} cube ({b['n_bins']} bins in the model), k∈[{r['k_range'][0]}, {r['k_range'][1]}]:")
-        t = {'segment (stream)': dict(wall_s=b['segment_s'], cpu_s=b['segment_cpu_s'], spectra_per_s=b['spectra_per_s'], ari=b['ari']),
-             'segment (dask, local threads)': dict(wall_s=b['dask_s'], cpu_s=b['dask_cpu_s'], spectra_per_s=H * W / b['dask_s'], ari=b['ari'])}
-        if 'umap_sample' in b:
-            t[f"UMAP(3)+KMeans, {b['umap_sample']:,} px"] = dict(wall_s=b['umap_sample_s'], cpu_s=b['umap_sample_cpu_s'],
-                                                                 spectra_per_s=b['umap_sample'] / b['umap_sample_s'], ari=b['umap_ari_sample'])
-            t['UMAP path, extrapolated to the cube'] = dict(wall_s=b['umap_extrapolated_s'], cpu_s=b['umap_extrapolated_cpu_s'],
-                                                            spectra_per_s=H * W / b['umap_extrapolated_s'], ari=np.nan)
-        print(pd.DataFrame(t).T.to_string(float_format=lambda v: f"{v:,.3f}"))
-        ratio = (f"UMAP path / ours: {b['speedup']:.0f}× wall, {b['speedup_cpu']:.0f}× CPU (UMAP extrapolated linearly: a lower bound)"
-                 if 'speedup' in b else 'UMAP baseline skipped')
-        print(f"    k found {b['k']} (true {b['k_true']}); {b['spectra_per_s']:,.0f} spectra/s ({H * W / b['segment_cpu_s']:,.0f} per CPU-second); "
-              f"{ratio}; dask labels identical: {b['dask_same_labels']}; model trained on {b['train_spectra']:,} spectra in {b['train_s']:.1f} s")
+# %% ../nbs/91_bench.ipynb #49c2fef6
+def _table(rows:dict) -> str: return pd.DataFrame(rows).T.to_string(float_format=lambda v: f"{v:,.3f}")
 
-# %% ../nbs/91_bench.ipynb #0c62e0f2
+# %% ../nbs/91_bench.ipynb #5310032d
+def _print_ikmeans(a:dict, k_range):
+    "Print (a): IKMeans against the scikit-learn loop."
+    print(f"(a) IKMeans k∈[{k_range[0]}, {k_range[1]}] on {a['n_points']:,} × {a['latent_dim']} points (6 blobs):")
+    print(_table({'IKMeans (torch)': dict(wall_s=a['ours_s'], cpu_s=a['ours_cpu_s'], k=a['ours_k'], ari=a['ours_ari']),
+                  'sklearn KMeans + silhouette_score(10k)': dict(wall_s=a['sklearn_s'], cpu_s=a['sklearn_cpu_s'],
+                                                                 k=a['sklearn_k'], ari=a['sklearn_ari'])}))
+    print(f"    ratio sklearn / ours: {a['speedup']:.1f}× wall, {a['speedup_cpu']:.1f}× CPU (target: ours ≤ 20 s)")
+
+# %% ../nbs/91_bench.ipynb #68a4bd1f
+def _segment_rows(b:dict) -> dict:
+    "The rows of the segmentation table: streamed, dask and (when run) the UMAP path, on its sample and extrapolated."
+    n = b['shape'][0] * b['shape'][1]
+    rows = {'segment (stream)': dict(wall_s=b['segment_s'], cpu_s=b['segment_cpu_s'],
+                                     spectra_per_s=b['spectra_per_s'], ari=b['ari']),
+            'segment (dask, local threads)': dict(wall_s=b['dask_s'], cpu_s=b['dask_cpu_s'],
+                                                  spectra_per_s=n / b['dask_s'], ari=b['ari'])}
+    if 'umap_sample' in b:
+        rows[f"UMAP(3)+KMeans, {b['umap_sample']:,} px"] = dict(
+            wall_s=b['umap_sample_s'], cpu_s=b['umap_sample_cpu_s'],
+            spectra_per_s=b['umap_sample'] / b['umap_sample_s'], ari=b['umap_ari_sample'])
+        rows['UMAP path, extrapolated to the cube'] = dict(
+            wall_s=b['umap_extrapolated_s'], cpu_s=b['umap_extrapolated_cpu_s'],
+            spectra_per_s=n / b['umap_extrapolated_s'], ari=np.nan)
+    return rows
+
+# %% ../nbs/91_bench.ipynb #6cc868c6
+def _print_segment(b:dict, k_range):
+    "Print (b): segmentation against the UMAP path."
+    H, W, C = b['shape']
+    print(f"(b) segmentation of a {H}×{W}×{C} cube ({b['n_bins']} bins in the model), k∈[{k_range[0]}, {k_range[1]}]:")
+    print(_table(_segment_rows(b)))
+    ratio = (f"UMAP path / ours: {b['speedup']:.0f}× wall, {b['speedup_cpu']:.0f}× CPU "
+             "(UMAP extrapolated linearly: a lower bound)" if 'speedup' in b else 'UMAP baseline skipped')
+    print(f"    k found {b['k']} (true {b['k_true']}); {b['spectra_per_s']:,.0f} spectra/s "
+          f"({H * W / b['segment_cpu_s']:,.0f} per CPU-second); {ratio}; dask labels identical: "
+          f"{b['dask_same_labels']}; model trained on {b['train_spectra']:,} spectra in {b['train_s']:.1f} s")
+
+# %% ../nbs/91_bench.ipynb #06b09f31
+def _check_cube_args(n_points, k_range, size, parts, umap_sample):
+    "`InputError` for unknown parts, fewer points or pixels than k, or a UMAP sample under its warm-up's 1000."
+    if bad := set(parts) - {'ikmeans', 'segment'}:
+        raise InputError(f"parts {sorted(bad)}: use 'ikmeans' and/or 'segment'")
+    if n_points < k_range[1] or size * size < k_range[1]:
+        raise InputError(f"n_points={n_points}, size={size}: need at least k_max={k_range[1]} points and pixels")
+    if umap_sample is not None and umap_sample < 1000:
+        raise InputError(f"umap_sample={umap_sample}: use at least 1000 (UMAP's warm-up takes 1000) "
+                         "or None to skip UMAP")
+
+# %% ../nbs/91_bench.ipynb #2bfb1227
 def bench_cube(
     n_points:int=1_000_000,     # (a) latent points for IKMeans vs scikit-learn
     latent_dim:int=8,           # (a) their dimension
@@ -207,19 +298,19 @@ def bench_cube(
     train_sample:int=50_000,    # (b) random pixels of the cube the model is trained on (not timed)
     train_epochs:int=40,        # (b) epochs of that training
     parts=('ikmeans', 'segment'),  # which of (a) 'ikmeans' and (b) 'segment' to run
-    seed:int=0,                 # seed of data, models and baselines
+    random_state:int=0,         # seed of data, models and baselines
     workdir=None,               # folder for the temporary cube file (default: the system's temp folder)
     device='auto',              # torch device of the segmentation model
     progress:bool=True,         # progress bars
     verbose:bool=True,          # print the table
 ) -> dict:                      # 'ikmeans' and 'segment' results (times, k, ARI, ratios)
     "Time IKMeans against scikit-learn and `segment` against UMAP + KMeans, and print a table of ratios."
-    if bad := set(parts) - {'ikmeans', 'segment'}: raise InputError(f"parts {sorted(bad)}: use 'ikmeans' and/or 'segment'")
-    if n_points < k_range[1] or size * size < k_range[1]: raise InputError(f"n_points={n_points}, size={size}: need at least k_max={k_range[1]} points and pixels")
-    if umap_sample is not None and umap_sample < 1000: raise InputError(f"umap_sample={umap_sample}: use at least 1000 (UMAP's warm-up takes 1000) or None to skip UMAP")
-    r = dict(k_range=list(k_range))
-    if 'ikmeans' in parts: r['ikmeans'] = _bench_ikmeans(n_points, latent_dim, tuple(k_range), seed, progress)
+    _check_cube_args(n_points, k_range, size, parts, umap_sample)
+    r, k_range = dict(k_range=list(k_range)), tuple(k_range)
+    if 'ikmeans' in parts: r['ikmeans'] = _bench_ikmeans(n_points, latent_dim, k_range, random_state, progress)
     if 'segment' in parts:
-        r['segment'] = _bench_segment(size, n_channels, n_bins, tuple(k_range), umap_sample, train_sample, train_epochs, seed, workdir, device, progress)
-    if verbose: _print_cube_table(r)
+        r['segment'] = _bench_segment(size, n_channels, n_bins, k_range, umap_sample, train_sample, train_epochs,
+                                      random_state, workdir, device, progress)
+    if verbose and 'ikmeans' in r: _print_ikmeans(r['ikmeans'], k_range)
+    if verbose and 'segment' in r: _print_segment(r['segment'], k_range)
     return r

@@ -4,35 +4,252 @@
 
 # %% ../nbs/90_cli.ipynb #62509a7e
 from __future__ import annotations
-import argparse, os, shutil, sys, time
+import argparse, importlib, inspect, os, shutil, sys, time
 from pathlib import Path
 
 # On a busy 2-core machine spinning OpenMP threads waste 3-5x the CPU; set before torch is imported.
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
+from fastcore.docments import docments
 from .core import InputError
 
 # %% auto #0
-__all__ = ['demo', 'make_parser', 'main']
+__all__ = ['target', 'Opt', 'param', 'add_options', 'call_kwargs', 'command', 'load_labels', 'demo', 'make_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #01fc9d25
-def _synth_plates(args) -> list:
-    from sediment_cluster.particles.synth import synth_plates
-    out = synth_plates(args.out, n_stacks=args.stacks, seed=args.seed, n_layers=args.layers,
-                       size=(args.width, args.height), plate=args.plate, fmt=args.format,
-                       overwrite=args.overwrite)
-    return [out]
+_TARGETS = {  # command → 'module:function' it calls
+    'demo': 'sediment_cluster.cli:demo',
+    'synth-plates': 'sediment_cluster.particles.synth:synth_plates',
+    'extract': 'sediment_cluster.particles.store:extract_store',
+    'train-vae': 'sediment_cluster.particles.vae:train_vae',
+    'encode': 'sediment_cluster.particles.vae:encode_store',
+    'cluster': 'sediment_cluster.particles.overcluster:cluster_store',
+    'report': 'sediment_cluster.particles.report:write_report',
+    'export-ecotaxa': 'sediment_cluster.particles.ecotaxa:export_ecotaxa',
+    'synth-cube': 'sediment_cluster.cubes.synth:synth_cube',
+    'rgb-cluster': 'sediment_cluster.cubes.evaluate:rgb_reference',
+    'train-spectral': 'sediment_cluster.cubes.deepcluster:train_spectral',
+    'segment': 'sediment_cluster.cubes.segment:segment_file',
+    'evaluate': 'sediment_cluster.metrics:evaluate_labels',
+    'bench extract': 'sediment_cluster.bench:bench_extract',
+    'bench cube': 'sediment_cluster.bench:bench_cube',
+}
 
-# %% ../nbs/90_cli.ipynb #b960b03e
-def _synth_cube(args) -> list:
-    from sediment_cluster.cubes.synth_xrf import synth_cube
-    written = synth_cube(args.kind, args.out, rgb=args.rgb, size=args.size, random_state=args.seed,
-                         n_channels=args.channels, counts_per_pixel=args.counts, k_range=(args.k_min, args.k_max),
-                         step=args.step, snr=args.snr)
-    return list(written.values())
+def target(command:str):
+    "The public function `command` calls (imported now)."
+    mod, _, name = _TARGETS[command].partition(':')
+    return getattr(importlib.import_module(mod), name)
 
 # %% ../nbs/90_cli.ipynb #f99777dc
-def _load_labels(path) -> 'np.ndarray':
+class Opt:
+    "How the command line shows one parameter: its `flags` and argparse settings `kw` over those read."
+    def __init__(self, *flags, **kw):
+        self.flags, self.kw = flags, kw
+
+# %% ../nbs/90_cli.ipynb #6349c5be
+def param(fn, name:str) -> tuple:
+    "(name, docments entry: docment, anno, default) of parameter `name` of `fn`."
+    doc = docments(fn, full=True)
+    if name in doc and name != 'return': return name, doc[name]
+    raise TypeError(f"{fn.__qualname__} has no parameter {name!r}")
+
+# %% ../nbs/90_cli.ipynb #b9f19764
+_TYPES = {'int': int, 'float': float, 'str': str, int: int, float: float, str: str}
+
+def _type(anno, default):
+    "The argparse type of a parameter: from its annotation, else its default's type, else `str`."
+    if anno in _TYPES: return _TYPES[anno]
+    if isinstance(default, (int, float)) and not isinstance(default, bool): return type(default)
+    return str
+
+# %% ../nbs/90_cli.ipynb #cba9fd0d
+def _show(v) -> str: return ' '.join(map(str, v)) if isinstance(v, (tuple, list)) else str(v)
+
+# %% ../nbs/90_cli.ipynb #acdcdce5
+def _help(text:str, default=None) -> str:
+    "`text` for argparse (no backticks, `%` escaped) with ' (default …)' unless the default is None or False."
+    text = (text or '').replace('`', '')
+    if default is not None and default is not False and default is not inspect.Parameter.empty:
+        text += f" (default {_show(default)})"
+    return text.replace('%', '%%')
+
+# %% ../nbs/90_cli.ipynb #0b780561
+class _Item(argparse.Action):
+    "Set item `index` of the tuple in `dest` (one flag per item of a tuple parameter)."
+    def __init__(self, *args, index:int=0, **kw):
+        super().__init__(*args, **kw)
+        self.index = index
+
+    def __call__(self, parser, ns, value, option_string=None):
+        v = list(getattr(ns, self.dest))
+        v[self.index] = value
+        setattr(ns, self.dest, tuple(v))
+
+# %% ../nbs/90_cli.ipynb #89330c57
+class _AsTuple(argparse.Action):
+    "Store a `nargs` option's values as a tuple."
+    def __call__(self, parser, ns, values, option_string=None): setattr(ns, self.dest, tuple(values))
+
+# %% ../nbs/90_cli.ipynb #629be0f0
+def _add_items(p, dest:str, d:dict, o:Opt):
+    "One flag per item of tuple parameter `dest` (docments entry `d`); `o.kw['help']` has one line per flag."
+    default = d['default']
+    helps = o.kw.get('help') or [d['docment'] or dest.replace('_', ' ')] * len(o.flags)
+    for i, (flag, h) in enumerate(zip(o.flags, helps)):
+        p.add_argument(flag, dest=dest, action=_Item, index=i, type=type(default[i]), default=default,
+                       metavar=flag.lstrip('-').upper().replace('-', '_'), help=_help(h, default[i]))
+
+# %% ../nbs/90_cli.ipynb #ee2ca397
+def _add_one(p, dest:str, d:dict, o:Opt):
+    "One argument for parameter `dest` (docments entry `d`), `o.kw` over what is read from the function."
+    kw = dict(o.kw)
+    if d['default'] is not inspect.Parameter.empty: kw.setdefault('default', d['default'])
+    default = kw.get('default')
+    kw['help'] = _help(kw.get('help', d['docment'] or dest.replace('_', ' ')), default)
+    if default is False and 'type' not in kw: kw['action'] = 'store_true'
+    else: kw.setdefault('type', _type(d['anno'], default[0] if isinstance(default, tuple) else default))
+    if 'nargs' in kw and isinstance(default, tuple): kw.setdefault('action', _AsTuple)
+    flag = o.flags[0] if o.flags else '--' + dest.replace('_', '-')
+    if not flag.startswith('-'): return p.add_argument(dest, metavar=flag, **kw)
+    if kw.get('action') != 'store_true' and 'choices' not in kw:
+        kw.setdefault('metavar', flag.lstrip('-').upper().replace('-', '_'))
+    p.add_argument(flag, dest=dest, required='default' not in kw, **kw)
+
+# %% ../nbs/90_cli.ipynb #85927623
+def add_options(p:argparse.ArgumentParser, fn, **opts:Opt):
+    "Add to `p` one argument per `name=Opt(...)`: default, type and help of parameter `name` of `fn`."
+    dests = []
+    for name, o in opts.items():
+        dest, d = param(fn, name)
+        if len(o.flags) > 1 and 'nargs' not in o.kw: _add_items(p, dest, d, o)
+        else: _add_one(p, dest, d, o)
+        dests.append(dest)
+    p.set_defaults(_fn=fn, _params=dests)
+
+# %% ../nbs/90_cli.ipynb #4fcb1649
+def call_kwargs(args) -> dict:
+    "The parsed values of the parameters `add_options` added: the keyword arguments of the command's call."
+    return {k: getattr(args, k) for k in args._params}
+
+# %% ../nbs/90_cli.ipynb #8f36caf0
+def _call(fn, kw:dict, args) -> list:
+    "The plain command: one call, which returns the path it wrote."
+    return [fn(**kw)]
+
+# %% ../nbs/90_cli.ipynb #7474cf33
+def _call_values(fn, kw:dict, args) -> list:
+    "One call, which returns a dict of the paths it wrote."
+    return list(fn(**kw).values())
+
+# %% ../nbs/90_cli.ipynb #f9eac69b
+_COMMANDS = {}
+
+def command(name:str, help:str, description:str, run=_call):
+    "Register `add(p, fn)`, which adds the options of command `name`, with its help texts and `run`."
+    def register(add):
+        _COMMANDS[name] = dict(add=add, help=help, description=description, run=run)
+        return add
+    return register
+
+# %% ../nbs/90_cli.ipynb #c2efaa12
+@command('synth-plates', 'render synthetic microscope plates with ground truth',
+         'Render N focal stacks of a synthetic plate into OUT/<stack>/ plus OUT/truth.parquet.')
+def _add_synth_plates(p, fn):
+    add_options(p, fn, out=Opt('out', type=Path, help='output folder (photo layout)'), n_stacks=Opt('--stacks'),
+                random_state=Opt('--seed'), n_layers=Opt('--layers'),
+                size=Opt('--width', '--height', help=('frame width in px', 'frame height in px')),
+                plate=Opt(), fmt=Opt('--format', choices=['png', 'jpg']), overwrite=Opt())
+
+# %% ../nbs/90_cli.ipynb #d6dd4353
+def _extract(fn, kw:dict, args) -> list:
+    store = fn(**kw)
+    n_err = len(store.errors)
+    skipped = f"; {n_err} stacks skipped (see errors.csv)" if n_err else ''
+    print(f"{len(store)} particles from {store.meta.get('n_stacks', '?')} stacks{skipped}")
+    return [store.path/'particles.parquet', store.path/'crops.zarr', store.path/'errors.csv']
+
+# %% ../nbs/90_cli.ipynb #401d23de
+@command('extract', 'extract the particles of every focal stack into a particle store',
+         'Find the grains on every stack under PHOTO_DIR (SLIC superpixels, plate removed by colour), crop all layers '
+         'and write OUT/particles.parquet + OUT/crops.zarr. Rerunning the same command continues an interrupted run; '
+         'failed stacks are listed in OUT/errors.csv.', run=_extract)
+def _add_extract(p, fn):
+    add_options(p, fn, photo_dir=Opt('photo_dir', type=Path), out=Opt('--out', type=Path), size=Opt(),
+                workers=Opt(), scheduler=Opt(), pixel_size_um=Opt(), background=Opt(choices=['saturation', 'auto']),
+                pattern=Opt(), n_layers=Opt('--layers'))
+
+# %% ../nbs/90_cli.ipynb #c246b5ca
+def _pretrained_arg(v):
+    "`--pretrained`: 'cache' → the torch hub cache, else a weight file."
+    return True if v == 'cache' else Path(v)
+
+# %% ../nbs/90_cli.ipynb #ed523ac5
+_BACKBONES = ['resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152']
+
+@command('train-vae', 'train the multi-focal VAE on the crops of a particle store',
+         'Train a FocalVAE (one ResNet branch per focal layer; loss = pixel MSE + beta * KL) with fastai and write '
+         'the best model (validation loss) to MODEL; rerunning continues from MODEL.ckpt.')
+def _add_train_vae(p, fn):
+    add_options(p, fn, store=Opt('store', type=Path), out=Opt('--out', type=Path), epochs=Opt(),
+                backbone=Opt(choices=_BACKBONES), size=Opt(), latent=Opt(), beta=Opt(type=float),
+                regulariser=Opt(choices=['kl', 'mmd']), batch_size=Opt(), lr=Opt(), one_cycle=Opt(),
+                pretrained=Opt(type=_pretrained_arg, help="ImageNet weights: 'cache' (torch hub cache) or a .pth file"),
+                device=Opt(), random_state=Opt('--seed'))
+
+# %% ../nbs/90_cli.ipynb #22d50298
+@command('encode', 'write the latent features (mu) of every particle into the store',
+         'Encode every particle of STORE with MODEL and write STORE/latent.npy (N x latent, store order).')
+def _add_encode(p, fn):
+    add_options(p, fn, store=Opt('store', type=Path), model=Opt('--model', type=Path), batch_size=Opt(), device=Opt())
+
+# %% ../nbs/90_cli.ipynb #af0139e6
+@command('cluster', 'overcluster the latent features of a particle store (K-means, K=100)',
+         'K-means with K clusters on STORE/latent.npy; writes STORE/clusters.parquet (particle_id, cluster, distance) '
+         'and the model STORE/overcluster.npz.')
+def _add_cluster(p, fn):
+    add_options(p, fn, store=Opt('store', type=Path), k=Opt(), random_state=Opt('--seed'), model=Opt(type=Path))
+
+# %% ../nbs/90_cli.ipynb #e50f03d0
+def _none_word(v:str):
+    "'none' → None, any other word as it is."
+    return None if v == 'none' else v
+
+# %% ../nbs/90_cli.ipynb #0ee9b947
+def _layer_arg(v:str):
+    "A `--layer` value: a layer index, or a word such as 'sharpest' or 'all'."
+    return int(v) if str(v).isdigit() else v
+
+# %% ../nbs/90_cli.ipynb #05cc3b8c
+@command('report', 'write a static HTML report of a particle store',
+         'One self-contained HTML page: overview, cluster galleries, latent map, labels and per-sample proxies '
+         '(sections whose inputs are missing are listed, not failed).')
+def _add_report(p, fn):
+    add_options(p, fn, store=Opt('store', type=Path), out=Opt(type=Path), samples=Opt(), groups=Opt(),
+                view=Opt(type=_none_word, choices=['umap', 'pca', None], metavar='{umap,pca,none}'),
+                layer=Opt(type=_layer_arg), title=Opt())
+
+# %% ../nbs/90_cli.ipynb #ce11082f
+@command('export-ecotaxa', 'write the EcoTaxa import archive (TSV + images) of a labelled store',
+         'Write OUT/ecotaxa_<store>.zip (TSV + one image per object) and the TSV beside it.', run=_call_values)
+def _add_export_ecotaxa(p, fn):
+    add_options(p, fn, store=Opt('store', type=Path), out=Opt('--out', type=Path), samples=Opt(),
+                layer=Opt(type=_layer_arg), fmt=Opt('--format', choices=['png', 'jpg']),
+                status=Opt(choices=['validated', 'predicted', 'dubious']))
+
+# %% ../nbs/90_cli.ipynb #e1b2cae9
+@command('synth-cube', 'make a synthetic MA-XRF or astrophysical datacube with reference labels',
+         'Make a synthetic datacube from an RGB image (ganX method for XRF; emission-line nebulae for astro). '
+         'Writes CUBE (.h5 with img + energy), CUBE_labels.npy, CUBE_rgb.png and CUBE_info.json.', run=_call_values)
+def _add_synth_cube(p, fn):
+    add_options(p, fn, kind=Opt('--kind', choices=['xrf', 'astro']), out=Opt('--out', type=Path),
+                rgb=Opt(type=Path), size=Opt(), random_state=Opt('--seed'), n_channels=Opt('--channels'),
+                counts_per_pixel=Opt('--counts'), step=Opt(), snr=Opt(),
+                k_range=Opt('--k-min', '--k-max', help=('smallest k tried when clustering the RGB image',
+                                                        'largest k tried')))
+
+# %% ../nbs/90_cli.ipynb #bc59ee86
+def load_labels(path) -> 'np.ndarray':
+    "The integer label map in `.npy` file `path`; `InputError` naming the file otherwise."
     import numpy as np
     path = Path(path)
     if not path.is_file(): raise InputError(f"{path}: no such label file")
@@ -41,398 +258,220 @@ def _load_labels(path) -> 'np.ndarray':
     if not np.issubdtype(a.dtype, np.integer): raise InputError(f"{path}: labels must be integers, got {a.dtype}")
     return a
 
+# %% ../nbs/90_cli.ipynb #53c855b4
 def _save_npy(path, a) -> Path:
     import numpy as np
     from sediment_cluster.core import atomic_path
     with atomic_path(path) as tmp: np.save(tmp, a)
     return Path(path)
 
-# %% ../nbs/90_cli.ipynb #89a61245
-def _evaluate(args) -> list:
+# %% ../nbs/90_cli.ipynb #ca1bc9a8
+def _rgb_cluster(fn, kw:dict, args) -> list:
+    labels = fn(**kw)
+    print(f"k = {len(set(labels.ravel().tolist()))}")
+    return [_save_npy(args.out, labels.astype('int32'))]
+
+# %% ../nbs/90_cli.ipynb #ca5149c4
+@command('rgb-cluster', 'reference labels: IKMeans on the RGB pixels, k by silhouette',
+         'Cluster the pixels of an RGB image (seeded, k chosen by silhouette) and save the label map.',
+         run=_rgb_cluster)
+def _add_rgb_cluster(p, fn):
+    add_options(p, fn, rgb=Opt('image', type=Path, help='RGB image (png, jpg, tif)'),
+                k_range=Opt('--k-min', '--k-max', help=('smallest k tried', 'largest k tried')),
+                random_state=Opt('--seed'))
+    p.add_argument('--out', required=True, type=Path, help='label map to write (.npy)')
+
+# %% ../nbs/90_cli.ipynb #7cf47a51
+_CLUSTERING = ['kmeans', 'silhouette', 'soft_silhouette', None]
+_CLUSTERING_METAVAR = '{kmeans,silhouette,soft_silhouette,none}'
+
+@command('train-spectral', 'train a deep spectral clustering model on one or more datacubes',
+         'Train an autoencoder on pixel spectra jointly with a clustering loss (reconstruction + beta(t) MMD + '
+         'gamma(t) clustering) and save it to MODEL.')
+def _add_train_spectral(p, fn):
+    add_options(p, fn, cubes=Opt('cubes', type=Path, nargs='+'), out=Opt('--out', type=Path), latent=Opt(),
+                variant=Opt(choices=['ae', 'vae', 'infovae']), mode=Opt(choices=['sum', 'product']),
+                clustering=Opt(type=_none_word, choices=_CLUSTERING, metavar=_CLUSTERING_METAVAR),
+                gamma=Opt(), k_range=Opt('--k-min', '--k-max', help=('smallest k tried', 'largest k tried')),
+                n_bins=Opt('--bins'), epochs=Opt(), batch_size=Opt(), lr=Opt(), max_spectra=Opt(),
+                random_state=Opt('--seed'))
+
+# %% ../nbs/90_cli.ipynb #8a84c5c5
+@command('segment', 'segment a datacube with a trained spectral model',
+         'Encode every pixel spectrum (streamed in row blocks), choose k by silhouette and save the label map.')
+def _add_segment(p, fn):
+    add_options(p, fn, cube_path=Opt('cube', type=Path, help='cube file (.npy, .h5, .zarr)'),
+                model_path=Opt('--model', type=Path, help='model file from train-spectral'),
+                out_labels_npy=Opt('--out', type=Path, help='label map to write (.npy, H x W)'),
+                k_range=Opt('--k-range', nargs=2, metavar=('KMIN', 'KMAX')), scheduler=Opt())
+
+# %% ../nbs/90_cli.ipynb #dea64aef
+def _evaluate(fn, kw:dict, args) -> list:
     import json
     from sediment_cluster.core import atomic_path
-    from sediment_cluster.metrics import evaluate_labels
-    pred, ref = _load_labels(args.labels), _load_labels(args.reference)
-    if pred.shape != ref.shape: raise InputError(f"{args.labels}: shape {pred.shape} differs from {args.reference} {ref.shape}")
-    metrics = evaluate_labels(pred, ref, alpha=args.alpha, beta=args.beta, match=args.match)
-    with atomic_path(args.out) as tmp: tmp.write_text(json.dumps(metrics, indent=1))
-    print(f"weighted F1 {metrics['f1']['weighted']:.3f}, Tversky {metrics['tversky']['weighted']:.3f}, ARI {metrics['ari']:.3f}")
+    pred, ref = load_labels(args.labels), load_labels(args.reference)
+    if pred.shape != ref.shape:
+        raise InputError(f"{args.labels}: shape {pred.shape} differs from {args.reference} {ref.shape}")
+    m = fn(pred, ref, **kw)
+    with atomic_path(args.out) as tmp: tmp.write_text(json.dumps(m, indent=1))
+    print(f"weighted F1 {m['f1']['weighted']:.3f}, Tversky {m['tversky']['weighted']:.3f}, ARI {m['ari']:.3f}")
     return [args.out]
 
-# %% ../nbs/90_cli.ipynb #b9f19764
-def _rgb_cluster(args) -> list:
-    from sediment_cluster.core import read_image
-    from sediment_cluster.cubes.synth_xrf import cluster_rgb
-    rgb = read_image(args.image)
-    km = cluster_rgb(rgb, k_range=(args.k_min, args.k_max), random_state=args.seed)
-    print(f"k = {km.n_clusters_} (silhouette {km.scores_[km.n_clusters_]:.3f})")
-    return [_save_npy(args.out, km.labels_.reshape(rgb.shape[:2]).astype('int32'))]
+# %% ../nbs/90_cli.ipynb #cb386d49
+@command('evaluate', 'score a label map against a reference (Tversky, P/R/F1, ARI/NMI, confusion)',
+         'Match predicted clusters to reference clusters and write metrics.json; pixels labelled -1 are ignored.',
+         run=_evaluate)
+def _add_evaluate(p, fn):
+    p.add_argument('labels', type=Path, help='predicted labels (.npy int array, H×W)')
+    p.add_argument('--reference', required=True, type=Path, help='reference labels (.npy, same shape)')
+    p.add_argument('--out', required=True, type=Path, help='metrics file to write (JSON)')
+    add_options(p, fn, alpha=Opt(), beta=Opt(), match=Opt(choices=['hungarian', 'majority']))
 
-# %% ../nbs/90_cli.ipynb #0b780561
-def _extract(args) -> list:
-    from sediment_cluster.particles.store import extract_store
-    store = extract_store(args.photo_dir, args.out, size=args.size, workers=args.workers, scheduler=args.scheduler,
-                          pixel_size_um=args.pixel_size_um, background=args.background, pattern=args.pattern,
-                          n_layers=args.layers)
-    n_err = len(store.errors)
-    print(f"{len(store)} particles from {store.meta.get('n_stacks', '?')} stacks" + (f"; {n_err} stacks skipped (see errors.csv)" if n_err else ''))
-    return [store.path/'particles.parquet', store.path/'crops.zarr', store.path/'errors.csv']
-
-# %% ../nbs/90_cli.ipynb #629be0f0
-def _bench(args) -> list:
+# %% ../nbs/90_cli.ipynb #6caa81d7
+def _bench(fn, kw:dict, args) -> list:
     import json
     from sediment_cluster.core import atomic_path
-    from sediment_cluster import bench
-    if args.what == 'extract':
-        r = bench.bench_extract(n_stacks=args.n_stacks, size=tuple(args.size), seed=args.seed,
-                                methods=tuple(args.methods), background=args.background)
-    if args.what == 'cube':
-        r = bench.bench_cube(n_points=args.n_points, size=args.size, n_channels=args.channels, umap_sample=args.umap_sample or None,
-                             parts=tuple(args.parts), seed=args.seed, device=args.device)
+    r = fn(**kw)
     if args.out is None: return []
     with atomic_path(args.out) as tmp: tmp.write_text(json.dumps(r, indent=1, default=float))
     return [args.out]
 
-# %% ../nbs/90_cli.ipynb #ee2ca397
-def _cluster(args) -> list:
-    from sediment_cluster.particles.overcluster import cluster_store
-    return [cluster_store(args.store, k=args.k, random_state=args.seed, model=args.model, progress=True)]
+# %% ../nbs/90_cli.ipynb #9d859c1e
+def _add_bench_extract(p, fn):
+    add_options(p, fn, n_stacks=Opt(), size=Opt('--size', nargs=2, metavar=('W', 'H')), random_state=Opt('--seed'),
+                methods=Opt(nargs='+', choices=['fast', 'skimage', 'reference']),
+                background=Opt(choices=['saturation', 'auto']))
 
-# %% ../nbs/90_cli.ipynb #85927623
-def _layer_arg(v:str):
-    "A `--layer` value: a layer index, or a word such as 'sharpest' or 'all'."
-    return int(v) if str(v).isdigit() else v
+# %% ../nbs/90_cli.ipynb #5f002437
+def _umap_sample(v:str):
+    "`--umap-sample`: 0 skips UMAP."
+    return int(v) or None
 
-def _report(args) -> list:
-    from sediment_cluster.particles.report import write_report
-    return [write_report(args.store, out=args.out, samples=args.samples, groups=args.groups,
-                         view=None if args.view == 'none' else args.view, layer=_layer_arg(args.layer), title=args.title)]
+# %% ../nbs/90_cli.ipynb #32a03392
+_UMAP_HELP = '(b) pixels given to UMAP (its time is extrapolated to the cube); 0 skips UMAP'
 
-def _export_ecotaxa(args) -> list:
-    from sediment_cluster.particles.label import export_ecotaxa
-    r = export_ecotaxa(args.store, args.out, samples=args.samples, layer=_layer_arg(args.layer), fmt=args.format, status=args.status)
-    return list(r.values())
+def _add_bench_cube(p, fn):
+    add_options(p, fn, n_points=Opt(), size=Opt(), n_channels=Opt('--channels'),
+                umap_sample=Opt(type=_umap_sample, help=_UMAP_HELP),
+                parts=Opt(nargs='+', choices=['ikmeans', 'segment']),
+                random_state=Opt('--seed'), device=Opt())
 
-# %% ../nbs/90_cli.ipynb #3a6cec77
-def _pretrained_arg(v):
-    "`--pretrained`: None → random weights, 'cache' → the torch hub cache, else a weight file."
-    return False if v is None else True if v == 'cache' else Path(v)
+# %% ../nbs/90_cli.ipynb #a544d5d8
+_BENCHES = {'extract': ('extraction: ours vs scikit-image SLIC at full resolution on all layers', _add_bench_extract),
+            'cube': ('IKMeans vs scikit-learn k selection; segmentation spectra/s vs UMAP+KMeans', _add_bench_cube)}
 
-def _train_vae(args) -> list:
-    from sediment_cluster.particles.vae import train_vae
-    return [train_vae(args.store, args.out, epochs=args.epochs, backbone=args.backbone, size=args.size, latent=args.latent,
-                      beta=args.beta, regulariser=args.regulariser, batch_size=args.batch_size, lr=args.lr,
-                      one_cycle=args.one_cycle, pretrained=_pretrained_arg(args.pretrained), device=args.device, random_state=args.seed)]
+@command('bench', 'benchmarks: our pipeline against a library baseline in the same run',
+         'Run a benchmark and print seconds, ratios and quality for both paths.', run=_bench)
+def _add_bench(p, fn=None):
+    sub = p.add_subparsers(title='benchmarks', dest='what', metavar='WHAT', required=True)
+    for what, (h, add) in _BENCHES.items():
+        fn = target(f'bench {what}')
+        b = sub.add_parser(what, help=h, description=fn.__doc__)
+        add(b, fn)
+        b.add_argument('--out', type=Path, default=None, help='also write the figures to this JSON file')
 
-def _encode(args) -> list:
-    from sediment_cluster.particles.vae import encode_store
-    return [encode_store(args.store, args.model, batch_size=args.batch_size, device=args.device)]
-
-# %% ../nbs/90_cli.ipynb #8f36caf0
-def _train_spectral(args) -> list:
-    from sediment_cluster.cubes.deepcluster import train_spectral
-    return [train_spectral(args.cubes, args.out, latent=args.latent, variant=args.variant, clustering=None if args.clustering == 'none' else args.clustering,
-                           mode=args.mode, gamma=args.gamma, k_range=(args.k_min, args.k_max), n_bins=args.bins,
-                           epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_spectra=args.max_spectra,
-                           random_state=args.seed)]
-
-def _segment(args) -> list:
-    from sediment_cluster.cubes.deepcluster import segment_file
-    return [segment_file(args.cube, args.model, args.out, k_range=tuple(args.k_range), scheduler=args.scheduler)]
-
-# %% ../nbs/90_cli.ipynb #c2efaa12
-def _demo_particles(out:Path, n_stacks:int, seed:int, epochs:int, workers) -> dict:
-    "Synthetic plates → store → VAE → latent → clusters → HTML report."
+# %% ../nbs/90_cli.ipynb #2f19627c
+def _stack_picture(plates:Path, out:Path) -> Path:
+    "A picture of the first focal stack under `plates`."
     import matplotlib
     matplotlib.use('Agg')
     from sediment_cluster.core import iter_stacks, show_stack
-    from sediment_cluster.particles.synth import synth_plates
-    from sediment_cluster.particles.store import extract_store
-    from sediment_cluster.particles.vae import train_vae, encode_store
-    from sediment_cluster.particles.overcluster import cluster_store
-    from sediment_cluster.particles.report import write_report
-    plates = synth_plates(out/'plates', n_stacks=n_stacks, seed=seed, overwrite=True)
     fig = show_stack(next(iter_stacks(plates)))
-    picture = out/'stack.png'
-    fig.savefig(picture, dpi=80)
+    fig.savefig(out, dpi=80)
     matplotlib.pyplot.close(fig)
+    return out
+
+# %% ../nbs/90_cli.ipynb #a7c04512
+def _demo_particles(out:Path, n_stacks:int, random_state:int, epochs:int, workers) -> dict:
+    "Synthetic plates → store → VAE → latent → clusters → HTML report."
+    synth_plates, train_vae = target('synth-plates'), target('train-vae')
+    plates = synth_plates(out/'plates', n_stacks=n_stacks, overwrite=True, random_state=random_state)
+    picture = _stack_picture(plates, out/'stack.png')
     shutil.rmtree(out/'store', ignore_errors=True)  # the plates were just re-rendered: extract them afresh
-    store = extract_store(plates, out/'store', size=64, workers=workers)
+    store = target('extract')(plates, out/'store', size=64, workers=workers)
     print(f"{len(store)} particles extracted from {n_stacks} stacks")
-    model = train_vae(store, out/'vae.pt', epochs=epochs, size=64, latent=32, batch_size=16, lr=1e-3, random_state=seed)
-    encode_store(store, model)
+    model = train_vae(store, out/'vae.pt', epochs=epochs, size=64, latent=32, batch_size=16, lr=1e-3,
+                      random_state=random_state)
+    target('encode')(store, model)
     k = min(100, max(2, len(store) // 3))
     if k < 100: print(f"K = {k} clusters for the demo's {len(store)} particles (100 on real data)")
-    clusters = cluster_store(store, k=k, random_state=seed)
-    report = write_report(store, out/'report.html', view='pca')
-    return {'plates': plates, 'stack picture': picture, 'store': store.path, 'model': model, 'clusters': clusters, 'report': report}
+    clusters = target('cluster')(store, k=k, random_state=random_state)
+    report = target('report')(store, out/'report.html', view='pca')
+    return {'plates': plates, 'stack picture': picture, 'store': store.path, 'model': model, 'clusters': clusters,
+            'report': report}
 
-# %% ../nbs/90_cli.ipynb #d6dd4353
-def _demo_cube(out:Path, seed:int, epochs:int) -> dict:
+# %% ../nbs/90_cli.ipynb #0541d4b4
+def _demo_cube(out:Path, random_state:int, epochs:int) -> dict:
     "Synthetic MA-XRF cube → deep spectral clustering → label map → metrics and figures against the reference."
     import json
     from sediment_cluster.core import atomic_path
-    from sediment_cluster.cubes.synth_xrf import synth_cube
-    from sediment_cluster.cubes.deepcluster import train_spectral, segment_file
-    from sediment_cluster.metrics import evaluate_labels
     from sediment_cluster.cubes.evaluate import save_evaluation
-    cube = synth_cube('xrf', out/'cube.h5', size=48, n_channels=256, random_state=seed)
+    synth_cube, train_spectral = target('synth-cube'), target('train-spectral')
+    cube = synth_cube('xrf', out/'cube.h5', size=48, n_channels=256, random_state=random_state)
     model = train_spectral(cube['cube'], out/'spectral.pt', epochs=epochs, gamma_ramp=(epochs // 2, 3 * epochs // 4),
-                           k_range=(2, 8), random_state=seed)
-    labels = segment_file(cube['cube'], model, out/'cube_segments.npy', k_range=(2, 8))
-    metrics = evaluate_labels(_load_labels(labels), _load_labels(cube['labels']))
-    with atomic_path(out/'cube_metrics.json') as tmp: tmp.write_text(json.dumps(metrics, indent=1))
-    print(f"datacube: {metrics['n_pred']} clusters vs {metrics['n_ref']} reference; weighted F1 {metrics['f1']['weighted']:.3f}, "
-          f"Tversky {metrics['tversky']['weighted']:.3f}, ARI {metrics['ari']:.3f}")
-    figures = save_evaluation(labels, cube['labels'], out/'cube_evaluation')
+                           k_range=(2, 8), random_state=random_state)
+    labels = target('segment')(cube['cube'], model, out/'cube_segments.npy', k_range=(2, 8))
+    m = target('evaluate')(load_labels(labels), load_labels(cube['labels']))
+    with atomic_path(out/'cube_metrics.json') as tmp: tmp.write_text(json.dumps(m, indent=1))
+    print(f"datacube: {m['n_pred']} clusters vs {m['n_ref']} reference; weighted F1 {m['f1']['weighted']:.3f}, "
+          f"Tversky {m['tversky']['weighted']:.3f}, ARI {m['ari']:.3f}")
+    save_evaluation(labels, cube['labels'], out/'cube_evaluation')
     return {'cube': cube['cube'], 'spectral model': model, 'segments': labels, 'cube metrics': out/'cube_metrics.json',
             'cube figures': out/'cube_evaluation'}
 
-# %% ../nbs/90_cli.ipynb #401d23de
-def demo(out, n_stacks:int=12, seed:int=0, workers:int=None, epochs:int=3, cube_epochs:int=40, parts=('particles', 'cube')) -> dict:
-    "Run the demo into folder `out`: both pipelines on synthetic data. Returns the paths written."
+# %% ../nbs/90_cli.ipynb #d5658099
+def demo(
+    out='demo',                         # folder to write into
+    n_stacks:int=12,                    # synthetic focal stacks of the particle pipeline
+    random_state:int=0,                 # seed of every step
+    workers:int=None,                   # extraction worker processes (None: all cores)
+    epochs:int=3,                       # VAE training epochs
+    cube_epochs:int=40,                 # spectral model training epochs
+    parts:tuple=('particles', 'cube'),  # pipelines to run
+) -> dict:                              # name → path of everything written
+    "Run the demo into folder `out`: both pipelines on synthetic data."
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
-    if 'particles' in parts: written.update(_demo_particles(out, n_stacks, seed, epochs, workers))
-    if 'cube' in parts: written.update(_demo_cube(out, seed, cube_epochs))
+    if 'particles' in parts: written.update(_demo_particles(out, n_stacks, random_state, epochs, workers))
+    if 'cube' in parts: written.update(_demo_cube(out, random_state, cube_epochs))
     return written
 
-def _demo(args) -> list:
-    return list(demo(args.out, n_stacks=args.stacks, seed=args.seed, epochs=args.epochs, parts=tuple(args.parts)).values())
+# %% ../nbs/90_cli.ipynb #c8ec023a
+@command('demo', 'run the main job on embedded demo data',
+         'Run the pipeline on synthetic demo data and print where the outputs are.', run=_call_values)
+def _add_demo(p, fn):
+    add_options(p, fn, out=Opt(type=Path), n_stacks=Opt('--stacks'), epochs=Opt(), cube_epochs=Opt(),
+                parts=Opt(nargs='+', choices=['particles', 'cube']), workers=Opt(), random_state=Opt('--seed'))
 
-# %% ../nbs/90_cli.ipynb #e50f03d0
-def _add_synth_plates(sub):
-    p = sub.add_parser('synth-plates', help='render synthetic microscope plates with ground truth',
-                       description='Render N focal stacks of a synthetic plate into OUT/<stack>/ plus OUT/truth.parquet.')
-    p.add_argument('out', type=Path, help='output folder (photo layout)')
-    p.add_argument('--stacks', type=int, default=10, help='number of focal stacks (default 10)')
-    p.add_argument('--seed', type=int, default=0, help='random seed; stack i depends only on (seed, i)')
-    p.add_argument('--layers', type=int, default=6, help='focal layers per stack (default 6)')
-    p.add_argument('--width', type=int, default=1280, help='frame width in px (default 1280)')
-    p.add_argument('--height', type=int, default=1024, help='frame height in px (default 1024)')
-    p.add_argument('--plate', default='green', help='plate colour: green, black, white, grey, blue (default green)')
-    p.add_argument('--format', default='png', choices=['png', 'jpg'], help='image format (default png)')
-    p.add_argument('--overwrite', action='store_true', help='replace an existing plate set in OUT')
-    p.set_defaults(func=_synth_plates)
+# %% ../nbs/90_cli.ipynb #8f9bd5bc
+_ORDER = ['demo', 'synth-plates', 'extract', 'train-vae', 'encode', 'cluster', 'report', 'export-ecotaxa',
+          'synth-cube', 'rgb-cluster', 'train-spectral', 'segment', 'evaluate', 'bench']
 
-# %% ../nbs/90_cli.ipynb #0ee9b947
-def _add_synth_cube(sub):
-    p = sub.add_parser('synth-cube', help='make a synthetic MA-XRF or astrophysical datacube with reference labels',
-                       description='Make a synthetic datacube from an RGB image (ganX method for XRF; emission-line nebulae for astro). '
-                                   'Writes CUBE (.h5 with img + energy), CUBE_labels.npy, CUBE_rgb.png and CUBE_info.json.')
-    p.add_argument('--kind', required=True, choices=['xrf', 'astro'], help='xrf: MA-XRF from pigments; astro: MUSE-like emission lines')
-    p.add_argument('--out', required=True, type=Path, help='output cube file (.h5, .npy or .zarr; .h5 when no extension)')
-    p.add_argument('--rgb', type=Path, default=None, help='seed RGB image (default: a bundled scikit-image photograph)')
-    p.add_argument('--size', type=int, default=None, help='resize the RGB image to SIZE px on its long side')
-    p.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
-    p.add_argument('--channels', type=int, default=1024, help='XRF energy channels (default 1024)')
-    p.add_argument('--counts', type=float, default=400, help='XRF mean photon counts per pixel (default 400)')
-    p.add_argument('--k-min', type=int, default=2, help='smallest k tried when clustering the RGB image (default 2)')
-    p.add_argument('--k-max', type=int, default=8, help='largest k tried (default 8)')
-    p.add_argument('--step', type=float, default=1.25, help='astro wavelength sampling in Å (default 1.25, as MUSE)')
-    p.add_argument('--snr', type=float, default=20, help='astro peak S/N of H-alpha at full brightness (default 20)')
-    p.set_defaults(func=_synth_cube)
-
-# %% ../nbs/90_cli.ipynb #e1b2cae9
-def _add_evaluate(sub):
-    p = sub.add_parser('evaluate', help='score a label map against a reference (Tversky, P/R/F1, ARI/NMI, confusion)',
-                       description='Match predicted clusters to reference clusters and write metrics.json; pixels labelled -1 are ignored.')
-    p.add_argument('labels', type=Path, help='predicted labels (.npy int array, H×W)')
-    p.add_argument('--reference', required=True, type=Path, help='reference labels (.npy, same shape)')
-    p.add_argument('--out', required=True, type=Path, help='metrics file to write (JSON)')
-    p.add_argument('--alpha', type=float, default=0.7, help='Tversky weight of false negatives (default 0.7)')
-    p.add_argument('--beta', type=float, default=0.3, help='Tversky weight of false positives (default 0.3)')
-    p.add_argument('--match', default='hungarian', choices=['hungarian', 'majority'], help='cluster matching (default hungarian)')
-    p.set_defaults(func=_evaluate)
-
-def _add_rgb_cluster(sub):
-    p = sub.add_parser('rgb-cluster', help='reference labels: IKMeans on the RGB pixels, k by silhouette',
-                       description='Cluster the pixels of an RGB image (seeded, k chosen by silhouette) and save the label map.')
-    p.add_argument('image', type=Path, help='RGB image (png, jpg, tif)')
-    p.add_argument('--out', required=True, type=Path, help='label map to write (.npy)')
-    p.add_argument('--k-min', type=int, default=2, help='smallest k tried (default 2)')
-    p.add_argument('--k-max', type=int, default=8, help='largest k tried (default 8)')
-    p.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
-    p.set_defaults(func=_rgb_cluster)
-
-# %% ../nbs/90_cli.ipynb #bc59ee86
-def _add_extract(sub):
-    p = sub.add_parser('extract', help='extract the particles of every focal stack into a particle store',
-                       description='Find the grains on every stack under PHOTO_DIR (SLIC superpixels, plate removed by colour), '
-                                   'crop all layers and write OUT/particles.parquet + OUT/crops.zarr. Rerunning the same '
-                                   'command continues an interrupted run; failed stacks are listed in OUT/errors.csv.')
-    p.add_argument('photo_dir', type=Path, help='folder with one sub-folder of layer images per stack')
-    p.add_argument('--out', required=True, type=Path, help='particle store folder to create or continue')
-    p.add_argument('--size', type=int, default=280, help='crop side in px (default 280)')
-    p.add_argument('--workers', type=int, default=None, help='local worker processes (default: all cores; 1 = serial)')
-    p.add_argument('--scheduler', default=None, help='address of a dask scheduler (tcp://host:port) to run on instead')
-    p.add_argument('--pixel-size-um', type=float, default=None, help='µm per pixel: adds µm shape columns')
-    p.add_argument('--background', default='saturation', choices=['saturation', 'auto'],
-                   help="plate detection: 'saturation' for the green plate, 'auto' for any plate colour (default saturation)")
-    p.add_argument('--pattern', default=None, help='regex with named groups stack and layer, to read a flat folder')
-    p.add_argument('--layers', type=int, default=None, help='layers per stack (default: the most common count)')
-    p.set_defaults(func=_extract)
-
-# %% ../nbs/90_cli.ipynb #53c855b4
-def _add_cluster(sub):
-    p = sub.add_parser('cluster', help='overcluster the latent features of a particle store (K-means, K=100)',
-                       description='K-means with K clusters on STORE/latent.npy; writes STORE/clusters.parquet '
-                                   '(particle_id, cluster, distance) and the model STORE/overcluster.npz.')
-    p.add_argument('store', type=Path, help='particle store folder with latent.npy (from encode)')
-    p.add_argument('--k', type=int, default=100, help='number of clusters K (default 100)')
-    p.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
-    p.add_argument('--model', type=Path, default=None, help='saved overcluster.npz to apply instead of fitting (new samples)')
-    p.set_defaults(func=_cluster)
-
-# %% ../nbs/90_cli.ipynb #7cf47a51
-def _add_report(sub):
-    p = sub.add_parser('report', help='write a static HTML report of a particle store',
-                       description='One self-contained HTML page: overview, cluster galleries, latent map, labels and '
-                                   'per-sample proxies (sections whose inputs are missing are listed, not failed).')
-    p.add_argument('store', type=Path, help='particle store folder')
-    p.add_argument('--out', type=Path, default=Path('report.html'), help='HTML file to write (default report.html)')
-    p.add_argument('--samples', default=None, help='stack → sample: CSV stack_id,sample or a regex with a group named sample')
-    p.add_argument('--groups', default=None, help='class → group mapping for the proxies (CSV or JSON)')
-    p.add_argument('--view', default='umap', choices=['umap', 'pca', 'none'], help='latent map (default umap)')
-    p.add_argument('--layer', default='sharpest', help="focal layer of the galleries: an index or 'sharpest' (default)")
-    p.add_argument('--title', default=None, help="page title (default: the store's folder name)")
-    p.set_defaults(func=_report)
-
-def _add_export_ecotaxa(sub):
-    p = sub.add_parser('export-ecotaxa', help='write the EcoTaxa import archive (TSV + images) of a labelled store',
-                       description='Write OUT/ecotaxa_<store>.zip (TSV + one image per object) and the TSV beside it.')
-    p.add_argument('store', type=Path, help='particle store folder')
-    p.add_argument('--out', required=True, type=Path, help='output folder')
-    p.add_argument('--samples', default=None, help='stack → sample: CSV stack_id,sample or a regex with a group named sample')
-    p.add_argument('--layer', default='sharpest', help="image per object: a layer index, 'sharpest' (default) or 'all'")
-    p.add_argument('--format', default='png', choices=['png', 'jpg'], help='image format (default png)')
-    p.add_argument('--status', default='validated', choices=['validated', 'predicted', 'dubious'], help='annotation status of named objects')
-    p.set_defaults(func=_export_ecotaxa)
-
-# %% ../nbs/90_cli.ipynb #8a84c5c5
-def _add_train_vae(sub):
-    p = sub.add_parser('train-vae', help='train the multi-focal VAE on the crops of a particle store',
-                       description='Train a FocalVAE (one ResNet branch per focal layer; loss = pixel MSE + beta * KL) with fastai '
-                                   'and write the best model (validation loss) to MODEL; rerunning continues from MODEL.ckpt.')
-    p.add_argument('store', type=Path, help='particle store folder')
-    p.add_argument('--out', required=True, type=Path, help='model file to write')
-    p.add_argument('--epochs', type=int, default=5, help='epochs (default 5)')
-    p.add_argument('--backbone', default='resnet18', choices=['resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152'],
-                   help='ResNet of each branch (default resnet18; the paper: resnet152)')
-    p.add_argument('--size', type=int, default=64, help='input size in px (default 64; the paper: 280)')
-    p.add_argument('--latent', type=int, default=512, help='latent dimension (default 512)')
-    p.add_argument('--beta', type=float, default=1.0, help='weight of the KL (or MMD) term (default 1)')
-    p.add_argument('--regulariser', default='kl', choices=['kl', 'mmd'], help='kl (beta-VAE) or mmd (InfoVAE) (default kl)')
-    p.add_argument('--batch-size', type=int, default=32, help='batch size (default 32)')
-    p.add_argument('--lr', type=float, default=1e-4, help='Adam learning rate (default 1e-4, as the paper)')
-    p.add_argument('--one-cycle', action='store_true', help="fastai's 1cycle schedule (peak rate --lr)")
-    p.add_argument('--pretrained', default=None, help="ImageNet weights: 'cache' (torch hub cache) or a .pth file; never downloaded")
-    p.add_argument('--device', default='auto', help='auto, cpu, cuda (default auto)')
-    p.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
-    p.set_defaults(func=_train_vae)
-
-def _add_encode(sub):
-    p = sub.add_parser('encode', help='write the latent features (mu) of every particle into the store',
-                       description='Encode every particle of STORE with MODEL and write STORE/latent.npy (N x latent, store order).')
-    p.add_argument('store', type=Path, help='particle store folder')
-    p.add_argument('--model', required=True, type=Path, help='model file from train-vae')
-    p.add_argument('--batch-size', type=int, default=64, help='batch size (default 64)')
-    p.add_argument('--device', default='auto', help='auto, cpu, cuda (default auto)')
-    p.set_defaults(func=_encode)
-
-# %% ../nbs/90_cli.ipynb #dea64aef
-def _add_train_spectral(sub):
-    p = sub.add_parser('train-spectral', help='train a deep spectral clustering model on one or more datacubes',
-                       description='Train an autoencoder on pixel spectra jointly with a clustering loss '
-                                   '(reconstruction + beta(t) MMD + gamma(t) clustering) and save it to MODEL.')
-    p.add_argument('cubes', type=Path, nargs='+', help='cube files (.npy, .h5, .zarr) with the same channels')
-    p.add_argument('--out', required=True, type=Path, help='model file to write')
-    p.add_argument('--latent', type=int, default=8, help='latent dimension (default 8)')
-    p.add_argument('--variant', default='ae', choices=['ae', 'vae', 'infovae'], help='autoencoder variant (default ae)')
-    p.add_argument('--clustering', default='kmeans', choices=['kmeans', 'silhouette', 'soft_silhouette', 'none'], help='clustering loss (default kmeans)')
-    p.add_argument('--mode', default='sum', choices=['sum', 'product'], help='how the losses combine (default sum, eq. 6)')
-    p.add_argument('--gamma', type=float, default=1.0, help='final weight of the clustering loss (default 1)')
-    p.add_argument('--k-min', type=int, default=2, help='smallest k tried (default 2)')
-    p.add_argument('--k-max', type=int, default=12, help='largest k tried (default 12)')
-    p.add_argument('--bins', type=int, default=None, help='sum channels into this many bins first')
-    p.add_argument('--epochs', type=int, default=50, help='epochs (default 50)')
-    p.add_argument('--batch-size', type=int, default=1024, help='batch size (default 1024)')
-    p.add_argument('--lr', type=float, default=1e-3, help='Adam learning rate (default 1e-3)')
-    p.add_argument('--max-spectra', type=int, default=100_000, help='spectra sampled from all cubes (default 100000)')
-    p.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
-    p.set_defaults(func=_train_spectral)
-
-def _add_segment(sub):
-    p = sub.add_parser('segment', help='segment a datacube with a trained spectral model',
-                       description='Encode every pixel spectrum (streamed in row blocks), choose k by silhouette and save the label map.')
-    p.add_argument('cube', type=Path, help='cube file (.npy, .h5, .zarr)')
-    p.add_argument('--model', required=True, type=Path, help='model file from train-spectral')
-    p.add_argument('--out', required=True, type=Path, help='label map to write (.npy, H x W)')
-    p.add_argument('--k-range', type=int, nargs=2, default=(2, 12), metavar=('KMIN', 'KMAX'), help='k tried (default 2 12)')
-    p.add_argument('--scheduler', default=None, help='address of a dask scheduler (tcp://host:port) to run on')
-    p.set_defaults(func=_segment)
-
-# %% ../nbs/90_cli.ipynb #cb386d49
-def _add_bench(sub):
-    p = sub.add_parser('bench', help='benchmarks: our pipeline against a library baseline in the same run',
-                       description='Run a benchmark and print seconds, ratios and quality for both paths.')
-    bsub = p.add_subparsers(title='benchmarks', dest='what', metavar='WHAT', required=True)
-    e = bsub.add_parser('extract', help='extraction: ours vs scikit-image SLIC at full resolution on all layers',
-                        description='Extract the same synthetic stacks with our pipeline and the naive reference; print s/stack, ratio, recall.')
-    e.add_argument('--n-stacks', type=int, default=3, help='synthetic stacks (default 3)')
-    e.add_argument('--size', type=int, nargs=2, default=(1280, 1024), metavar=('W', 'H'), help='frame size (default 1280 1024)')
-    e.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
-    e.add_argument('--methods', nargs='+', default=['fast', 'skimage', 'reference'], choices=['fast', 'skimage', 'reference'],
-                   help='paths to time (default: all three)')
-    e.add_argument('--background', default='saturation', choices=['saturation', 'auto'], help='plate detection (default saturation)')
-    e.add_argument('--out', type=Path, default=None, help='also write the figures to this JSON file')
-    c = bsub.add_parser('cube', help='IKMeans vs scikit-learn k selection; segmentation spectra/s vs UMAP+KMeans',
-                        description='(a) IKMeans k in [2, 12] on latent points vs a scikit-learn KMeans + silhouette loop; '
-                                    '(b) segmentation of a synthetic XRF cube vs UMAP(3) + KMeans. Prints times and ratios.')
-    c.add_argument('--n-points', type=int, default=1_000_000, help='(a) latent points (default 1000000)')
-    c.add_argument('--size', type=int, default=1000, help='(b) cube side in px (default 1000)')
-    c.add_argument('--channels', type=int, default=1024, help='(b) energy channels (default 1024)')
-    c.add_argument('--umap-sample', type=int, default=20_000, help='(b) pixels given to UMAP, time extrapolated; 0 skips UMAP')
-    c.add_argument('--parts', nargs='+', default=['ikmeans', 'segment'], choices=['ikmeans', 'segment'], help='what to run (default both)')
-    c.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
-    c.add_argument('--device', default='auto', help="torch device: auto, cpu, cuda (default auto)")
-    c.add_argument('--out', type=Path, default=None, help='also write the figures to this JSON file')
-    p.set_defaults(func=_bench)
-
-# %% ../nbs/90_cli.ipynb #6caa81d7
-def _add_demo(sub):
-    p = sub.add_parser('demo', help='run the main job on embedded demo data',
-                       description='Run the pipeline on synthetic demo data and print where the outputs are.')
-    p.add_argument('--out', type=Path, default=Path('demo'), help='output folder (default ./demo)')
-    p.add_argument('--stacks', type=int, default=12, help='number of synthetic stacks (default 12)')
-    p.add_argument('--epochs', type=int, default=3, help='VAE training epochs (default 3)')
-    p.add_argument('--parts', nargs='+', default=['particles', 'cube'], choices=['particles', 'cube'], help='pipelines to run (default both)')
-    p.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
-    p.set_defaults(func=_demo)
-
-# %% ../nbs/90_cli.ipynb #9d859c1e
-def make_parser() -> argparse.ArgumentParser:
-    "The `sediment-cluster` argument parser with one sub-command per pipeline step."
+def make_parser(command:str|None='all') -> argparse.ArgumentParser:
+    "The `sediment-cluster` parser; the options of `command` ('all': every command) are read from its function."
     from sediment_cluster import __version__
     parser = argparse.ArgumentParser(prog='sediment-cluster',
         description='Unsupervised clustering of sediment particles and segmentation of spectral datacubes.')
     parser.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
     sub = parser.add_subparsers(title='commands', dest='command', metavar='COMMAND')
-    for add in (_add_demo, _add_synth_plates, _add_extract, _add_train_vae, _add_encode, _add_cluster, _add_report, _add_export_ecotaxa,
-                _add_synth_cube, _add_rgb_cluster, _add_train_spectral, _add_segment, _add_evaluate, _add_bench): add(sub)
+    for name in _ORDER:
+        c = _COMMANDS[name]
+        p = sub.add_parser(name, help=c['help'], description=c['description'])
+        p.set_defaults(run=c['run'])
+        if command in ('all', name): c['add'](p, None if name == 'bench' else target(name))
     return parser
 
 # %% ../nbs/90_cli.ipynb #da4998ef
-def main(argv:list|None=None) -> int:
-    "Entry point of `sediment-cluster`; returns the process exit code."
-    parser = make_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
+def _command_in(argv:list) -> str|None:
+    "The command named in `argv`: its first word that is not an option."
+    return next((a for a in argv if not a.startswith('-')), None)
+
+# %% ../nbs/90_cli.ipynb #eed74d8b
+def _run(args) -> int:
+    "Run the parsed command; one line on stderr and exit code 2 for bad input."
     t0 = time.perf_counter()
-    try: written = args.func(args)
+    try: written = args.run(args._fn if '_fn' in args else None, call_kwargs(args) if '_params' in args else {}, args)
     except InputError as e:
         print(f"sediment-cluster {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -442,3 +481,14 @@ def main(argv:list|None=None) -> int:
     for p in written: print(f"wrote {p}")
     print(f"done in {time.perf_counter() - t0:.1f} s")
     return 0
+
+# %% ../nbs/90_cli.ipynb #cbab1728
+def main(argv:list|None=None) -> int:
+    "Entry point of `sediment-cluster`; returns the process exit code."
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = make_parser(_command_in(argv))
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return _run(args)

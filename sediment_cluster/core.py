@@ -43,7 +43,8 @@ def torch_device(device='auto'):
     import torch
     if device in (None, 'auto'): return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     try: return torch.device(device)
-    except (RuntimeError, TypeError): raise InputError(f"device={device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    except (RuntimeError, TypeError):
+        raise InputError(f"device={device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
 
 # %% ../nbs/00_core.ipynb #e7cd1e3b
 DASK_TIMEOUT = '10s'  # how long to try reaching a dask scheduler
@@ -102,6 +103,7 @@ def _remove(p:Path):
     if p.is_dir() and not p.is_symlink(): shutil.rmtree(p)
     elif p.exists() or p.is_symlink(): p.unlink()
 
+# %% ../nbs/00_core.ipynb #7d307b0c
 @contextmanager
 def atomic_path(path):
     "Yield a temporary sibling of `path` to write to; on success it replaces `path` (file or folder)."
@@ -160,7 +162,8 @@ def encode_image(
     "The bytes of `rgb` encoded as an image file of type `ext` (for files, zip archives and HTML)."
     ext = ext if ext.startswith('.') else f'.{ext}'
     if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise InputError(f"{what}: needs an H×W×3 uint8 array, got {getattr(rgb, 'shape', type(rgb).__name__)} {getattr(rgb, 'dtype', '')}")
+        got = f"{getattr(rgb, 'shape', type(rgb).__name__)} {getattr(rgb, 'dtype', '')}"
+        raise InputError(f"{what}: needs an H×W×3 uint8 array, got {got}")
     params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if ext.lower() in ('.jpg', '.jpeg') else []
     ok, buf = cv2.imencode(ext, cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR), params)
     if not ok: raise InputError(f"{what}: cannot encode an image with extension '{ext}'")
@@ -186,19 +189,23 @@ class FocalStack:
         a = self.layers
         if not isinstance(a, np.ndarray) or a.ndim != 4 or a.shape[-1] != 3 or a.dtype != np.uint8:
             got = getattr(a, 'shape', type(a).__name__), getattr(a, 'dtype', '')
-            raise InputError(f"stack '{self.stack_id}': layers must be an L×H×W×3 uint8 array, got {got[0]} {got[1]}")
+            raise InputError(f"stack '{self.stack_id}': layers must be an L×H×W×3 uint8 array, "
+                             f"got {got[0]} {got[1]}")
 
     @property
     def n_layers(self) -> int: return self.layers.shape[0]
     @property
     def shape(self) -> tuple: return self.layers.shape[1:3]
     def __len__(self): return self.n_layers
-    def __repr__(self): return f"FocalStack('{self.stack_id}', {self.n_layers} layers of {self.shape[1]}×{self.shape[0]} px)"
+    def __repr__(self):
+        return f"FocalStack('{self.stack_id}', {self.n_layers} layers of {self.shape[1]}×{self.shape[0]} px)"
 
 # %% ../nbs/00_core.ipynb #0115e156
 def _image_files(folder:Path) -> list:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith('.'))
+    is_image = lambda p: p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith('.')
+    return sorted(filter(is_image, folder.iterdir()))
 
+# %% ../nbs/00_core.ipynb #dc9f99a2
 def _layer_key(layer:str): return (0, int(layer), '') if layer.isdigit() else (1, 0, layer)
 
 # %% ../nbs/00_core.ipynb #2d0252ef
@@ -222,7 +229,9 @@ def find_stacks(
     photo_dir = Path(photo_dir)
     if not photo_dir.is_dir(): raise InputError(f"{photo_dir}: no such folder")
     if pattern: stacks = _find_by_pattern(photo_dir, pattern)
-    else: stacks = {d.name: _image_files(d) for d in sorted(photo_dir.iterdir()) if d.is_dir() and not d.name.startswith(('.', '_'))}
+    else:
+        folders = [d for d in sorted(photo_dir.iterdir()) if d.is_dir() and not d.name.startswith(('.', '_'))]
+        stacks = {d.name: _image_files(d) for d in folders}
     stacks = {k: v for k, v in stacks.items() if v}
     if not stacks:
         how = f"no file matches --pattern '{pattern}'" if pattern else "no sub-folder with png/jpg/tif images"
@@ -233,7 +242,8 @@ def find_stacks(
 def _check_layers(paths:Sequence, n_layers:int|None, stack_id:str):
     if not paths: raise InputError(f"stack '{stack_id}': no image files")
     if n_layers is not None and len(paths) != n_layers:
-        raise InputError(f"stack '{stack_id}': {len(paths)} layers found, {n_layers} expected ({Path(paths[0]).parent})")
+        raise InputError(f"stack '{stack_id}': {len(paths)} layers found, {n_layers} expected "
+                         f"({Path(paths[0]).parent})")
 
 # %% ../nbs/00_core.ipynb #e5511199
 def read_stack(
@@ -251,7 +261,9 @@ def read_stack(
     layers = [read_image(p) for p in paths]
     for p, im in zip(paths[1:], layers[1:]):
         if im.shape != layers[0].shape:
-            raise InputError(f"{p}: layer is {im.shape[1]}×{im.shape[0]} px but {paths[0].name} is {layers[0].shape[1]}×{layers[0].shape[0]} px")
+            first = layers[0].shape
+            raise InputError(f"{p}: layer is {im.shape[1]}×{im.shape[0]} px but {paths[0].name} is "
+                             f"{first[1]}×{first[0]} px")
     return FocalStack(np.stack(layers), stack_id, list(paths))
 
 # %% ../nbs/00_core.ipynb #176b1b72

@@ -18,21 +18,27 @@ from tqdm.auto import tqdm
 from .core import InputError, torch_device
 
 # %% auto #0
-__all__ = ['as_points', 'sqdist', 'chunk_rows', 'kmeans_plusplus', 'assign', 'lloyd', 'kmeans_fit', 'dist_sums',
+__all__ = ['as_points', 'sqdist', 'chunk_rows', 'as_generator', 'kmeans_plusplus', 'assign', 'lloyd', 'kmeans_fit', 'dist_sums',
            'silhouette_samples_t', 'silhouette_scores_t', 'simplified_silhouette_t', 'soft_silhouette_t', 'silhouette',
            'IKMeans', 'torch_threads']
 
 # %% ../nbs/02_ikmeans.ipynb #48f7769d
 def as_points(X, device='cpu', name:str='X') -> torch.Tensor:
     "Check that `X` is an (N, D) array of finite numbers and return it as a float32 tensor on `device`."
-    if hasattr(X, 'toarray'): raise InputError(f"{name} is a sparse matrix; sparse input is not supported, convert it with X.toarray()")
+    if hasattr(X, 'toarray'):
+        raise InputError(f"{name} is a sparse matrix; sparse input is not supported, convert it with X.toarray()")
     if not isinstance(X, torch.Tensor):
         X = np.asarray(X)
-        if X.dtype.kind == 'c': raise InputError(f"{name} is complex: Complex data not supported; pass the real part or the modulus")
+        if X.dtype.kind == 'c':
+            raise InputError(f"{name} is complex: Complex data not supported; pass the real part or the modulus")
         try: X = torch.as_tensor(X.astype(np.float32, copy=False))
-        except ValueError: raise InputError(f"{name} has dtype {X.dtype} with values that are not numbers; k-means needs real numbers") from None
+        except ValueError:
+            raise InputError(f"{name} has dtype {X.dtype} with values that are not numbers; "
+                             "k-means needs real numbers") from None
     X = X.detach()
-    if X.ndim != 2: raise InputError(f"{name} has shape {tuple(X.shape)}; expected (n_samples, n_features). Reshape your data with X.reshape(-1, 1) if it has one feature")
+    if X.ndim != 2:
+        raise InputError(f"{name} has shape {tuple(X.shape)}; expected (n_samples, n_features). "
+                         "Reshape your data with X.reshape(-1, 1) if it has one feature")
     if 0 in X.shape:
         what = 'sample(s)' if X.shape[0] == 0 else 'feature(s)'
         raise InputError(f"{name} is empty: 0 {what} (shape={tuple(X.shape)}) while a minimum of 1 is required.")
@@ -40,7 +46,8 @@ def as_points(X, device='cpu', name:str='X') -> torch.Tensor:
     if torch.isfinite(X.sum(1)).all(): return X           # fast path: a row with NaN/inf has a non-finite sum
     bad = ~torch.isfinite(X).all(1)
     if bad.any():
-        raise InputError(f"{name} has {int(bad.sum())} rows with NaN or infinite values (first: row {int(bad.nonzero()[0])}); drop or impute them")
+        raise InputError(f"{name} has {int(bad.sum())} rows with NaN or infinite values "
+                         f"(first: row {int(bad.nonzero()[0])}); drop or impute them")
     return X
 
 # %% ../nbs/02_ikmeans.ipynb #b12d2e74
@@ -55,23 +62,31 @@ def sqdist(
     c2 = (C * C).sum(1) if c2 is None else c2
     return torch.addmm(c2[None], X, C.T, alpha=-2).add_(x2[:, None]).clamp_(min=0)
 
+# %% ../nbs/02_ikmeans.ipynb #c3087dfb
 def chunk_rows(n_cols:int, device) -> int:
     "Rows per chunk so that a chunk of an n×`n_cols` block holds about 4M (CPU) or 64M (GPU) numbers."
     return max(256, (2**26 if torch.device(device).type == 'cuda' else 2**22) // max(n_cols, 1))
 
 # %% ../nbs/02_ikmeans.ipynb #d8b66ac4
+def as_generator(random_state=None) -> np.random.Generator:
+    "A numpy `Generator` from `random_state`: an int, a `Generator` (returned as is), a `RandomState` or None."
+    if isinstance(random_state, np.random.RandomState): return np.random.default_rng(random_state.randint(2**31))
+    return np.random.default_rng(random_state)
+
+# %% ../nbs/02_ikmeans.ipynb #eeff9f3f
 def kmeans_plusplus(
     X:torch.Tensor,             # (N, D) float32 points (centred)
     k:int,                      # number of centres
-    rng:np.random.Generator,    # source of all randomness
+    random_state=None,          # int or `Generator`: source of all randomness
     n_local_trials:int=None,    # candidates per step (default 2 + ⌊ln k⌋)
     x2:torch.Tensor=None,       # precomputed squared norms of `X`
     n_eval:int=4096,            # candidates are compared on this many random points (None: all)
 ) -> torch.Tensor:              # (k, D) initial centres
     "Greedy k-means++ seeding of `k` centres in `X` with D² sampling."
-    N, trials = len(X), n_local_trials or 2 + int(math.log(k))
+    N, trials, rng = len(X), n_local_trials or 2 + int(math.log(k)), as_generator(random_state)
     x2 = (X * X).sum(1) if x2 is None else x2
-    ev = None if n_eval is None or N <= n_eval else torch.as_tensor(rng.choice(N, n_eval, replace=False), device=X.device)
+    ev = None if n_eval is None or N <= n_eval else rng.choice(N, n_eval, replace=False)
+    ev = None if ev is None else torch.as_tensor(ev, device=X.device)
     Xe, x2e = (X, x2) if ev is None else (X[ev], x2[ev])
     idx = [int(rng.integers(N))]
     d2 = sqdist(X, X[idx], x2, x2[idx])[:, 0]
@@ -113,6 +128,7 @@ def _reseed_empty(C:torch.Tensor, counts:torch.Tensor, X:torch.Tensor, mind:torc
     if len(empty): C[empty] = X[mind.topk(len(empty)).indices]
     return C
 
+# %% ../nbs/02_ikmeans.ipynb #40678109
 def lloyd(
     X:torch.Tensor,          # (N, D) float32 points (centred)
     C:torch.Tensor,          # (K, D) initial centres
@@ -139,7 +155,7 @@ def lloyd(
 def kmeans_fit(
     X:torch.Tensor,             # (N, D) float32 points (centred)
     k:int,                      # number of clusters
-    rng:np.random.Generator,    # source of all randomness
+    random_state=None,          # int or `Generator`: source of all randomness
     n_init:int=1,               # restarts (best inertia wins)
     max_iter:int=300,           # most Lloyd iterations per run
     tol:float=1e-4,             # relative tolerance on the centre shift
@@ -148,7 +164,8 @@ def kmeans_fit(
     var:float=None,             # precomputed mean feature variance of `X`
     seed_size:int=None,         # draw each run's k-means++ seeds from this many random points (None: all)
 ) -> tuple:                     # (centres, labels, inertia, iterations of the final run)
-    "k-means of `X` with `k` clusters: `n_init` k-means++ + Lloyd runs (on subsample `sub` if given), best refined on all points."
+    "k-means of `X` with `k` clusters: `n_init` k-means++ + Lloyd runs (on `sub` if given), best refined on all points."
+    rng = as_generator(random_state)
     x2 = (X * X).sum(1) if x2 is None else x2
     var = float(X.var(0).mean()) if var is None else var
     Xs = X if sub is None else X[sub]
@@ -192,6 +209,7 @@ def _sil(S:torch.Tensor, labels:torch.Tensor, counts:torch.Tensor) -> torch.Tens
     sil = (b - a) / torch.maximum(a, b).clamp(min=1e-12)
     return torch.where(n_own > 1, sil, torch.zeros_like(sil))
 
+# %% ../nbs/02_ikmeans.ipynb #50d7b549
 def silhouette_samples_t(
     X:torch.Tensor,         # (N, D) points (may require grad)
     labels:torch.Tensor,    # (N,) integer labels in 0..K-1
@@ -206,7 +224,8 @@ def silhouette_samples_t(
 def _jackknife(T:torch.Tensor, grp:torch.Tensor, labels:torch.Tensor) -> tuple:
     "Mean silhouette and its delete-a-group jackknife standard error from block sums `T` (n, G, K)."
     G, K = T.shape[1:]
-    counts_g = torch.zeros(G, K, dtype=T.dtype, device=T.device).index_put_((grp, labels), torch.ones_like(T[:, 0, 0]), accumulate=True)
+    counts_g = torch.zeros(G, K, dtype=T.dtype, device=T.device)
+    counts_g.index_put_((grp, labels), torch.ones_like(T[:, 0, 0]), accumulate=True)
     s = _sil(T.sum(1), labels, counts_g.sum(0)).double()
     if G == 1: return float(s.mean()), 0.0
     s_g = _sil(T.sum(1, keepdim=True) - T, labels, counts_g.sum(0) - counts_g).double()  # (n, G): without block g
@@ -214,6 +233,7 @@ def _jackknife(T:torch.Tensor, grp:torch.Tensor, labels:torch.Tensor) -> tuple:
     th = (s_g * keep).sum(0) / keep.sum(0)
     return float(s.mean()), float(((G - 1) / G * ((th - th.mean()) ** 2).sum()).sqrt())
 
+# %% ../nbs/02_ikmeans.ipynb #accc7050
 def silhouette_scores_t(
     X:torch.Tensor,         # (n, D) points (all of them, or a subsample in random order)
     labelings:list,         # label tensors (n,) with values in 0..K-1, one per clustering to score
@@ -222,7 +242,8 @@ def silhouette_scores_t(
     "Mean silhouettes of several labellings of `X` with one pass over the distances, with jackknife errors."
     labelings = [l.long() for l in labelings]
     Ks = [int(l.max()) + 1 for l in labelings]
-    T, grp = dist_sums(X - X.mean(0), torch.cat([F.one_hot(l, K) for l, K in zip(labelings, Ks)], 1), min(n_groups, len(X)))
+    P = torch.cat([F.one_hot(l, K) for l, K in zip(labelings, Ks)], 1)
+    T, grp = dist_sums(X - X.mean(0), P, min(n_groups, len(X)))
     return [_jackknife(t, grp, l) for t, l in zip(T.split(Ks, -1), labelings)]
 
 # %% ../nbs/02_ikmeans.ipynb #414532a7
@@ -274,8 +295,10 @@ def silhouette(
         C = torch.zeros(int(lab.max()) + 1, X.shape[1], device=dev).index_add_(0, lab, X) / torch.bincount(lab)[:, None]
         return float(simplified_silhouette_t(X, lab, C).mean()), 0.0
     if method == 'exact': return silhouette_scores_t(X, [lab])[0]
-    if method != 'sampled': raise InputError(f"silhouette method '{method}': use 'exact', 'sampled', 'simplified' or 'auto'")
-    idx = torch.as_tensor(np.random.default_rng(random_state).choice(len(X), min(sample_size, len(X)), replace=False), device=dev)
+    if method != 'sampled':
+        raise InputError(f"silhouette method '{method}': use 'exact', 'sampled', 'simplified' or 'auto'")
+    idx = as_generator(random_state).choice(len(X), min(sample_size, len(X)), replace=False)
+    idx = torch.as_tensor(idx, device=dev)
     return silhouette_scores_t(X[idx], [lab[idx]], n_groups=10)[0]
 
 # %% ../nbs/02_ikmeans.ipynb #77d9c8b0
@@ -311,16 +334,13 @@ def _k_values(self:IKMeans, n:int) -> list:
     if not ok or k0 < 1 or k1 < k0: raise InputError(f"{name}: give integers 1 <= k_min <= k_max, e.g. k_range=(2, 12)")
     if k0 < 2 and k1 > k0: raise InputError(f"{name}: a range must start at k >= 2 (the silhouette needs two clusters)")
     if k1 > n: raise InputError(f"{name}: k={k1} is more than the {n} samples; lower k_max")
-    if self.silhouette is None and k1 > k0: raise InputError(f"{name} with silhouette=None: choosing k needs a silhouette; use 'auto'")
+    if self.silhouette is None and k1 > k0:
+        raise InputError(f"{name} with silhouette=None: choosing k needs a silhouette; use 'auto'")
     if self.silhouette not in ('auto', 'exact', 'sampled', 'simplified', None):
         raise InputError(f"silhouette='{self.silhouette}': use 'auto', 'exact', 'sampled', 'simplified' or None")
     return list(range(k0, k1 + 1))
 
 # %% ../nbs/02_ikmeans.ipynb #0e12f55f
-def _rng(random_state) -> np.random.Generator:
-    if isinstance(random_state, np.random.RandomState): return np.random.default_rng(random_state.randint(2**31))
-    return np.random.default_rng(random_state)
-
 @contextmanager
 def torch_threads(n:int=None):
     "Run the block with `n` torch CPU threads (None: unchanged), restoring the setting afterwards."
@@ -337,15 +357,18 @@ def _sil_method(self:IKMeans, n:int, n_k:int) -> str|None:
     if m == 'auto': return None if n_k == 1 else ('exact' if n <= self.silhouette_sample_size else 'sampled')
     return m
 
+# %% ../nbs/02_ikmeans.ipynb #2c743b70
 @patch
 def _score(self:IKMeans, X, runs:list, method:str, sil_idx):
     "Put the silhouettes of `runs` [(k, labels of the scored points, centres, non-empty clusters)] in `scores_`."
     todo = []
     for k, lab, C, n_used in runs:
         if n_used < k or k < 2 or len(lab.unique()) < 2:
-            if k > 1: warnings.warn(f"IKMeans: k={k} gave only {n_used} non-empty clusters (too few distinct points); k={k} is skipped")
+            if k > 1: warnings.warn(f"IKMeans: k={k} gave only {n_used} non-empty clusters "
+                                    f"(too few distinct points); k={k} is skipped")
             self.scores_[k] = self.score_se_[k] = math.nan
-        elif method == 'simplified': self.scores_[k], self.score_se_[k] = float(simplified_silhouette_t(X, lab, C).double().mean()), 0.0
+        elif method == 'simplified':
+            self.scores_[k], self.score_se_[k] = float(simplified_silhouette_t(X, lab, C).double().mean()), 0.0
         else: todo.append((k, lab))
     if not todo: return
     Xe = X if sil_idx is None else X[sil_idx]
@@ -377,9 +400,10 @@ def fit(self:IKMeans,
     "Cluster `X` for each k of the range and keep the k with the best silhouette."
     dev = torch_device(self.device)
     X = as_points(X, dev)
-    ks, rng = self._k_values(len(X)), _rng(self.random_state)
+    ks, rng = self._k_values(len(X)), as_generator(self.random_state)
     if self.seed_size is not None and (not isinstance(self.seed_size, (int, np.integer)) or self.seed_size < 1):
-        raise InputError(f"seed_size={self.seed_size!r}: give a positive integer (points to draw k-means++ seeds from) or None for all")
+        raise InputError(f"seed_size={self.seed_size!r}: give a positive integer "
+                         "(points to draw k-means++ seeds from) or None for all")
     self.n_features_in_, self.device_ = X.shape[1], str(dev)
     mean, span = X.double().mean(0).float(), float(X.abs().max())
     X = X - mean
@@ -392,20 +416,22 @@ def fit(self:IKMeans,
     self.cluster_centers_, self.labels_ = (C + mean).cpu().numpy(), labels.cpu().numpy()
     return self
 
+# %% ../nbs/02_ikmeans.ipynb #f1b330d6
 def _subsample(rng, n:int, size:int, above:int, dev, sort:bool):
     "Indices of `size` random rows (sorted, or in random order) when `n` > `above` and `size` is set, else None."
     if not size or n <= above: return None
     idx = rng.choice(n, size, replace=False)
     return torch.as_tensor(np.sort(idx) if sort else idx, device=dev)
 
-# %% ../nbs/02_ikmeans.ipynb #f1b330d6
+# %% ../nbs/02_ikmeans.ipynb #d8ecfe3c
 @patch
 def _scan(self:IKMeans, X, ks, rng, method, sub, sil_idx) -> tuple:
-    "k-means for each k in `ks` and silhouettes (as it goes with `patience`, else at the end); the best (centres, labels, inertia)."
+    "k-means for each k in `ks`, scored by silhouette (as it goes with `patience`); best (centres, labels, inertia)."
     x2, var = (X * X).sum(1), float(X.var(0).mean())
     self.scores_, self.score_se_, self.inertias_, fits, runs = {}, {}, {}, {}, []
     for k in tqdm(ks, desc='IKMeans', disable=not self.progress):
-        C, labels, inertia, n_iter = kmeans_fit(X, k, rng, self.n_init, self.max_iter, self.tol, sub, x2, var, self.seed_size)
+        C, labels, inertia, n_iter = kmeans_fit(X, k, rng, self.n_init, self.max_iter, self.tol, sub, x2, var,
+                                                self.seed_size)
         fits[k], self.inertias_[k] = (C, inertia, n_iter), inertia
         if not method: continue
         n_used = int((torch.bincount(labels, minlength=k) > 0).sum())
@@ -416,7 +442,8 @@ def _scan(self:IKMeans, X, ks, rng, method, sub, sil_idx) -> tuple:
         if self.patience and (b := _best_k(self.scores_)) is not None and k - b >= self.patience: break
     if runs: self._score(X, runs, method, sil_idx)
     k = _best_k(self.scores_) if method and len(ks) > 1 else ks[0]
-    if k is None: raise InputError(f"k_range={self.k_range}: no k gives that many distinct non-empty clusters; X has too few distinct points")
+    if k is None: raise InputError(f"k_range={self.k_range}: no k gives that many distinct non-empty clusters; "
+                                   "X has too few distinct points")
     (C, inertia, self.n_iter_), self.n_clusters_ = fits[k], k
     return C, assign(X, C, x2)[0], inertia
 
@@ -426,15 +453,19 @@ def _points(self:IKMeans, X) -> tuple:
     "`X` and the centres as tensors, both shifted by the centres' mean (for accurate float32 distances)."
     check_is_fitted(self, 'cluster_centers_')
     X = as_points(X, self.device_)
-    if X.shape[1] != self.n_features_in_: raise InputError(f"X has {X.shape[1]} features, but IKMeans is expecting {self.n_features_in_} features as input (as in fit)")
+    if X.shape[1] != self.n_features_in_:
+        raise InputError(f"X has {X.shape[1]} features, but IKMeans is expecting {self.n_features_in_} features "
+                         "as input (as in fit)")
     C = torch.as_tensor(self.cluster_centers_, device=self.device_)
     return X - C.mean(0), C - C.mean(0)
 
+# %% ../nbs/02_ikmeans.ipynb #30e9c675
 @patch
 def predict(self:IKMeans, X) -> np.ndarray:
     "Index of the nearest cluster centre for each row of `X`."
     return assign(*self._points(X))[0].cpu().numpy()
 
+# %% ../nbs/02_ikmeans.ipynb #8a8a551a
 @patch
 def transform(self:IKMeans, X) -> np.ndarray:
     "Euclidean distances from each row of `X` to every cluster centre (N × k; float32 only for float32 input)."

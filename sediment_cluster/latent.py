@@ -15,18 +15,25 @@ import torch.nn.functional as F
 from .core import InputError, check_choice
 
 # %% auto #0
-__all__ = ['KERNELS', 'reparameterise', 'reconstruction_loss', 'kl_divergence', 'mmd', 'Ramp', 'weight_at', 'TrainingDiverged']
+__all__ = ['KERNELS', 'reparameterise', 'soft_clamp_logvar', 'reconstruction_loss', 'kl_divergence', 'mmd', 'Ramp', 'weight_at',
+           'TrainingDiverged']
 
 # %% ../nbs/03_latent.ipynb #61befe72
 def reparameterise(mu:torch.Tensor, logvar:torch.Tensor) -> torch.Tensor:
     "Sample z = mu + σ·ε with ε ~ N(0, I) and σ = exp(`logvar`/2) (Kingma & Welling 2014)."
     return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
+# %% ../nbs/03_latent.ipynb #cb42372e
+def soft_clamp_logvar(logvar:torch.Tensor, bound:float=10.) -> torch.Tensor:
+    "`bound`·tanh(`logvar`/`bound`): a log-variance kept within ±`bound`, smoothly."
+    return bound * torch.tanh(logvar / bound)
+
 # %% ../nbs/03_latent.ipynb #214b05ea
 def reconstruction_loss(x_hat:torch.Tensor, x:torch.Tensor) -> torch.Tensor:
-    "Mean squared error between reconstructions `x_hat` and spectra `x` (eq. 1)."
+    "Mean squared error between reconstructions `x_hat` and inputs `x` (eq. 1)."
     return F.mse_loss(x_hat, x)
 
+# %% ../nbs/03_latent.ipynb #a167a0db
 def kl_divergence(mu:torch.Tensor, logvar:torch.Tensor) -> torch.Tensor:
     "KL(N(`mu`, exp(`logvar`)) ‖ N(0, I)): summed over latent dimensions, averaged over samples."
     return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(-1).mean()
@@ -36,6 +43,7 @@ def _sq_dists(x:torch.Tensor, y:torch.Tensor) -> torch.Tensor:
     "Pairwise squared Euclidean distances (n×m), without the square root (its gradient at 0 is NaN)."
     return (x.pow(2).sum(1, keepdim=True) + y.pow(2).sum(1) - 2 * x @ y.T).clamp_min(0)
 
+# %% ../nbs/03_latent.ipynb #58648e70
 KERNELS = {'gaussian': lambda r2, h: torch.exp(-r2 / h),   # Gaussian (RBF)
            'imq':      lambda r2, h: h / (h + r2)}          # inverse multiquadric
 
@@ -67,6 +75,7 @@ class Ramp:
         t = np.clip((epoch - self.begin) / max(self.end - self.begin, 1e-9), 0., 1.)
         return float(self.start + (self.stop - self.start) * t)
 
+# %% ../nbs/03_latent.ipynb #1378d1d2
 def weight_at(w, epoch:int) -> float:
     "The value of weight `w` (a number or a callable of the epoch) at `epoch`."
     return float(w(epoch)) if callable(w) else float(w)

@@ -19,12 +19,15 @@ def _masked_pair(pred, ref) -> tuple:
     "Flatten `pred` and `ref`, check their shapes agree and drop items where either is −1."
     pred, ref = np.asarray(pred), np.asarray(ref)
     if pred.shape != ref.shape:
-        raise InputError(f"labels have shape {pred.shape} but the reference has {ref.shape}; both must label the same items")
+        raise InputError(f"labels have shape {pred.shape} but the reference has {ref.shape}; "
+                         "both must label the same items")
     pred, ref = pred.ravel(), ref.ravel()
     keep = ~(_is_unlabelled(pred) | _is_unlabelled(ref))
-    if not keep.any(): raise InputError("no item carries a label in both arrays (all are −1 or empty); nothing to compare")
+    if not keep.any():
+        raise InputError("no item carries a label in both arrays (all are −1 or empty); nothing to compare")
     return pred[keep], ref[keep]
 
+# %% ../nbs/01_metrics.ipynb #0940854a
 def _is_unlabelled(a:np.ndarray) -> np.ndarray:
     return (a == -1) if a.dtype.kind in 'iuf' else np.zeros(a.shape, bool)
 
@@ -76,10 +79,12 @@ def purity(pred, ref) -> float:
     C = contingency(pred, ref)[0]
     return float(C.max(0).sum() / C.sum())
 
+# %% ../nbs/01_metrics.ipynb #302f2f4d
 def ari(pred, ref) -> float:
     "Adjusted Rand index of `pred` against `ref` (−1 items dropped)."
     return float(adjusted_rand_score(*_masked_pair(pred, ref)[::-1]))
 
+# %% ../nbs/01_metrics.ipynb #fe87ac04
 def nmi(pred, ref) -> float:
     "Normalised mutual information of `pred` and `ref` (arithmetic mean normalisation, −1 dropped)."
     return float(normalized_mutual_info_score(*_masked_pair(pred, ref)[::-1]))
@@ -103,6 +108,7 @@ def _div(a, b) -> np.ndarray:
     a, b = np.asarray(a, float), np.asarray(b, float)
     return np.divide(a, b, out=np.zeros(np.broadcast(a, b).shape), where=b > 0)
 
+# %% ../nbs/01_metrics.ipynb #d4132510
 def tversky(tp, fp, fn, alpha:float=0.7, beta:float=0.3) -> np.ndarray:
     "Tversky index TP/(TP + `alpha`·FN + `beta`·FP) elementwise (eq. 7; `alpha` weighs false negatives)."
     tp, fp, fn = (np.asarray(v, float) for v in (tp, fp, fn))
@@ -113,6 +119,7 @@ def _summary(per:np.ndarray, support:np.ndarray) -> dict:
     return dict(macro=float(per.mean()), weighted=float((per * support).sum() / support.sum()),
                 per_cluster=[float(v) for v in per])
 
+# %% ../nbs/01_metrics.ipynb #cef5b37a
 def cluster_scores(counts:np.ndarray, alpha:float=0.7, beta:float=0.3) -> dict:
     "Accuracy, precision, recall, F1 and Tversky per row of `counts` (TP, FP, FN, TN) with macro/weighted means."
     tp, fp, fn, tn = np.asarray(counts, float).T

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/20_cubes.datacube.ipynb #e67564b0
 from __future__ import annotations
-import json, os, shutil, warnings
+import json, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -17,13 +17,14 @@ from fastcore.basics import patch
 from ..core import InputError, atomic_path
 
 # %% auto #0
-__all__ = ['CUBE_EXTS', 'Datacube', 'cube_format', 'write_cube', 'open_cube', 'read_cube', 'iter_spectra', 'integrate', 'rebin',
-           'rebin_axis', 'SpectraPreprocessor']
+__all__ = ['CUBE_EXTS', 'Datacube', 'cube_format', 'write_cube', 'open_cube', 'read_cube', 'write_labels', 'read_labels',
+           'iter_spectra', 'integrate', 'rebin', 'rebin_axis', 'SpectraPreprocessor']
 
 # %% ../../nbs/20_cubes.datacube.ipynb #19c53855
 def _check_cube_shape(shape, what) -> tuple:
     if len(shape) != 3:
-        raise InputError(f"{what}: a cube must be 3-D (H, W, C), got shape {tuple(shape)}; reshape spectra to (H, W, C)")
+        raise InputError(f"{what}: a cube must be 3-D (H, W, C), got shape {tuple(shape)}; "
+                         "reshape spectra to (H, W, C)")
     return tuple(int(s) for s in shape)
 
 # %% ../../nbs/20_cubes.datacube.ipynb #c6601be3
@@ -42,17 +43,22 @@ class Datacube:
         if self.axis is None: self.axis, self.unit = np.arange(C, dtype=float), 'channel'
         self.axis = np.asarray(self.axis, dtype=float)
         if self.axis.shape != (C,):
-            raise InputError(f"{self.path or 'cube'}: the {self.quantity} axis has {self.axis.size} values but the cube has {C} channels")
+            raise InputError(f"{self.path or 'cube'}: the {self.quantity} axis has {self.axis.size} values "
+                             f"but the cube has {C} channels")
 
 # %% ../../nbs/20_cubes.datacube.ipynb #9f8562b5
 @patch(as_prop=True)
 def shape(self:Datacube) -> tuple: return tuple(int(s) for s in self.data.shape)
+
+# %% ../../nbs/20_cubes.datacube.ipynb #3b2d6ab9
 @patch(as_prop=True)
 def n_channels(self:Datacube) -> int: return self.shape[2]
+
+# %% ../../nbs/20_cubes.datacube.ipynb #cc8bbbc9
 @patch(as_prop=True)
 def dtype(self:Datacube) -> np.dtype: return np.dtype(self.data.dtype)
 
-# %% ../../nbs/20_cubes.datacube.ipynb #3b2d6ab9
+# %% ../../nbs/20_cubes.datacube.ipynb #91b834cd
 @patch
 def close(self:Datacube):
     "Close the file behind the cube (HDF5); a no-op otherwise."
@@ -60,6 +66,7 @@ def close(self:Datacube):
         self._handle.close()
         self._handle = None
 
+# %% ../../nbs/20_cubes.datacube.ipynb #03f75e59
 @patch
 def load(self:Datacube) -> Datacube:
     "Read the whole cube into memory and close any file behind it."
@@ -67,11 +74,15 @@ def load(self:Datacube) -> Datacube:
     self.close()
     return cube
 
-# %% ../../nbs/20_cubes.datacube.ipynb #cc8bbbc9
+# %% ../../nbs/20_cubes.datacube.ipynb #768932b9
 @patch
 def __enter__(self:Datacube): return self
+
+# %% ../../nbs/20_cubes.datacube.ipynb #c18474c2
 @patch
 def __exit__(self:Datacube, *exc): self.close()
+
+# %% ../../nbs/20_cubes.datacube.ipynb #bef84359
 @patch
 def __repr__(self:Datacube):
     src = f", {Path(self.path).name}" if self.path else ''
@@ -81,6 +92,7 @@ def __repr__(self:Datacube):
 # %% ../../nbs/20_cubes.datacube.ipynb #daf104f9
 CUBE_EXTS = {'.npy': 'npy', '.h5': 'h5', '.hdf5': 'h5', '.hdf': 'h5', '.zarr': 'zarr'}
 
+# %% ../../nbs/20_cubes.datacube.ipynb #df3a3348
 def cube_format(path) -> str:
     "The cube format of `path` ('npy', 'h5' or 'zarr') from its extension."
     path = Path(path)
@@ -92,10 +104,11 @@ def cube_format(path) -> str:
 def _row_blocks(H:int, chunk_rows:int) -> Iterator[slice]:
     for r0 in range(0, H, chunk_rows): yield slice(r0, min(r0 + chunk_rows, H))
 
+# %% ../../nbs/20_cubes.datacube.ipynb #03e5002f
 def _axis_meta(axis, unit, quantity) -> dict:
     return {'units': unit, 'quantity': quantity, 'values': [float(v) for v in axis]}
 
-# %% ../../nbs/20_cubes.datacube.ipynb #03e5002f
+# %% ../../nbs/20_cubes.datacube.ipynb #5c79b491
 def _write_npy(tmp:Path, data, axis, unit, quantity, chunk_rows):
     out = np.lib.format.open_memmap(tmp, mode='w+', dtype=data.dtype, shape=data.shape)
     for rows in _row_blocks(data.shape[0], chunk_rows): out[rows] = data[rows]
@@ -103,6 +116,7 @@ def _write_npy(tmp:Path, data, axis, unit, quantity, chunk_rows):
     del out
     return _axis_meta(axis, unit, quantity)
 
+# %% ../../nbs/20_cubes.datacube.ipynb #24cacac9
 def _write_h5(tmp:Path, data, axis, unit, quantity, chunk_rows):
     import h5py
     H, W, C = data.shape
@@ -119,7 +133,8 @@ def _write_zarr(tmp:Path, data, axis, unit, quantity, chunk_rows):
     g = zarr.open_group(tmp, mode='w')
     img = g.create_array('img', shape=data.shape, dtype=data.dtype, chunks=(min(H, chunk_rows), W, C))
     for rows in _row_blocks(H, chunk_rows): img[rows] = data[rows]
-    if unit != 'channel': g.create_array('energy', data=np.asarray(axis), attributes={'units': unit, 'quantity': quantity})
+    if unit != 'channel':
+        g.create_array('energy', data=np.asarray(axis), attributes={'units': unit, 'quantity': quantity})
 
 # %% ../../nbs/20_cubes.datacube.ipynb #38bb3c74
 def write_cube(
@@ -186,9 +201,22 @@ def open_cube(path) -> Datacube:
     if fmt == 'h5' and path.is_dir(): raise InputError(f"{path}: is a folder, not an HDF5 file")
     return {'npy': _open_npy, 'h5': _open_h5, 'zarr': _open_zarr}[fmt](path)
 
+# %% ../../nbs/20_cubes.datacube.ipynb #88dc2cd6
 def read_cube(path) -> Datacube:
     "Read the whole cube at `path` into memory."
     return open_cube(path).load()
+
+# %% ../../nbs/20_cubes.datacube.ipynb #9bebbee0
+def write_labels(path, labels:np.ndarray) -> Path:
+    "Write the label map `labels` (H×W ints, −1: no label) to the `.npy` file `path` atomically."
+    path = Path(path)
+    with atomic_path(path) as tmp: np.save(tmp, np.asarray(labels))
+    return path
+
+# %% ../../nbs/20_cubes.datacube.ipynb #59e6ee08
+def read_labels(src) -> np.ndarray:
+    "A label map: the `.npy` file at `src`, or `src` itself as an array."
+    return np.load(src) if isinstance(src, (str, Path)) else np.asarray(src)
 
 # %% ../../nbs/20_cubes.datacube.ipynb #7b01122a
 def iter_spectra(
@@ -200,6 +228,7 @@ def iter_spectra(
     H, W, C = cube.shape
     for rows in _row_blocks(H, chunk_rows): yield rows, np.asarray(cube.data[rows]).reshape(-1, C)
 
+# %% ../../nbs/20_cubes.datacube.ipynb #0ebd0183
 def integrate(cube:Datacube, chunk_rows:int=16) -> np.ndarray: # H×W float64
     "The energy-integrated image of `cube`: the sum over channels, read block by block."
     if not isinstance(cube, Datacube): cube = Datacube(cube)
@@ -212,6 +241,7 @@ def _bin_starts(n_channels:int, n_bins:int) -> np.ndarray:
         raise InputError(f"n_bins={n_bins}: must be between 1 and the number of channels ({n_channels})")
     return np.array([a[0] for a in np.array_split(np.arange(n_channels), n_bins)])
 
+# %% ../../nbs/20_cubes.datacube.ipynb #27bbba6b
 def rebin(X:np.ndarray, n_bins:int) -> np.ndarray: # N×n_bins sums
     "Sum the channels of spectra `X` (N×C) into `n_bins` contiguous groups, dropping none."
     X = np.asarray(X)
@@ -222,6 +252,7 @@ def rebin(X:np.ndarray, n_bins:int) -> np.ndarray: # N×n_bins sums
     for i in range(1, w): out += X[..., i::w]
     return out
 
+# %% ../../nbs/20_cubes.datacube.ipynb #844c5517
 def rebin_axis(axis:np.ndarray, n_bins:int) -> np.ndarray: # n_bins bin centres
     "The centre (mean channel value) of each group `rebin` makes from `axis`."
     starts = _bin_starts(len(axis), n_bins)
@@ -233,10 +264,12 @@ def _check_spectra(X, what='X') -> np.ndarray:
     if hasattr(X, 'toarray'): raise InputError(f"{what}: sparse input is not supported; pass a dense N×C array")
     X = np.asarray(X)
     if X.ndim != 2:
-        raise InputError(f"{what}: spectra must be a 2-D N×C array, got shape {X.shape}; Reshape your data (a cube: cube.reshape(-1, C))")
+        raise InputError(f"{what}: spectra must be a 2-D N×C array, got shape {X.shape}; "
+                         "Reshape your data (a cube: cube.reshape(-1, C))")
     try: return check_array(X, ensure_all_finite=False, dtype='numeric')
     except ValueError as e: raise InputError(f"{what}: {e}".splitlines()[0])
 
+# %% ../../nbs/20_cubes.datacube.ipynb #26da8b59
 def _clean(X:np.ndarray) -> tuple:
     "`X` as float with NaN/inf/negatives set to 0, and the two counts."
     X = X.astype(np.float64, copy=True)
@@ -277,7 +310,8 @@ def _sp_transform(self, X) -> np.ndarray: # N×n_bins float64
     if not hasattr(self, 'n_features_in_'): raise InputError("SpectraPreprocessor: call fit before transform")
     X = _check_spectra(X)
     if X.shape[1] != self.n_features_in_:
-        raise InputError(f"X has {X.shape[1]} features, but SpectraPreprocessor is expecting {self.n_features_in_} features as input (channels); fit it on spectra like these")
+        raise InputError(f"X has {X.shape[1]} features, but SpectraPreprocessor is expecting {self.n_features_in_} "
+                         "features as input (channels); fit it on spectra like these")
     X = np.add.reduceat(_clean(X)[0], self.bin_starts_, axis=1)
     if self.log1p: X = np.log1p(X)
     if not self.normalize: return X
@@ -286,11 +320,13 @@ def _sp_transform(self, X) -> np.ndarray: # N×n_bins float64
     if zero.any(): warnings.warn(f"SpectraPreprocessor: {int(zero.sum())} all-zero spectra stay zero")
     return np.divide(X, m, out=np.zeros_like(X), where=m > 0)
 
+# %% ../../nbs/20_cubes.datacube.ipynb #b2b7d6c0
 SpectraPreprocessor.transform = _sp_transform
 
-# %% ../../nbs/20_cubes.datacube.ipynb #b2b7d6c0
+# %% ../../nbs/20_cubes.datacube.ipynb #abc54466
 def _sp_transform_axis(self, axis) -> np.ndarray:
     "The channel axis that goes with `transform`'s output (bin centres)."
     return rebin_axis(axis, len(self.bin_starts_))
 
+# %% ../../nbs/20_cubes.datacube.ipynb #381b3565
 SpectraPreprocessor.transform_axis = _sp_transform_axis

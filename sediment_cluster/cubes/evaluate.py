@@ -19,7 +19,8 @@ from sklearn.utils.validation import check_array
 from tqdm.auto import tqdm
 
 from ..core import InputError, atomic_path
-from .datacube import Datacube
+from .datacube import Datacube, read_cube, read_labels, write_labels
+from .synth_xrf import SynthCube, _as_rgb8, cluster_rgb
 from ..ikmeans import IKMeans
 from ..metrics import (UNMATCHED, _is_unlabelled, evaluate_labels, match_clusters, matched_confusion,
                                       plot_confusion, relabel)
@@ -35,17 +36,21 @@ __all__ = ['SCORES', 'as_cube', 'check_reference', 'rgb_reference', 'CubeSegment
 def as_cube(cube) -> np.ndarray: # H×W×C
     "The H×W×C array of `cube`: a numpy array, a `Datacube` or a `SynthCube`."
     if isinstance(cube, Datacube): cube = cube.data
-    elif hasattr(cube, 'cube') and hasattr(cube, 'labels'): cube = cube.cube
+    elif isinstance(cube, SynthCube): cube = cube.cube
     X = np.asarray(cube)
     if X.ndim != 3 or 0 in X.shape: raise InputError(f"cube: expected an H×W×C array of spectra, got shape {X.shape}")
     if X.dtype.kind not in 'iuf': raise InputError(f"cube: dtype {X.dtype} is not numeric")
     return X
 
+# %% ../../nbs/28_cubes.evaluate.ipynb #48200338
 def check_reference(ref, shape:tuple, what:str='reference') -> np.ndarray: # H×W int
     "`ref` as an integer label map of `shape` (H×W), −1 = unlabelled."
     ref = np.asarray(ref)
-    if ref.shape != tuple(shape): raise InputError(f"{what}: label map of shape {ref.shape} but the cube has {tuple(shape)} pixels; use labels of the same cube")
-    if ref.dtype.kind not in 'iu': raise InputError(f"{what}: labels must be integers (−1 = unlabelled), got dtype {ref.dtype}")
+    if ref.shape != tuple(shape):
+        raise InputError(f"{what}: label map of shape {ref.shape} but the cube has {tuple(shape)} pixels; use labels "
+                         "of the same cube")
+    if ref.dtype.kind not in 'iu':
+        raise InputError(f"{what}: labels must be integers (−1 = unlabelled), got dtype {ref.dtype}")
     return ref
 
 # %% ../../nbs/28_cubes.evaluate.ipynb #fa839943
@@ -55,7 +60,6 @@ def rgb_reference(
     random_state=0,         # seed of the clustering
 ) -> np.ndarray:            # H×W int64 labels
     "The reference segmentation: IKMeans on the RGB pixels of `rgb`, k by silhouette."
-    from sediment_cluster.cubes.synth_xrf import _as_rgb8, cluster_rgb
     rgb = _as_rgb8(rgb)
     return cluster_rgb(rgb, k_range, random_state).labels_.reshape(rgb.shape[:2]).astype(np.int64)
 
@@ -95,11 +99,15 @@ def __call__(self:CubeSegmenter, cube) -> np.ndarray: # H×W labels
     self.encoder_, self.clusterer_, self.seconds_ = enc, cl, time.perf_counter() - t0
     return np.asarray(labels).reshape(H, W)
 
+# %% ../../nbs/28_cubes.evaluate.ipynb #0e15831b
 @patch
 def frozen(self:CubeSegmenter, fit_clusterer:bool=True) -> CubeSegmenter:
-    "A segmenter with the encoder fitted by the last call, not retrained; the clusterer refitted per cube unless `fit_clusterer=False`."
-    if not hasattr(self, 'clusterer_'): raise InputError("CubeSegmenter.frozen(): call the segmenter on a cube first, so that it has fitted parts")
-    if self.encoder_ is None and fit_clusterer: raise InputError("CubeSegmenter.frozen(): without an encoder only the clusterer can be frozen; use fit_clusterer=False")
+    "A segmenter with the encoder of the last call, not retrained; the clusterer refitted unless `fit_clusterer=False`."
+    if not hasattr(self, 'clusterer_'):
+        raise InputError("CubeSegmenter.frozen(): call the segmenter on a cube first, so that it has fitted parts")
+    if self.encoder_ is None and fit_clusterer:
+        raise InputError("CubeSegmenter.frozen(): without an encoder only the clusterer can be frozen; use "
+                         "fit_clusterer=False")
     return CubeSegmenter(self.clusterer if fit_clusterer else self.clusterer_, self.encoder_, False, fit_clusterer,
                          f"{self.name or 'model'} (frozen)")
 
@@ -125,6 +133,7 @@ def cluster_masks(pred, ref, match:str='hungarian') -> tuple: # (ref labels, P, 
     T = (ref[None] == labels.reshape(-1, *[1] * ref.ndim)) & valid
     return labels, P, T, valid
 
+# %% ../../nbs/28_cubes.evaluate.ipynb #d3118c2f
 def mislabelled(pred, ref, match:str='hungarian') -> np.ndarray: # int8: 1 mislabelled, 0 correct, −1 unlabelled
     "The mislabelled-pixel map of `pred` against `ref` after matching."
     ref = np.asarray(ref)
@@ -135,38 +144,54 @@ def mislabelled(pred, ref, match:str='hungarian') -> np.ndarray: # int8: 1 misla
 SCORES = ('accuracy', 'precision', 'recall', 'f1', 'tversky')   # the per-cluster scores of `evaluate_labels`
 _GREY, _RED, _BLUE = (.55, .55, .55), (.85, .12, .1), (.15, .35, .85)
 
+# %% ../../nbs/28_cubes.evaluate.ipynb #f5f05b3e
+def _no_ticks(axs):
+    "Hide the ticks of every axis in `axs` (image panels)."
+    for ax in axs:
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+# %% ../../nbs/28_cubes.evaluate.ipynb #06a36c04
 def _paint(values:np.ndarray, colours:dict) -> np.ndarray:
     "An RGB image that paints each value of the integer map `values` with `colours[value]`."
     img = np.zeros(values.shape + (3,))
     for v, c in colours.items(): img[values == v] = c
     return img
 
-def _mask_image(mask, valid): return _paint(np.where(valid, mask.astype(int), -1), {1: (1, 1, 1), 0: (0, 0, 0), -1: _GREY})
+# %% ../../nbs/28_cubes.evaluate.ipynb #c4b3c133
+def _mask_image(mask, valid):
+    "A binary `mask` in white on black, pixels outside `valid` grey."
+    return _paint(np.where(valid, mask.astype(int), -1), {1: (1, 1, 1), 0: (0, 0, 0), -1: _GREY})
+
+# %% ../../nbs/28_cubes.evaluate.ipynb #e648a18f
 def _mislabel_image(wrong, valid): return _paint(np.where(valid, wrong.astype(int), -1), {1: _RED, 0: _BLUE, -1: _GREY})
 
+# %% ../../nbs/28_cubes.evaluate.ipynb #a51673b9
 def _check_map(pred, ref) -> tuple:
     pred, ref = np.asarray(pred), np.asarray(ref)
-    if ref.ndim != 2 or pred.shape != ref.shape: raise InputError(f"labels of shape {pred.shape} and reference {ref.shape}: the figures need two H×W maps of one shape")
+    if ref.ndim != 2 or pred.shape != ref.shape:
+        raise InputError(f"labels of shape {pred.shape} and reference {ref.shape}: the figures need two H×W maps of "
+                         "one shape")
     return pred, ref
 
-# %% ../../nbs/28_cubes.evaluate.ipynb #06a36c04
+# %% ../../nbs/28_cubes.evaluate.ipynb #acf3e343
 def _counts_panel(ax, c:dict, ti:float):
     "The 2×2 counts [[TP, FP], [FN, TN]] of one cluster, Tversky index in the title."
     M = np.array([[c['tp'], c['fp']], [c['fn'], c['tn']]])
     ax.imshow(M / max(M.sum(), 1), cmap='Blues', vmin=0, vmax=1)
     for (i, j), name in np.ndenumerate(np.array([['TP', 'FP'], ['FN', 'TN']])):
         ax.text(j, i, f"{name}\n{M[i, j]}", ha='center', va='center', fontsize=7)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    _no_ticks([ax])
     ax.set_title(f"TI = {ti:.3f}", fontsize=8)
 
+# %% ../../nbs/28_cubes.evaluate.ipynb #8a507163
 def _macro_title(res:dict, avg:str='macro') -> str:
     short = dict(accuracy='acc', precision='prec', recall='rec', f1='F1', tversky='TI')
     s = ', '.join(f"{short[k]} {res[k][avg]:.3f}" for k in SCORES)
     um = res['matching']['unmatched_pred']
     return f"{avg}: {s}" + (f"; unmatched predicted clusters: {um}" if um else '')
 
-# %% ../../nbs/28_cubes.evaluate.ipynb #c4b3c133
+# %% ../../nbs/28_cubes.evaluate.ipynb #107fd620
 def plot_cluster_check(
     pred,                   # predicted H×W labels
     ref,                    # reference H×W labels; −1 = unlabelled
@@ -176,7 +201,7 @@ def plot_cluster_check(
     names:list=None,        # a name per reference cluster (default 'cluster <label>')
     size:float=1.8,         # inches per panel
 ):                          # the matplotlib figure
-    "Per reference cluster: predicted and reference masks, mislabelled pixels and TP/FP/FN/TN with the Tversky index (figs 6, 13)."
+    "Per reference cluster: both masks, mislabelled pixels and TP/FP/FN/TN with the Tversky index (figs 6, 13)."
     import matplotlib.pyplot as plt
     pred, ref = _check_map(pred, ref)
     res = evaluate_labels(pred, ref, alpha, beta, match)
@@ -186,8 +211,7 @@ def plot_cluster_check(
         imgs = [_mask_image(P[i], valid), _mask_image(T[i], valid), _mislabel_image(P[i] != T[i], valid)]
         for ax, img in zip(axs[i], imgs):
             ax.imshow(img, interpolation='nearest')
-            ax.set_xticks([])
-            ax.set_yticks([])
+        _no_ticks(axs[i])
         _counts_panel(axs[i, 3], res['matching']['counts'][i], res['tversky']['per_cluster'][i])
         axs[i, 0].set_ylabel(names[i] if names else f"cluster {l}", fontsize=8)
     for ax, t in zip(axs[0], ['predicted (matched)', 'reference', 'mislabelled', 'counts']): ax.set_title(t, fontsize=8)
@@ -225,6 +249,7 @@ def cluster_table(res:dict, names:list=None) -> pd.DataFrame:
     for avg in ('macro', 'weighted'): df.loc[avg] = [df.support.sum(), *[np.nan] * 4, *[res[k][avg] for k in SCORES]]
     return df
 
+# %% ../../nbs/28_cubes.evaluate.ipynb #9d6f12f5
 def plot_cluster_scores(res:dict, ax=None, names:list=None):
     "Grouped bars of the five per-cluster scores of an `evaluate_labels` result."
     import matplotlib.pyplot as plt
@@ -244,6 +269,7 @@ def _label_colours(labels) -> dict:
     cmap = plt.get_cmap('tab10' if len(labels) <= 10 else 'tab20')
     return {**{l: cmap(i % cmap.N)[:3] for i, l in enumerate(labels)}, UNMATCHED: (0, 0, 0), -1: (1, 1, 1)}
 
+# %% ../../nbs/28_cubes.evaluate.ipynb #a8dcfade
 def plot_label_maps(
     maps:dict,              # name → H×W predicted labels
     ref,                    # reference H×W labels
@@ -262,9 +288,7 @@ def plot_label_maps(
         f1 = evaluate_labels(m, ref, match=match)['f1']['weighted']
         ax.imshow(_paint(matched_map(m, ref, match), colours), interpolation='nearest')
         ax.set_title(f"{name}\nF1 {f1:.3f}", fontsize=8)
-    for ax in axs.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
+    _no_ticks(axs.flat)
     fig.tight_layout()
     return fig
 
@@ -279,26 +303,30 @@ class UMAPEmbedding(TransformerMixin, BaseEstimator):
         random_state=0,         # seed (UMAP then runs on one thread)
     ): store_attr()
 
-    def fit(self, X, y=None):
-        "Embed `X` (N×D); the result is `embedding_`."
-        from umap import UMAP
-        from sklearn.neighbors import NearestNeighbors
-        X = check_array(X, dtype=np.float32)
-        k = min(self.n_neighbors, len(X) - 1)
-        if k < 2: raise InputError(f"UMAPEmbedding: {len(X)} points; UMAP needs at least 3")
-        dist, idx = NearestNeighbors(n_neighbors=k).fit(X).kneighbors(X)   # each point is its own first neighbour
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')   # "n_jobs overridden by random_state", "transform needs a search index"
-            self.umap_ = UMAP(n_components=self.n_components, n_neighbors=k, min_dist=self.min_dist, n_epochs=self.n_epochs,
-                              random_state=self.random_state, precomputed_knn=(idx, dist)).fit(X)
-        self.embedding_, self.n_features_in_ = self.umap_.embedding_, X.shape[1]
-        return self
-
     def fit_transform(self, X, y=None): return self.fit(X).embedding_
 
-    def transform(self, X):
-        "Not available: a UMAP baseline is refitted on every cube."
-        raise InputError("UMAPEmbedding embeds only the spectra it was fitted on; fit it on the new cube (fit_transform)")
+# %% ../../nbs/28_cubes.evaluate.ipynb #24c7e173
+@patch
+def fit(self:UMAPEmbedding, X, y=None):
+    "Embed `X` (N×D); the result is `embedding_`."
+    from umap import UMAP
+    from sklearn.neighbors import NearestNeighbors
+    X = check_array(X, dtype=np.float32)
+    k = min(self.n_neighbors, len(X) - 1)
+    if k < 2: raise InputError(f"UMAPEmbedding: {len(X)} points; UMAP needs at least 3")
+    dist, idx = NearestNeighbors(n_neighbors=k).fit(X).kneighbors(X)   # each point is its own first neighbour
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')   # "n_jobs overridden by random_state", "transform needs a search index"
+        self.umap_ = UMAP(n_components=self.n_components, n_neighbors=k, min_dist=self.min_dist,
+                          n_epochs=self.n_epochs, random_state=self.random_state, precomputed_knn=(idx, dist)).fit(X)
+    self.embedding_, self.n_features_in_ = self.umap_.embedding_, X.shape[1]
+    return self
+
+# %% ../../nbs/28_cubes.evaluate.ipynb #2b86d0ae
+@patch
+def transform(self:UMAPEmbedding, X):
+    "Not available: a UMAP baseline is refitted on every cube."
+    raise InputError("UMAPEmbedding embeds only the spectra it was fitted on; fit it on the new cube (fit_transform)")
 
 # %% ../../nbs/28_cubes.evaluate.ipynb #129fe48f
 def baseline_segmenters(
@@ -313,12 +341,13 @@ def baseline_segmenters(
     "The appendix-A baselines as segmenters fitted per cube: PCA + IKMeans and UMAP + IKMeans."
     pre = [clone(preprocess)] if preprocess is not None else []
     enc = {'pca': lambda: [PCA(n_pca, random_state=random_state)],
-           'umap': lambda: ([PCA(umap_pca, random_state=random_state)] if umap_pca else []) + [UMAPEmbedding(n_umap, random_state=random_state)]}
+           'umap': lambda: ([PCA(umap_pca, random_state=random_state)] if umap_pca else [])
+                           + [UMAPEmbedding(n_umap, random_state=random_state)]}
     bad = set(methods) - set(enc)
     if bad: raise InputError(f"methods={list(methods)}: unknown {sorted(bad)}; use 'pca' and/or 'umap'")
     name = {'pca': 'PCA + IKMeans', 'umap': 'UMAP + IKMeans'}
-    return {name[m]: CubeSegmenter(IKMeans(k_range=tuple(k_range), random_state=random_state), make_pipeline(*pre, *enc[m]()), name=name[m])
-            for m in methods}
+    km = IKMeans(k_range=tuple(k_range), random_state=random_state)
+    return {name[m]: CubeSegmenter(clone(km), make_pipeline(*pre, *enc[m]()), name=name[m]) for m in methods}
 
 # %% ../../nbs/28_cubes.evaluate.ipynb #8af8e3d1
 @dataclass(eq=False)
@@ -332,6 +361,7 @@ class Comparison:
 
     def _repr_html_(self): return self.table.round(3)._repr_html_()
 
+# %% ../../nbs/28_cubes.evaluate.ipynb #c9c7f22e
 def score_row(res:dict) -> dict:
     "The table columns of one `evaluate_labels` result."
     row = {'k': res['n_pred'], **{f"{k}_w": res[k]['weighted'] for k in SCORES}}
@@ -365,7 +395,7 @@ def compare_segmenters(
 def compare_baselines(
     cube,                       # H×W×C array, `Datacube` or `SynthCube`
     ref,                        # reference H×W labels
-    deep=None,                  # the deep model: a segmenter, a label map, or a dict name → either; None: baselines only
+    deep=None,                  # the deep model: a segmenter, a label map, or a dict name → either; None: none
     k_range:tuple=(2, 8),       # k tried by the baselines' IKMeans
     methods:tuple=('pca', 'umap'),  # baselines to run
     preprocess=None,            # transformer applied to the spectra before the baselines
@@ -380,20 +410,24 @@ def compare_baselines(
 # %% ../../nbs/28_cubes.evaluate.ipynb #34711df8
 _BLOCK = 1 << 22  # values per block (32 MB of float64): a 1000×1000×1024 cube never has a float64 copy
 
+# %% ../../nbs/28_cubes.evaluate.ipynb #6942deed
 def psnr(clean, noisy, peak:float=None) -> float:
-    "Peak signal-to-noise ratio (dB) of `noisy` against `clean`: 10·log10(peak² / MSE), peak = max of `clean` (eqs. 11–12)."
+    "PSNR (dB) of `noisy` against `clean`: 10·log10(peak² / MSE), peak = max of `clean` (eqs. 11–12)."
     clean, noisy = np.asarray(clean), np.asarray(noisy)
     if clean.shape != noisy.shape: raise InputError(f"psnr: shapes {clean.shape} and {noisy.shape} differ")
     peak = float(clean.max()) if peak is None else float(peak)
     a, b = clean.reshape(-1), noisy.reshape(-1)
-    sse = sum(float(np.square(a[s:s + _BLOCK].astype(np.float64) - b[s:s + _BLOCK]).sum()) for s in range(0, a.size, _BLOCK))
+    sse = sum(float(np.square(a[s:s + _BLOCK].astype(np.float64) - b[s:s + _BLOCK]).sum())
+              for s in range(0, a.size, _BLOCK))
     return float('inf') if sse == 0 else float(10 * np.log10(peak ** 2 / (sse / a.size)))
 
+# %% ../../nbs/28_cubes.evaluate.ipynb #b11674ad
 def _noise_blocks(n:int, random_state):
     "Seeded standard-normal float64 noise of `n` values, drawn in blocks (the same stream as one draw of all)."
     rng = np.random.default_rng(random_state)
     for s in range(0, n, _BLOCK): yield s, rng.standard_normal(min(_BLOCK, n - s))
 
+# %% ../../nbs/28_cubes.evaluate.ipynb #ed8ba5d8
 def add_noise(
     cube,                   # H×W×C cube (or any array)
     psnr_db:float,          # target PSNR in dB
@@ -423,6 +457,7 @@ class NoiseStudy:
 
     def _repr_html_(self): return self.table.round(3)._repr_html_()
 
+# %% ../../nbs/28_cubes.evaluate.ipynb #3ba35337
 def noise_study(
     cube,                   # H×W×C array, `Datacube` or `SynthCube`
     ref,                    # reference H×W labels
@@ -469,43 +504,48 @@ def plot_noise_maps(study:NoiseStudy, names:list=None, size:float=1.4):
     levels = list(study.labels)
     masks = {l: cluster_masks(study.labels[l], study.ref, study.match) for l in levels}
     labels, _, T, _ = masks[levels[0]]
-    fig, axs = plt.subplots(len(labels), len(levels) + 1, figsize=(size * (len(levels) + 1), size * len(labels) + .3), squeeze=False)
+    fig, axs = plt.subplots(len(labels), len(levels) + 1, figsize=(size * (len(levels) + 1), size * len(labels) + .3),
+                            squeeze=False)
     for i, l in enumerate(labels):
         axs[i, 0].imshow(T[i], cmap='viridis', interpolation='nearest')
         axs[i, 0].set_ylabel(names[i] if names else f"cluster {l}", fontsize=8)
         for ax, lev in zip(axs[i, 1:], levels): ax.imshow(masks[lev][1][i], cmap='viridis', interpolation='nearest')
-    for ax, t in zip(axs[0], ['reference'] + ['clean' if np.isinf(l) else f"{l:g} dB" for l in levels]): ax.set_title(t, fontsize=8)
-    for ax in axs.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
+    for ax, t in zip(axs[0], ['reference'] + ['clean' if np.isinf(l) else f"{l:g} dB" for l in levels]):
+        ax.set_title(t, fontsize=8)
+    _no_ticks(axs.flat)
     fig.tight_layout()
     return fig
 
 # %% ../../nbs/28_cubes.evaluate.ipynb #5b22b4e5
 def _save_fig(fig, path:Path) -> Path:
+    "Write the figure `fig` to `path` (format from the extension) atomically and close it."
     import matplotlib.pyplot as plt
     with atomic_path(path) as tmp: fig.savefig(tmp, format=path.suffix[1:], dpi=100)
     plt.close(fig)
     return path
 
+# %% ../../nbs/28_cubes.evaluate.ipynb #b114919a
+def _save_csv(df:pd.DataFrame, path:Path) -> Path:
+    "Write the table `df` to the CSV file `path` atomically."
+    with atomic_path(path) as tmp: df.to_csv(tmp)
+    return path
+
+# %% ../../nbs/28_cubes.evaluate.ipynb #09932e49
 def save_evaluation(
     labels, reference,      # predicted and reference H×W labels: arrays or .npy files
     out,                    # folder to write to
     match:str='hungarian', alpha:float=0.7, beta:float=0.3,
 ) -> list:                  # the paths written
-    "Write the per-cluster check, confusion matrix, score chart (PNG) and per-cluster table (CSV) of `labels` against `reference`."
-    import matplotlib.pyplot as plt
-    load = lambda a: np.load(a) if isinstance(a, (str, Path)) else np.asarray(a)
-    pred, ref = _check_map(load(labels), load(reference))
+    "Write the cluster check, confusion matrix, score chart (PNG) and cluster table (CSV) of `labels` vs `reference`."
+    pred, ref = _check_map(read_labels(labels), read_labels(reference))
     out = Path(out)
     res = evaluate_labels(pred, ref, alpha, beta, match)
     paths = [_save_fig(plot_cluster_check(pred, ref, match, alpha, beta), out/'cluster_check.png'),
              _save_fig(plot_confusion_check(pred, ref, match).figure, out/'confusion.png'),
              _save_fig(plot_cluster_scores(res).figure, out/'cluster_scores.png')]
-    with atomic_path(out/'cluster_table.csv') as tmp: cluster_table(res).to_csv(tmp)
-    return paths + [out/'cluster_table.csv']
+    return paths + [_save_csv(cluster_table(res), out/'cluster_table.csv')]
 
-# %% ../../nbs/28_cubes.evaluate.ipynb #b114919a
+# %% ../../nbs/28_cubes.evaluate.ipynb #95befdb4
 def run_baselines(
     cube,                       # cube file (.npy, .h5, .zarr) or array
     reference,                  # reference labels: .npy file or H×W array
@@ -516,18 +556,13 @@ def run_baselines(
     progress:bool=True,
 ) -> list:                      # the paths written
     "Run the PCA/UMAP + IKMeans baselines on a cube file, score them against `reference` and write the table."
-    from sediment_cluster.cubes.datacube import read_cube
     X = read_cube(cube) if isinstance(cube, (str, Path)) else cube
-    ref = np.load(reference) if isinstance(reference, (str, Path)) else reference
-    cmp = compare_baselines(X, ref, None, k_range, methods, random_state=random_state, progress=progress)
+    cmp = compare_baselines(X, read_labels(reference), None, k_range, methods, random_state=random_state,
+                            progress=progress)
     out = Path(out)
-    paths = [out]
-    with atomic_path(out) as tmp: cmp.table.to_csv(tmp)
-    for name, lab in cmp.labels.items():
-        p = out.with_name(f"{out.stem}_{name.split()[0].lower()}.npy")
-        with atomic_path(p) as tmp: np.save(tmp, lab.astype(np.int32))
-        paths.append(p)
-    return paths
+    maps = [write_labels(out.with_name(f"{out.stem}_{name.split()[0].lower()}.npy"), lab.astype(np.int32))
+            for name, lab in cmp.labels.items()]
+    return [_save_csv(cmp.table, out), *maps]
 
 # %% ../../nbs/28_cubes.evaluate.ipynb #10c5d837
 def run_noise_study(
@@ -540,15 +575,15 @@ def run_noise_study(
     random_state:int=0,         # seed of the noise and of IKMeans
     progress:bool=True,
 ) -> list:                      # the paths written
-    "The noise study of a saved deep model on a cube file: degrade, segment without retraining, score, write table and figures."
-    from sediment_cluster.cubes.datacube import read_cube
-    from sediment_cluster.cubes.deepcluster import DeepSpectralClustering, segment
+    "Noise study of a saved deep model on a cube file: degrade, segment without retraining, score, write results."
+    from sediment_cluster.cubes.deepcluster import DeepSpectralClustering
+    from sediment_cluster.cubes.segment import segment
     X = read_cube(cube) if isinstance(cube, (str, Path)) else cube
-    ref = np.load(reference) if isinstance(reference, (str, Path)) else reference
     m = DeepSpectralClustering.load(model) if isinstance(model, (str, Path)) else model
-    seg = lambda c: segment(c, m, None if k_range is None else tuple(k_range), progress=False, random_state=random_state).labels
-    study = noise_study(X, ref, seg, psnr_levels, random_state, progress=progress)
+    k_range = None if k_range is None else tuple(k_range)
+    seg = lambda c: segment(c, m, k_range, progress=False, random_state=random_state).labels
+    study = noise_study(X, read_labels(reference), seg, psnr_levels, random_state, progress=progress)
     out = Path(out)
-    table = out/'noise_table.csv'
-    with atomic_path(table) as tmp: study.table.to_csv(tmp)
-    return [table, _save_fig(plot_noise_curve(study).figure, out/'noise_curve.png'), _save_fig(plot_noise_maps(study), out/'noise_maps.png')]
+    return [_save_csv(study.table, out/'noise_table.csv'),
+            _save_fig(plot_noise_curve(study).figure, out/'noise_curve.png'),
+            _save_fig(plot_noise_maps(study), out/'noise_maps.png')]

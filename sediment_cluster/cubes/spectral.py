@@ -4,8 +4,7 @@
 
 # %% ../../nbs/24_cubes.spectral.ipynb #0c07396b
 from __future__ import annotations
-import math, os, warnings
-from dataclasses import dataclass
+import math, warnings
 from functools import partial
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -13,7 +12,6 @@ from typing import Callable, NamedTuple
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 from fastcore.basics import patch, store_attr
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
@@ -23,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ..core import InputError, check_choice, read_model_file, torch_device, write_model_file
 from ..latent import (KERNELS, Ramp, TrainingDiverged, kl_divergence, mmd, reconstruction_loss,
-    reparameterise, weight_at)
+    reparameterise, soft_clamp_logvar, weight_at)
 
 # %% auto #0
 __all__ = ['KINDS', 'VARIANTS', 'OUT_ACTIVATIONS', 'AUTO_BETA', 'layer_widths', 'init_linear', 'dense_block', 'AEOutput',
@@ -38,14 +36,17 @@ def layer_widths(
     rule:str='divide',  # 'divide': C/2, C/3, C/4, …; 'halve': C/2, C/4, C/8, …
 ) -> list:              # encoder widths `[C, h1, …, encoding]`
     "Encoder widths by the rule of Bombini et al. §2.1: `n_channels`/n (or /2ⁿ) while wider than `encoding`."
-    if rule not in ('divide', 'halve'): raise InputError(f"rule='{rule}': use 'divide' (C/n) or 'halve' (C/2ⁿ)")
-    if min(n_channels, encoding) < 1 or n_hidden < 0: raise InputError(f"layer sizes must be positive (n_channels={n_channels}, encoding={encoding}, n_hidden={n_hidden})")
+    check_choice('rule', rule, ('divide', 'halve'))
+    if min(n_channels, encoding) < 1 or n_hidden < 0:
+        raise InputError(f"layer sizes must be positive (n_channels={n_channels}, encoding={encoding}, "
+                         f"n_hidden={n_hidden})")
     divs = range(2, n_hidden + 2) if rule == 'divide' else [2 ** n for n in range(1, n_hidden + 1)]
     return [n_channels, *[n_channels // d for d in divs if n_channels // d > encoding], encoding]
 
 # %% ../../nbs/24_cubes.spectral.ipynb #7b36cc12
 KINDS = {'mlp': (nn.ReLU, nn.Dropout), 'snn': (nn.SELU, nn.AlphaDropout)}
 
+# %% ../../nbs/24_cubes.spectral.ipynb #d8fbe5e1
 def init_linear(layer:nn.Linear, kind:str='mlp') -> nn.Linear:
     "Kaiming-normal weights for a ReLU `layer` (`kind='mlp'`), LeCun-normal otherwise ('snn', 'linear'); zero bias."
     gain = math.sqrt(2.) if kind == 'mlp' else 1.  # He et al. 2015 / LeCun et al. 1998
@@ -53,6 +54,7 @@ def init_linear(layer:nn.Linear, kind:str='mlp') -> nn.Linear:
     nn.init.zeros_(layer.bias)
     return layer
 
+# %% ../../nbs/24_cubes.spectral.ipynb #71f3b132
 def dense_block(n_in:int, n_out:int, kind:str='mlp', dropout:float=0.1) -> nn.Sequential:
     "Linear + ReLU + Dropout (`kind='mlp'`) or Linear + SELU + AlphaDropout (`kind='snn'`)."
     act, drop = KINDS[kind]
@@ -66,6 +68,7 @@ class AEOutput(NamedTuple):
     mu: torch.Tensor
     logvar: torch.Tensor|None
 
+# %% ../../nbs/24_cubes.spectral.ipynb #2a252271
 VARIANTS = ('ae', 'vae', 'infovae')
 OUT_ACTIVATIONS = {'linear': nn.Identity, 'sigmoid': nn.Sigmoid, 'softplus': nn.Softplus}
 
@@ -100,11 +103,13 @@ def _widths(seq:nn.Module) -> list:
     lins = [m for m in seq.modules() if isinstance(m, nn.Linear)]
     return [lins[0].in_features] + [l.out_features for l in lins]
 
+# %% ../../nbs/24_cubes.spectral.ipynb #6389e0ea
 @patch(as_prop=True)
 def encoder_widths(self:SpectralAutoencoder) -> list:
     "Layer widths from the input to the latent space, `[C, …, encoding, latent]`."
     return _widths(self.encoder) + [self.latent]
 
+# %% ../../nbs/24_cubes.spectral.ipynb #d62fc9fc
 @patch(as_prop=True)
 def decoder_widths(self:SpectralAutoencoder) -> list:
     "Layer widths from the latent space to the output, `[latent, encoding, …, C]`."
@@ -117,8 +122,9 @@ def encode(self:SpectralAutoencoder, x:torch.Tensor) -> tuple:
     h = self.head(self.encoder(x))
     if self.variant == 'ae': return h, None
     mu, logvar = h.chunk(2, dim=-1)
-    return mu, 10 * torch.tanh(logvar / 10)  # soft clamp: exp(logvar) stays finite
+    return mu, soft_clamp_logvar(logvar)
 
+# %% ../../nbs/24_cubes.spectral.ipynb #a8261a0a
 @patch
 def decode(self:SpectralAutoencoder, z:torch.Tensor) -> torch.Tensor:
     "Spectra reconstructed from latent codes `z`."
@@ -159,11 +165,13 @@ class LossTerm:
     "An extra loss for `train_autoencoder`: called per batch, with hooks per epoch (subclass it, e.g. for clustering)."
     def __init__(self, fn:Callable=None): self.fn = fn
     def __call__(self, model, x, out, epoch): return self.fn(model, x, out, epoch) if self.fn else {}
-    def on_epoch_begin(self, model:SpectralAutoencoder, epoch:int, X:torch.Tensor): "Called before each epoch with the (scaled) training spectra."
+    def on_epoch_begin(self, model:SpectralAutoencoder, epoch:int, X:torch.Tensor):
+        "Called before each epoch with the (scaled) training spectra."
     def weights(self, epoch:int) -> tuple:
         "Epoch-dependent weights of this term (restart the monitoring when they change)."
         return ()
 
+# %% ../../nbs/24_cubes.spectral.ipynb #a73b206a
 def as_loss_term(f) -> LossTerm:
     "`f` as a `LossTerm` (None → a term that adds nothing)."
     return f if isinstance(f, LossTerm) else LossTerm(f)
@@ -171,11 +179,13 @@ def as_loss_term(f) -> LossTerm:
 # %% ../../nbs/24_cubes.spectral.ipynb #370e6ce0
 class _NonFinite(Exception): pass
 
+# %% ../../nbs/24_cubes.spectral.ipynb #c7323a30
 def _to_device(X:torch.Tensor|None, device, max_bytes:int=2**31):
     "`X` moved to a GPU `device` once when it is under `max_bytes`, else left where it is (batches move one by one)."
     if X is None or torch.device(device).type == 'cpu' or X.numel() * X.element_size() > max_bytes: return X
     return X.to(device)
 
+# %% ../../nbs/24_cubes.spectral.ipynb #97a82a5b
 def _batches(n:int, batch_size:int, shuffle:bool) -> list:
     "Index batches of near-equal size (no tiny last batch: the MMD needs ≥ 2 points)."
     order = torch.randperm(n) if shuffle else torch.arange(n)
@@ -230,6 +240,16 @@ def _diverged(err:_NonFinite, epoch:int, best:_Best, lr:float, history:list) -> 
     return e
 
 # %% ../../nbs/24_cubes.spectral.ipynb #c3baf5f4
+def _after_epoch(sched, best:_Best, row:dict, key:tuple, epoch:int) -> bool:
+    "Early stopping and ReduceLROnPlateau after an epoch; new loss weights (`key`) restart both. True: stop."
+    monitor = row.get('val_loss', row['loss'])
+    if key != best.key: sched.best, sched.num_bad_epochs = sched.mode_worse, 0  # weights changed: restart
+    stop = best.update(monitor, epoch, key)
+    sched.step(monitor)
+    row['best_epoch'] = best.epoch
+    return stop
+
+# %% ../../nbs/24_cubes.spectral.ipynb #bab178da
 def train_autoencoder(
     model:SpectralAutoencoder,  # the network, already on `device`
     X:torch.Tensor,             # training spectra (N×C, float32, already scaled)
@@ -239,7 +259,8 @@ def train_autoencoder(
     epochs:int=100, batch_size:int=1024, lr:float=1e-3, weight_decay:float=0.,
     patience:int=10,            # stop after this many epochs without improvement
     lr_patience:int=3, lr_factor:float=0.5,  # ReduceLROnPlateau
-    device='cpu', verbose:bool=True, seed:int=0,  # `seed` fixes the validation prior sample
+    device='cpu', verbose:bool=True,
+    random_state:int=0,         # seed of the validation prior sample (the same every epoch)
 ) -> list:                      # one dict of mean loss terms per epoch
     "Train `model` with Adam + ReduceLROnPlateau + early stopping, restore the best weights, return the history."
     extra = as_loss_term(extra_loss)
@@ -251,29 +272,26 @@ def train_autoencoder(
     for epoch in (bar := tqdm(range(epochs), disable=not verbose, desc='train', unit='epoch')):
         key = (weight_at(beta, epoch), *extra.weights(epoch))
         extra.on_epoch_begin(model, epoch, X)
-        try: row = _train_one(model, X, X_val, loss_fn, epoch, batch_size, opt, device, seed)
+        try: row = _train_one(model, X, X_val, loss_fn, epoch, batch_size, opt, device, random_state)
         except _NonFinite as e:
             best.restore()
             raise _diverged(e, epoch, best, opt.param_groups[0]['lr'], history) from None
         history.append(row := {'epoch': epoch, **row, 'beta': key[0], 'lr': opt.param_groups[0]['lr']})
-        monitor = row.get('val_loss', row['loss'])
-        if key != best.key: sched.best, sched.num_bad_epochs = sched.mode_worse, 0  # weights changed: restart
-        stop = best.update(monitor, epoch, key)
-        sched.step(monitor)
-        row['best_epoch'] = best.epoch
+        stop = _after_epoch(sched, best, row, key, epoch)
         bar.set_postfix(loss=f"{row['loss']:.4g}", val=f"{row.get('val_loss', math.nan):.4g}", best=best.epoch)
         if stop: break
     best.restore()
     model.eval()
     return history
 
-# %% ../../nbs/24_cubes.spectral.ipynb #bab178da
-def _train_one(model, X, X_val, loss_fn, epoch, batch_size, opt, device, seed) -> dict:
+# %% ../../nbs/24_cubes.spectral.ipynb #b0172e69
+def _train_one(model, X, X_val, loss_fn, epoch, batch_size, opt, device, random_state) -> dict:
     "One training epoch and, when `X_val` is given, its validation (`val_` prefixed terms)."
     row = run_epoch(model, X, loss_fn, epoch, batch_size, opt, device)
     if X_val is not None and len(X_val):
-        gen = torch.Generator().manual_seed(seed)  # the same prior sample every epoch
-        row |= {f'val_{k}': v for k, v in run_epoch(model, X_val, loss_fn, epoch, batch_size, None, device, gen).items()}
+        gen = torch.Generator().manual_seed(random_state)  # the same prior sample every epoch
+        val = run_epoch(model, X_val, loss_fn, epoch, batch_size, None, device, gen)
+        row |= {f'val_{k}': v for k, v in val.items()}
     return row
 
 # %% ../../nbs/24_cubes.spectral.ipynb #5ca3739a
@@ -285,13 +303,17 @@ def check_spectra(
     "`X` as a finite float32 N×C array, or a one-line `InputError` that says what is wrong."
     try: X = np.asarray(X, dtype=np.float32)
     except (TypeError, ValueError) as e: raise InputError(f"{what}: not a numeric array ({e})") from None
-    if X.ndim != 2: raise InputError(f"{what}: expected an N×C array (one spectrum per row), got shape {X.shape}; flatten a cube with X.reshape(-1, X.shape[-1])")
+    if X.ndim != 2:
+        raise InputError(f"{what}: expected an N×C array (one spectrum per row), got shape {X.shape}; flatten a cube "
+                         "with X.reshape(-1, X.shape[-1])")
     if len(X) == 0 or X.shape[1] == 0: raise InputError(f"{what}: empty array of shape {X.shape}")
     if n_channels is not None and X.shape[1] != n_channels:
-        raise InputError(f"{what}: {X.shape[1]} channels but the model was fitted on {n_channels}; rebin the spectra to {n_channels} channels or refit")
+        raise InputError(f"{what}: {X.shape[1]} channels but the model was fitted on {n_channels}; rebin the spectra "
+                         f"to {n_channels} channels or refit")
     if not np.isfinite(X).all():
         bad = np.flatnonzero(~np.isfinite(X).all(1))
-        raise InputError(f"{what}: {len(bad)} spectra contain NaN or inf (first: row {bad[0]}); drop or fill them first")
+        raise InputError(f"{what}: {len(bad)} spectra contain NaN or inf (first: row {bad[0]}); drop or fill them "
+                         "first")
     return X
 
 # %% ../../nbs/24_cubes.spectral.ipynb #1e2e3cbe
@@ -326,6 +348,7 @@ def _check_params(self:SpectralAE):
     if not 0 <= self.val_fraction < 1: raise InputError(f"val_fraction={self.val_fraction}: use a number in [0, 1)")
     if not 0 <= self.dropout < 1: raise InputError(f"dropout={self.dropout}: use a probability in [0, 1)")
 
+# %% ../../nbs/24_cubes.spectral.ipynb #1b27ec85
 @patch
 def _fit_scale(self:SpectralAE, X:np.ndarray) -> float:
     if self.scale is None: return 1.
@@ -334,15 +357,17 @@ def _fit_scale(self:SpectralAE, X:np.ndarray) -> float:
     if isinstance(self.scale, (int, float)) and self.scale > 0: return float(self.scale)
     raise InputError(f"scale={self.scale!r}: use 'rms', 'max', a positive number or None")
 
-# %% ../../nbs/24_cubes.spectral.ipynb #1b27ec85
+# %% ../../nbs/24_cubes.spectral.ipynb #ca834d18
 @patch
 def _build(self:SpectralAE, n_channels:int) -> SpectralAutoencoder:
     return SpectralAutoencoder(n_channels, self.latent, self.encoding, self.n_hidden, self.rule, self.kind,
                                self.variant, self.dropout, self.out_activation)
 
+# %% ../../nbs/24_cubes.spectral.ipynb #bc1096e8
 @patch(as_prop=True)
 def _n_features_out(self:SpectralAE): return self.latent
 
+# %% ../../nbs/24_cubes.spectral.ipynb #26453411
 @patch
 def _split(self:SpectralAE, X:np.ndarray, rng) -> tuple:
     "Seeded train/validation split of the (scaled) spectra as tensors."
@@ -351,7 +376,7 @@ def _split(self:SpectralAE, X:np.ndarray, rng) -> tuple:
     perm = rng.permutation(len(X))
     return torch.from_numpy(X[perm[n_val:]]), (torch.from_numpy(X[perm[:n_val]]) if n_val else None)
 
-# %% ../../nbs/24_cubes.spectral.ipynb #ca834d18
+# %% ../../nbs/24_cubes.spectral.ipynb #96a75a7f
 @patch
 def fit(self:SpectralAE, X, y=None):
     "Train on spectra `X` (N×C); `y` is ignored. Returns `self`."
@@ -368,15 +393,22 @@ def fit(self:SpectralAE, X, y=None):
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         self.model_ = self._build(X.shape[1]).to(self.device_)
-        try: hist = train_autoencoder(self.model_, Xtr, Xval, beta, self.kernel, self.extra_loss, self.epochs,
-                    self.batch_size, self.lr, self.weight_decay, self.patience, self.lr_patience, self.lr_factor,
-                    self.device_, self.verbose, seed)
-        except TrainingDiverged as e:
-            self._set_history(e.history)
-            raise
-    self._set_history(hist)
+        self._train(Xtr, Xval, beta, seed)
     return self
 
+# %% ../../nbs/24_cubes.spectral.ipynb #f4508acb
+@patch
+def _train(self:SpectralAE, Xtr:np.ndarray, Xval:np.ndarray, beta, seed:int):
+    "Run `train_autoencoder` on `model_`; the history is kept also when training diverges."
+    try: hist = train_autoencoder(self.model_, Xtr, Xval, beta, self.kernel, self.extra_loss, self.epochs,
+                self.batch_size, self.lr, self.weight_decay, self.patience, self.lr_patience, self.lr_factor,
+                self.device_, self.verbose, seed)
+    except TrainingDiverged as e:
+        self._set_history(e.history)
+        raise
+    self._set_history(hist)
+
+# %% ../../nbs/24_cubes.spectral.ipynb #1cd56d80
 @patch
 def _set_history(self:SpectralAE, hist:list):
     self.history_, self.best_epoch_ = pd.DataFrame(hist), (int(hist[-1]['best_epoch']) if hist else -1)
@@ -390,6 +422,7 @@ def _apply(self:SpectralAE, fn:Callable, A:np.ndarray) -> np.ndarray:
         return np.concatenate([fn(torch.from_numpy(a).to(self.device_)).float().cpu().numpy()
                                for a in np.array_split(A, max(1, math.ceil(len(A) / 8192)))])
 
+# %% ../../nbs/24_cubes.spectral.ipynb #dc5ebad9
 @patch
 def transform(self:SpectralAE, X) -> np.ndarray:
     "Latent code (N×`latent`) of spectra `X`: z for an AE, the posterior mean mu for a VAE/InfoVAE."
@@ -397,21 +430,24 @@ def transform(self:SpectralAE, X) -> np.ndarray:
     X = check_spectra(X, self.n_features_in_, 'X')
     return self._apply(lambda x: self.model_.encode(x)[0], X / self.scale_)
 
+# %% ../../nbs/24_cubes.spectral.ipynb #5bbef560
 @patch
 def inverse_transform(self:SpectralAE, Z) -> np.ndarray:
     "Spectra (N×C, the input's units) decoded from latent codes `Z`."
     check_is_fitted(self, 'model_')
     Z = check_spectra(Z, what='Z')
-    if Z.shape[1] != self.latent: raise InputError(f"Z: {Z.shape[1]} latent dimensions but the model has latent={self.latent}")
+    if Z.shape[1] != self.latent:
+        raise InputError(f"Z: {Z.shape[1]} latent dimensions but the model has latent={self.latent}")
     return self._apply(self.model_.decode, Z) * self.scale_
 
-# %% ../../nbs/24_cubes.spectral.ipynb #dc5ebad9
+# %% ../../nbs/24_cubes.spectral.ipynb #428e1c58
 @patch
 def reconstruction_error(self:SpectralAE, X) -> np.ndarray:
     "Mean squared error per spectrum (in the input's units) between `X` and its reconstruction."
     X = check_spectra(X, getattr(self, 'n_features_in_', None), 'X')
     return ((self.inverse_transform(self.transform(X)) - X) ** 2).mean(1)
 
+# %% ../../nbs/24_cubes.spectral.ipynb #550a8331
 @patch
 def score(self:SpectralAE, X, y=None) -> float:
     "Negative mean reconstruction error of `X` relative to `scale_`² (higher is better, for model selection)."
@@ -425,9 +461,10 @@ def _param_to_plain(name, v):
         return None
     return v
 
+# %% ../../nbs/24_cubes.spectral.ipynb #b3e51ffc
 def _param_from_plain(v): return Ramp(*v['ramp']) if isinstance(v, dict) and 'ramp' in v else v
 
-# %% ../../nbs/24_cubes.spectral.ipynb #b3e51ffc
+# %% ../../nbs/24_cubes.spectral.ipynb #1c741e6a
 @patch
 def _state(self:SpectralAE) -> dict:
     "The fitted estimator as plain values and CPU tensors (what `save` writes)."
@@ -437,17 +474,19 @@ def _state(self:SpectralAE) -> dict:
             'fitted': {'n_features_in_': self.n_features_in_, 'scale_': self.scale_, 'best_epoch_': self.best_epoch_,
                        'history_': self.history_.to_dict('list')}}
 
+# %% ../../nbs/24_cubes.spectral.ipynb #921b879e
 @patch
 def save(self:SpectralAE, path) -> Path:
     "Save the fitted estimator to `path` (one torch file, written atomically)."
     return write_model_file(path, SpectralAE, self._state())
 
-# %% ../../nbs/24_cubes.spectral.ipynb #1c741e6a
+# %% ../../nbs/24_cubes.spectral.ipynb #af7e0e6e
 @patch(cls_method=True)
 def load(cls:SpectralAE, path, device='auto') -> SpectralAE:
     "Load an estimator saved with `SpectralAE.save` onto `device`."
     return cls._from_state(read_model_file(path, SpectralAE, 'save one with SpectralAE.save'), device)
 
+# %% ../../nbs/24_cubes.spectral.ipynb #89585906
 @patch(cls_method=True)
 def _from_state(cls:SpectralAE, state:dict, device='auto') -> SpectralAE:
     "The estimator from `state` (as `_state` returns it) on `device`."

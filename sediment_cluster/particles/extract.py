@@ -13,7 +13,7 @@ import cv2
 from numba import njit
 from fastcore.basics import patch
 
-from ..core import InputError, FocalStack
+from ..core import InputError, FocalStack, check_choice
 
 # %% auto #0
 __all__ = ['BACKGROUNDS', 'MIN_CONTRAST', 'CONTRAST_FRAC', 'SEED_FACTOR', 'SHAPE_COLUMNS', 'PARTICLE_COLUMNS', 'UM_COLUMNS',
@@ -87,6 +87,7 @@ def _slic_update(img, C, labels):
     for k in range(len(C)):
         if acc[k, 0] > 0: C[k] = acc[k, 1:] / acc[k, 0]
 
+# %% ../../nbs/11_particles.extract.ipynb #2b86d68a
 @njit(cache=True, nogil=True)
 def _slic(img, n_segments, compactness, n_iter):
     C, S = _slic_init(img, n_segments)
@@ -98,11 +99,12 @@ def _slic(img, n_segments, compactness, n_iter):
         _slic_assign(img, C, S, wgt, labels, dist, dx2)
     return labels
 
-# %% ../../nbs/11_particles.extract.ipynb #2b86d68a
+# %% ../../nbs/11_particles.extract.ipynb #9b35c14a
 def to_lab(rgb:np.ndarray) -> np.ndarray: # float32 CIELAB (L 0–100)
     "CIELAB of RGB uint8 `rgb` (any leading shape), as float32."
     return cv2.cvtColor(rgb.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2Lab)
 
+# %% ../../nbs/11_particles.extract.ipynb #37596e8a
 def slic_superpixels(
     rgb:np.ndarray,          # h×w×3 uint8 layer
     n_segments:int=800,      # number of superpixels (about)
@@ -110,7 +112,7 @@ def slic_superpixels(
     n_iter:int=5,            # k-means iterations
     lab:np.ndarray=None,     # the layer's CIELAB when already computed
 ) -> np.ndarray:             # h×w int32 superpixel labels
-    "SLIC superpixels of `rgb` (numba; the same algorithm as `skimage.segmentation.slic` without the connectivity pass)."
+    "SLIC superpixels of `rgb` (numba; the algorithm of `skimage.segmentation.slic` without the connectivity pass)."
     lab = to_lab(rgb) if lab is None else lab
     return _slic(np.ascontiguousarray(lab, np.float32), int(n_segments), float(compactness), int(n_iter))
 
@@ -119,6 +121,7 @@ def saturation_map(rgb:np.ndarray) -> np.ndarray: # float32, 0–1
     "HSV saturation of RGB uint8 `rgb`."
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1].astype(np.float32) * np.float32(1 / 255)
 
+# %% ../../nbs/11_particles.extract.ipynb #ffab92ab
 def _quad(x, y): return np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], -1)
 
 # %% ../../nbs/11_particles.extract.ipynb #ca3e8e24
@@ -158,9 +161,10 @@ def plate_distance(
 # %% ../../nbs/11_particles.extract.ipynb #76259be1
 BACKGROUNDS = ('saturation', 'auto')
 
+# %% ../../nbs/11_particles.extract.ipynb #4de59bd5
 @dataclass
 class Background:
-    "How a stack's plate looks: `kind`, the plate's value `mode`, the particle `threshold`, plate `rgb`, and (auto) its Lab field."
+    "How a stack's plate looks: `kind`, its value `mode`, the particle `threshold`, plate `rgb`, (auto) its Lab field."
     kind: str                  # 'saturation' or 'auto'
     mode: float = np.nan       # the plate's value: the histogram's background peak
     threshold: float = np.nan  # superpixels beyond it (below for saturation, above for auto) are particle
@@ -192,6 +196,7 @@ def superpixel_means(
 # %% ../../nbs/11_particles.extract.ipynb #7d5dde70
 MIN_CONTRAST = dict(saturation=.08, auto=6.)
 
+# %% ../../nbs/11_particles.extract.ipynb #bd6b3441
 def histogram_threshold(
     values:np.ndarray,         # superpixel means
     weights:np.ndarray,        # superpixel sizes
@@ -251,6 +256,7 @@ def clean_mask(fg:np.ndarray, min_px:float) -> np.ndarray: # uint8 0/1
     keep[0] = False
     return keep[lab].astype(np.uint8)
 
+# %% ../../nbs/11_particles.extract.ipynb #8b019433
 def object_mask(
     c:np.ndarray,          # h×w contrast to the plate (≥ 0 for particles)
     t:float,               # contrast threshold
@@ -258,7 +264,7 @@ def object_mask(
     min_px:float=0,        # drop objects smaller than this (px)
     seed:float=2.,         # keep only objects whose contrast reaches `seed` × `t` somewhere
 ) -> np.ndarray:           # h×w uint8 0/1
-    "Particle mask of contrast image `c`: objects above `t` reaching `seed`·`t`, each cut at `frac` of its own contrast, holes filled."
+    "Particle mask of contrast `c`: objects above `t` reaching `seed`·`t`, cut at `frac` of their own contrast, filled."
     n, lab = cv2.connectedComponents((c > t).astype(np.uint8), connectivity=8)
     peak = _component_peaks(lab, c, n)
     cut = np.where(peak >= seed * t, np.maximum(frac * peak, t), np.inf)
@@ -285,6 +291,7 @@ def _superpixels(small, labs, n_segments, compactness, method):
     from skimage.segmentation import slic
     return [slic(l, n_segments=n_segments, compactness=compactness, start_label=0) for l in small]
 
+# %% ../../nbs/11_particles.extract.ipynb #603e9015
 def _plate_rgb(small, bg:Background, labels, means) -> np.ndarray:
     "Median RGB of the plate superpixels' pixels (every 4th pixel)."
     plate = np.concatenate([l[::4, ::4][bg.contrast(m)[s[::4, ::4]] <= 0] for l, s, m in zip(small, labels, means)])
@@ -298,7 +305,7 @@ def segment_layers(
     background:str='saturation',# 'saturation' (green plate) or 'auto' (any plate colour)
     threshold:float=None,       # manual threshold (saturation 0–1 or ΔE), 'otsu', or None: the end of the plate peak
     work_size:int=320,          # long side of the working layers; None: full resolution
-    method:str='fast',          # 'fast' (numba SLIC), 'skimage' (scikit-image slic), 'reference' (skimage at full resolution)
+    method:str='fast',          # 'fast' (numba SLIC), 'skimage' (scikit-image slic), 'reference' (full-size skimage)
 ) -> StackSegmentation:
     "Superpixels on every layer, their mean plate-or-not value, and the histogram threshold."
     small, scale = work_layers(stack.layers, None if method == 'reference' else work_size)
@@ -317,6 +324,7 @@ def segment_layers(
 CONTRAST_FRAC = dict(saturation=.5, auto=.4)
 SEED_FACTOR = dict(saturation=1., auto=2.)  # objects must reach this × the threshold somewhere (hysteresis)
 
+# %% ../../nbs/11_particles.extract.ipynb #30229855
 def particle_masks(
     seg:StackSegmentation,          # from `segment_layers`
     min_area:float=400,        # least object area, frame px²
@@ -326,13 +334,15 @@ def particle_masks(
     bg, (sx, sy) = seg.background, seg.scale
     frac = CONTRAST_FRAC[bg.kind] if contrast_frac is None else contrast_frac
     t = float(bg.contrast(bg.threshold))
-    return np.stack([object_mask(seg.contrast(l), t, frac, min_area / (sx * sy), SEED_FACTOR[bg.kind]) for l in range(len(seg.labels))])
+    return np.stack([object_mask(seg.contrast(l), t, frac, min_area / (sx * sy),
+                                 SEED_FACTOR[bg.kind]) for l in range(len(seg.labels))])
 
 # %% ../../nbs/11_particles.extract.ipynb #5c2f9663
 def _bbox(m:np.ndarray) -> tuple:
     ys, xs = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
     return int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1
 
+# %% ../../nbs/11_particles.extract.ipynb #e2691f85
 def _widest(masks, sub, x, y):
     "The widest of the layer boxes of the object `sub` (a mask at offset x, y): (box, layer)."
     boxes = [(_bbox(m), l) for l, m in enumerate(masks.astype(bool) & sub) if m.any()]
@@ -386,11 +396,14 @@ def full_res_mask(
 # %% ../../nbs/11_particles.extract.ipynb #5528fb95
 SHAPE_COLUMNS = ['area_px', 'eq_diameter_px', 'aspect_ratio', 'circularity', 'solidity']
 
+# %% ../../nbs/11_particles.extract.ipynb #6689fdf1
 def shape_measures(mask:np.ndarray) -> dict: # SHAPE_COLUMNS plus major/minor axis (px)
     "Area, equivalent diameter, aspect ratio, circularity and solidity of the objects in uint8 `mask`."
     area = float(np.count_nonzero(mask))
     cs, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    if not area or not cs: return dict.fromkeys(SHAPE_COLUMNS + ['major_axis_px', 'minor_axis_px'], np.nan) | dict(area_px=area, eq_diameter_px=0.)
+    if not area or not cs:
+        nothing = dict.fromkeys(SHAPE_COLUMNS + ['major_axis_px', 'minor_axis_px'], np.nan)
+        return nothing | dict(area_px=area, eq_diameter_px=0.)
     poly = [cv2.approxPolyDP(c, 1., True) for c in cs]
     per, parea = sum(cv2.arcLength(p, True) for p in poly), sum(cv2.contourArea(p) for p in poly)
     hull = cv2.contourArea(cv2.convexHull(np.concatenate(cs)))
@@ -398,8 +411,10 @@ def shape_measures(mask:np.ndarray) -> dict: # SHAPE_COLUMNS plus major/minor ax
     a, b, c = m['mu20'] / m['m00'], m['mu02'] / m['m00'], m['mu11'] / m['m00']
     d = np.sqrt(4 * c * c + (a - b) ** 2)
     major, minor = 4 * np.sqrt((a + b + d) / 2), 4 * np.sqrt(max((a + b - d) / 2, 0))
-    return dict(area_px=area, eq_diameter_px=float(np.sqrt(4 * area / np.pi)), aspect_ratio=float(major / max(minor, 1.)),
-                circularity=float(min(4 * np.pi * parea / max(per, 1.) ** 2, 1.)), solidity=float(min(parea / max(hull, 1.), 1.)),
+    return dict(area_px=area, eq_diameter_px=float(np.sqrt(4 * area / np.pi)),
+                aspect_ratio=float(major / max(minor, 1.)),
+                circularity=float(min(4 * np.pi * parea / max(per, 1.) ** 2, 1.)),
+                solidity=float(min(parea / max(hull, 1.), 1.)),
                 major_axis_px=float(major), minor_axis_px=float(minor))
 
 # %% ../../nbs/11_particles.extract.ipynb #b646d6e0
@@ -411,7 +426,9 @@ def count_lobes(
 ) -> int:                         # number of lobes (1 for a convex grain)
     "Count the lobes of `mask`: distance-transform cores joined by necks narrower than `neck` × their half-width."
     f = max_side / max(mask.shape)
-    if f < 1: mask = (cv2.resize(mask.astype(np.float32), None, fx=f, fy=f, interpolation=cv2.INTER_AREA) > .5).astype(np.uint8)
+    if f < 1:
+        small = cv2.resize(mask.astype(np.float32), None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        mask = (small > .5).astype(np.uint8)
     D = cv2.distanceTransform(np.pad(mask, 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
     best = 1
     for t in np.array(levels) * D.max():
@@ -422,7 +439,8 @@ def count_lobes(
 # %% ../../nbs/11_particles.extract.ipynb #b699a318
 def _touches_edge(m:np.ndarray, win:tuple, W:int, H:int) -> bool:
     "Whether mask `m` on window `win` of a W×H frame reaches the frame edge."
-    return bool((win[0] == 0 and m[:, 0].any()) or (win[1] == 0 and m[0].any()) or (win[2] == W and m[:, -1].any()) or (win[3] == H and m[-1].any()))
+    return bool((win[0] == 0 and m[:, 0].any()) or (win[1] == 0 and m[0].any())
+                or (win[2] == W and m[:, -1].any()) or (win[3] == H and m[-1].any()))
 
 # %% ../../nbs/11_particles.extract.ipynb #b63323d1
 def measure_particles(
@@ -438,9 +456,12 @@ def measure_particles(
         box = int(r.x0 * sx), int(r.y0 * sy), min(int(np.ceil(r.x1 * sx)), W), min(int(np.ceil(r.y1 * sy)), H)
         region = lambda win, g=r.group: _upsample(groups, g, win, seg.scale)
         m, win = full_res_mask(stack.layers[r.focus_layer], box, seg, region, frac, min_area)
-        rows.append(dict(zip(['x0', 'y0', 'x1', 'y1'], box), focus_layer=r.focus_layer, chopped=_touches_edge(m, win, W, H),
+        rows.append(dict(zip(['x0', 'y0', 'x1', 'y1'], box), focus_layer=r.focus_layer,
+                         chopped=_touches_edge(m, win, W, H),
                          clumped=count_lobes(m, clump_neck) > 1, **shape_measures(m)))
-    return pd.DataFrame(rows, columns=['x0', 'y0', 'x1', 'y1', 'focus_layer', 'chopped', 'clumped', *SHAPE_COLUMNS, 'major_axis_px', 'minor_axis_px'])
+    return pd.DataFrame(rows,
+                        columns=['x0', 'y0', 'x1', 'y1', 'focus_layer', 'chopped', 'clumped', *SHAPE_COLUMNS,
+                                 'major_axis_px', 'minor_axis_px'])
 
 # %% ../../nbs/11_particles.extract.ipynb #1e44ed3f
 def crop_particles(
@@ -469,28 +490,35 @@ def crop_particles(
 _B = ['x0', 'y0', 'x1', 'y1']
 PARTICLE_COLUMNS = ['stack_id', 'x0', 'y0', 'x1', 'y1', 'chopped', 'clumped', *SHAPE_COLUMNS, 'focus_layer']
 UM_COLUMNS = ['area_um2', 'eq_diameter_um', 'major_axis_um', 'minor_axis_um', 'width_um', 'height_um']
-_DTYPES = dict(stack_id=object, x0='int64', y0='int64', x1='int64', y1='int64', chopped=bool, clumped=bool, focus_layer='int64')
+_DTYPES = dict(stack_id=object, x0='int64', y0='int64', x1='int64', y1='int64', chopped=bool, clumped=bool,
+               focus_layer='int64')
 
+# %% ../../nbs/11_particles.extract.ipynb #18c27e7e
 def _table(df:pd.DataFrame, stack_id:str, pixel_size_um:float|None) -> pd.DataFrame:
     "Order, type and (with `pixel_size_um`) add the µm columns."
     df = df.assign(stack_id=stack_id)
     if pixel_size_um:
         p = float(pixel_size_um)
-        df = df.assign(area_um2=df.area_px * p * p, eq_diameter_um=df.eq_diameter_px * p, major_axis_um=df.major_axis_px * p,
+        df = df.assign(area_um2=df.area_px * p * p, eq_diameter_um=df.eq_diameter_px * p,
+                       major_axis_um=df.major_axis_px * p,
                        minor_axis_um=df.minor_axis_px * p, width_um=(df.x1 - df.x0) * p, height_um=(df.y1 - df.y0) * p)
     cols = PARTICLE_COLUMNS + (UM_COLUMNS if pixel_size_um else [])
     return df.reindex(columns=cols).astype({c: _DTYPES.get(c, 'float64') for c in cols})
 
 # %% ../../nbs/11_particles.extract.ipynb #002d5dbc
 def _check_args(stack, size, background, method, n_segments, min_area, pixel_size_um, threshold):
-    if not isinstance(stack, FocalStack): raise InputError(f"extract_particles needs a FocalStack, got {type(stack).__name__}; read one with read_stack")
+    if not isinstance(stack, FocalStack):
+        raise InputError(f"extract_particles needs a FocalStack, got {type(stack).__name__}; read one with read_stack")
     if int(size) != size or size < 8: raise InputError(f"size={size}: crops must be at least 8 px")
-    if background not in BACKGROUNDS: raise InputError(f"background='{background}': use 'saturation' (green plate) or 'auto' (any plate colour)")
-    if method not in ('fast', 'skimage', 'reference'): raise InputError(f"method='{method}': use 'fast', 'skimage' or 'reference'")
-    if int(n_segments) != n_segments or n_segments < 2: raise InputError(f"n_segments={n_segments}: need an integer ≥ 2")
+    check_choice('background', background, BACKGROUNDS)
+    check_choice('method', method, ('fast', 'skimage', 'reference'))
+    if int(n_segments) != n_segments or n_segments < 2:
+        raise InputError(f"n_segments={n_segments}: need an integer ≥ 2")
     if min_area < 0: raise InputError(f"min_area={min_area}: need a non-negative area in px²")
-    if pixel_size_um is not None and not pixel_size_um > 0: raise InputError(f"pixel_size_um={pixel_size_um}: need a positive pixel size in µm")
-    if threshold is not None and threshold != 'otsu' and not (isinstance(threshold, (int, float, np.number)) and np.isfinite(threshold)):
+    if pixel_size_um is not None and not pixel_size_um > 0:
+        raise InputError(f"pixel_size_um={pixel_size_um}: need a positive pixel size in µm")
+    number = isinstance(threshold, (int, float, np.number)) and np.isfinite(threshold)
+    if threshold is not None and threshold != 'otsu' and not number:
         raise InputError(f"threshold={threshold}: need a number, 'otsu', or None to read it off the histogram")
 
 # %% ../../nbs/11_particles.extract.ipynb #7b27d817
@@ -500,10 +528,12 @@ def _no_plate(seg:StackSegmentation, stack_id:str) -> bool:
     t = bg.contrast(bg.threshold)
     frac = sum(c[bg.contrast(m) <= t].sum() for m, c in zip(seg.means, seg.counts)) / sum(c.sum() for c in seg.counts)
     if bg.kind == 'saturation' and bg.mode < .4:
-        warnings.warn(f"stack '{stack_id}': no saturated plate (its commonest saturation is {bg.mode:.2f}); for a plate that is not green use background='auto'")
+        warnings.warn(f"stack '{stack_id}': no saturated plate (its commonest saturation is {bg.mode:.2f}); for a "
+                      "plate that is not green use background='auto'")
         return True
     if frac < .05:
-        warnings.warn(f"stack '{stack_id}': only {frac:.0%} of the frame looks like plate; nothing extracted (check the background mode and threshold)")
+        warnings.warn(f"stack '{stack_id}': only {frac:.0%} of the frame looks like plate; nothing extracted (check "
+                      "the background mode and threshold)")
         return True
     return False
 
@@ -521,7 +551,7 @@ def extract_particles(
     work_size:int=320,            # long side of the layers SLIC runs on (px); None: full resolution
     contrast_frac:float|None=None,# outline each object at this fraction of its own contrast (default `CONTRAST_FRAC`)
     clump_neck:float=.7,          # neck ratio below which an object counts as clumped (`count_lobes`)
-    method:str='fast',            # 'fast' (numba SLIC), 'skimage' (scikit-image slic, working size), 'reference' (scikit-image, full size)
+    method:str='fast',            # 'fast' (numba SLIC), 'skimage' (slic at working size), 'reference' (slic, full size)
 ) -> tuple:                       # (DataFrame one row per particle, crops n×L×size×size×3 uint8)
     "Find the particles of `stack`: boxes synced over the layers, flags, shape, and crops of every layer."
     _check_args(stack, size, background, method, n_segments, min_area, pixel_size_um, threshold)
@@ -530,7 +560,8 @@ def extract_particles(
     if _no_plate(seg, stack.stack_id): masks[:] = 0
     boxes, groups = match_layers(masks, seg.layers)
     df = measure_particles(stack, seg, boxes, groups, min_area, contrast_frac, clump_neck)
-    df = _table(df, stack.stack_id, pixel_size_um).sort_values(['y0', 'x0', 'y1', 'x1'], kind='stable').reset_index(drop=True)
+    df = _table(df, stack.stack_id, pixel_size_um).sort_values(['y0', 'x0', 'y1', 'x1'], kind='stable')
+    df = df.reset_index(drop=True)
     return df, crop_particles(stack.layers, df[_B].to_numpy(), size, keep_aspect, seg.background.rgb)
 
 # %% ../../nbs/11_particles.extract.ipynb #f69d0c35
@@ -544,8 +575,10 @@ def show_particles(stack:FocalStack, df:pd.DataFrame, layer:int=None, ax=None, f
     for i, r in enumerate(df.itertuples()):
         ax.add_patch(Rectangle((r.x0 - .5, r.y0 - .5), r.x1 - r.x0, r.y1 - r.y0, fill=False, lw=1.5,
                                ec='red' if r.clumped else 'yellow', ls='--' if r.chopped else '-'))
-        ax.text(r.x0 + 3, r.y0 + 3, str(i), color='white', fontsize=7, va='top', bbox=dict(fc='black', alpha=.5, lw=0, pad=1))
-    ax.set_title(f"{stack.stack_id}: {len(df)} particles, {df.chopped.sum()} chopped, {df.clumped.sum()} clumped", fontsize=9)
+        ax.text(r.x0 + 3, r.y0 + 3, str(i), color='white', fontsize=7, va='top',
+                bbox=dict(fc='black', alpha=.5, lw=0, pad=1))
+    ax.set_title(f"{stack.stack_id}: {len(df)} particles, {df.chopped.sum()} chopped, {df.clumped.sum()} clumped",
+                 fontsize=9)
     return ax
 
 # %% ../../nbs/11_particles.extract.ipynb #d2beef29
@@ -567,11 +600,14 @@ def _match_stack(df, truth, labels, iou, min_area) -> dict:
     iso = ((truth.touching_group < 0) & (vis >= min_area)).to_numpy()
     mg, mq = M.max(1, initial=0), G.max(1, initial=0)
     ok = np.maximum(mg, mq) >= iou
-    ch = np.where(mg >= mq, truth.chopped.to_numpy()[M.argmax(1)] if len(truth) else False, grp.chopped.to_numpy()[G.argmax(1)] if len(grp) else False)
-    inside = [np.bincount(labels[r.y0:r.y1, r.x0:r.x1].ravel() + 1, minlength=len(truth) + 1)[1:] for r in df.itertuples()]
+    ch = np.where(mg >= mq, truth.chopped.to_numpy()[M.argmax(1)] if len(truth) else False,
+                  grp.chopped.to_numpy()[G.argmax(1)] if len(grp) else False)
+    inside = [np.bincount(labels[r.y0:r.y1, r.x0:r.x1].ravel() + 1,
+                          minlength=len(truth) + 1)[1:] for r in df.itertuples()]
     clump = np.array([((n >= .6 * vis) & (vis >= min_area)).sum() >= 2 for n in inside], bool)
     return dict(n_iso=int(iso.sum()), hit=int((M.max(0, initial=0) >= iou)[iso].sum()), n=len(df), ok=int(ok.sum()),
-                ch_pred=df.chopped.to_numpy(bool)[ok], ch_true=np.asarray(ch, bool)[ok], cl_pred=df.clumped.to_numpy(bool), cl_true=clump)
+                ch_pred=df.chopped.to_numpy(bool)[ok], ch_true=np.asarray(ch, bool)[ok],
+                cl_pred=df.clumped.to_numpy(bool), cl_true=clump)
 
 # %% ../../nbs/11_particles.extract.ipynb #020e3481
 def _prf(pred, true) -> tuple:
@@ -579,6 +615,7 @@ def _prf(pred, true) -> tuple:
     p, r = tp / max(int(pred.sum()), 1), tp / max(int(true.sum()), 1)
     return p, r, 2 * p * r / max(p + r, 1e-9)
 
+# %% ../../nbs/11_particles.extract.ipynb #044d3f0a
 def evaluate_extraction(
     results,                # iterable of (particles DataFrame, truth DataFrame, label map) per stack
     iou:float=.7,           # IoU for a box to match
@@ -587,21 +624,25 @@ def evaluate_extraction(
     "Score extracted particles against synthetic truth (see the text above for the definitions)."
     r = [_match_stack(df, t, lab, iou, min_area) for df, t, lab in results]
     cat = lambda k: np.concatenate([x[k] for x in r]) if r else np.zeros(0, bool)
-    out = dict(recall=sum(x['hit'] for x in r) / max(sum(x['n_iso'] for x in r), 1), precision=sum(x['ok'] for x in r) / max(sum(x['n'] for x in r), 1))
-    for name, (p, t) in dict(chopped=(cat('ch_pred'), cat('ch_true')), clumped=(cat('cl_pred'), cat('cl_true'))).items():
+    out = dict(recall=sum(x['hit'] for x in r) / max(sum(x['n_iso'] for x in r), 1),
+               precision=sum(x['ok'] for x in r) / max(sum(x['n'] for x in r), 1))
+    for name, (p, t) in dict(chopped=(cat('ch_pred'), cat('ch_true')),
+                             clumped=(cat('cl_pred'), cat('cl_true'))).items():
         out.update(zip([f'{name}_precision', f'{name}_recall', f'{name}_f1'], _prf(p, t)))
-    return out | dict(n_stacks=len(r), n_isolated=sum(x['n_iso'] for x in r), n_particles=sum(x['n'] for x in r), n_clumps=int(cat('cl_true').sum()))
+    return out | dict(n_stacks=len(r), n_isolated=sum(x['n_iso'] for x in r), n_particles=sum(x['n'] for x in r),
+                      n_clumps=int(cat('cl_true').sum()))
 
 # %% ../../nbs/11_particles.extract.ipynb #169d29de
-def synth_stacks(n_stacks:int=40, seed:int=0, size=(640, 512), plate='green', **kwargs) -> list:
-    "Render `n_stacks` synthetic stacks (seeds `(seed, i)`): a list of (FocalStack, truth, label map)."
+def synth_stacks(n_stacks:int=40, random_state:int=0, size=(640, 512), plate='green', **kwargs) -> list:
+    "Render `n_stacks` synthetic stacks (seeds `(random_state, i)`): a list of (FocalStack, truth, label map)."
     from sediment_cluster.particles.synth import render_stack, label_map
     out = []
     for i in range(n_stacks):
-        st, t, sc = render_stack((seed, i), f"s{i:04d}", size=size, plate=plate, return_scene=True, **kwargs)
+        st, t, sc = render_stack((random_state, i), f"s{i:04d}", size=size, plate=plate, return_scene=True, **kwargs)
         out.append((st, t, label_map(sc)))
     return out
 
+# %% ../../nbs/11_particles.extract.ipynb #369f51f8
 def score_extraction(stacks:list, iou:float=.7, min_area:int=400, **kwargs) -> dict:
     "Extract every stack of `synth_stacks` output with `kwargs` and score it with `evaluate_extraction`."
     res = [(extract_particles(st, size=16, min_area=min_area, **kwargs)[0], t, lab) for st, t, lab in stacks]

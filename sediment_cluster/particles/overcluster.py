@@ -19,22 +19,23 @@ import cv2
 import matplotlib.pyplot as plt
 from skimage.util import montage as _montage
 
-from ..core import InputError, atomic_path, model_format, torch_device, write_image
+from ..core import InputError, atomic_path, check_choice, model_format, torch_device, write_image
 from ..ikmeans import IKMeans, as_points, assign, sqdist, chunk_rows
 from ..metrics import purity
 from .store import ParticleStore
 
 # %% auto #0
 __all__ = ['ENGINES', 'LATENT', 'CLUSTERS', 'MODEL', 'UNMATCHED_CLASS', 'BOX', 'OverClusterer', 'read_latent', 'cluster_store',
-           'pixel_features', 'sharpness', 'select_layer', 'cluster_members', 'read_crops', 'montage_image',
-           'cluster_montage', 'write_montage', 'clusters_overview', 'umap_embedding', 'plot_embedding', 'umap_view',
-           'particle_truth', 'cluster_purity', 'cluster_composition']
+           'pixel_features', 'sharpness', 'select_layer', 'cluster_members', 'read_crops', 'tile', 'crops_at',
+           'montage_image', 'cluster_montage', 'write_montage', 'clusters_overview', 'umap_embedding', 'plot_embedding',
+           'umap_view', 'particle_truth', 'cluster_purity', 'cluster_composition']
 
 # %% ../../nbs/14_particles.overcluster.ipynb #d571ebd5
 ENGINES = ('torch', 'sklearn')
 
+# %% ../../nbs/14_particles.overcluster.ipynb #1d4edd7a
 class OverClusterer(TransformerMixin, ClusterMixin, BaseEstimator):
-    "K-means with a large fixed K (default 100) for overclustering latent features; save/load to apply it to new samples."
+    "K-means with a large fixed K (default 100) to overcluster latent features; save/load to apply it to new samples."
     def __init__(self,
         n_clusters:int=100,     # K, the number of clusters
         n_init:int=1,           # k-means++ restarts (best inertia wins)
@@ -55,12 +56,16 @@ class OverClusterer(TransformerMixin, ClusterMixin, BaseEstimator):
 @patch
 def _check_fit(self:OverClusterer, X) -> torch.Tensor:
     "Validate hyperparameters and `X`; return `X` as a float32 CPU tensor."
-    if self.engine not in ENGINES: raise InputError(f"engine='{self.engine}': use one of {', '.join(ENGINES)}")
+    check_choice('engine', self.engine, ENGINES)
     k = self.n_clusters
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1: raise InputError(f"n_clusters={k!r}: give a positive integer, e.g. 100")
-    if not isinstance(self.n_init, (int, np.integer)) or self.n_init < 1: raise InputError(f"n_init={self.n_init!r}: give a positive integer")
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise InputError(f"n_clusters={k!r}: give a positive integer, e.g. 100")
+    if not isinstance(self.n_init, (int, np.integer)) or self.n_init < 1:
+        raise InputError(f"n_init={self.n_init!r}: give a positive integer")
     X = as_points(X, 'cpu', name='latent features')
-    if k > len(X): raise InputError(f"n_clusters={k} is more than the {len(X)} samples (particles); use a smaller K (at most {len(X)})")
+    if k > len(X):
+        raise InputError(f"n_clusters={k} is more than the {len(X)} samples (particles); use a smaller K (at most "
+                         f"{len(X)})")
     return X
 
 # %% ../../nbs/14_particles.overcluster.ipynb #3e324c2a
@@ -84,7 +89,8 @@ def fit(self:OverClusterer,
     self.labels_, self.inertia_, self.n_iter_ = np.asarray(km.labels_, np.int64), float(km.inertia_), int(km.n_iter_)
     self.n_features_in_ = Xt.shape[1]
     if len(self.cluster_centers_) < self.n_clusters:   # IKMeans returns one centre for constant data
-        warnings.warn(f"OverClusterer: the data have fewer distinct points than n_clusters={self.n_clusters}; {len(self.cluster_centers_)} cluster(s) kept")
+        warnings.warn(f"OverClusterer: the data have fewer distinct points than n_clusters={self.n_clusters}; "
+                      f"{len(self.cluster_centers_)} cluster(s) kept")
     return self
 
 # %% ../../nbs/14_particles.overcluster.ipynb #da6c43fd
@@ -95,22 +101,27 @@ def _points(self:OverClusterer, X) -> tuple:
     dev = torch_device(self.device)
     X = as_points(X, dev, name='latent features')
     if X.shape[1] != self.n_features_in_:
-        raise InputError(f"X has {X.shape[1]} features, but OverClusterer is expecting {self.n_features_in_} features as input: the latent width differs from the fitted centres; use latents from the same encoder or refit")
+        raise InputError(f"X has {X.shape[1]} features, but OverClusterer is expecting {self.n_features_in_} features "
+                         "as input: the latent width differs from the fitted centres; use latents from the same "
+                         "encoder or refit")
     C = torch.as_tensor(self.cluster_centers_, device=dev)
     m = C.mean(0)
     return X - m, C - m
 
+# %% ../../nbs/14_particles.overcluster.ipynb #78a81bfc
 @patch
 def assign(self:OverClusterer, X) -> tuple:
     "Nearest cluster of each row of `X` and the Euclidean distance to its centre: (labels int64, distances float32)."
     lab, d2 = assign(*self._points(X))
     return lab.cpu().numpy(), d2.sqrt().cpu().numpy().astype(np.float32)
 
+# %% ../../nbs/14_particles.overcluster.ipynb #937ac654
 @patch
 def predict(self:OverClusterer, X) -> np.ndarray:
     "Index of the nearest cluster centre for each row of `X`."
     return self.assign(X)[0]
 
+# %% ../../nbs/14_particles.overcluster.ipynb #e44e5b1f
 @patch
 def transform(self:OverClusterer, X) -> np.ndarray:
     "Euclidean distances from each row of `X` to every cluster centre (N × K, float32)."
@@ -124,7 +135,8 @@ def save(self:OverClusterer, path) -> Path:
     "Save the fitted model to `path` (`.npz`: centres, training labels and a JSON header; atomic)."
     check_is_fitted(self, 'cluster_centers_')
     path = Path(path)
-    head = dict(format=model_format(OverClusterer), params=self.get_params(), inertia_=self.inertia_, n_iter_=self.n_iter_,
+    head = dict(format=model_format(OverClusterer), params=self.get_params(), inertia_=self.inertia_,
+                n_iter_=self.n_iter_,
                 n_features_in_=self.n_features_in_)
     with atomic_path(path) as tmp, open(tmp, 'wb') as f:
         np.savez(f, cluster_centers=self.cluster_centers_, labels=self.labels_, header=np.array(json.dumps(head)))
@@ -137,8 +149,11 @@ def load(cls:OverClusterer, path) -> OverClusterer:
     path = Path(path)
     if not path.is_file(): raise InputError(f"{path}: no such OverClusterer model file")
     try:
-        with np.load(path, allow_pickle=False) as z: C, lab, head = z['cluster_centers'], z['labels'], json.loads(str(z['header']))
-    except Exception as e: raise InputError(f"{path}: not an OverClusterer model file ({type(e).__name__}); save one with OverClusterer.save") from None
+        with np.load(path, allow_pickle=False) as z:
+            C, lab, head = z['cluster_centers'], z['labels'], json.loads(str(z['header']))
+    except Exception as e:
+        raise InputError(f"{path}: not an OverClusterer model file ({type(e).__name__}); save one with "
+                         "OverClusterer.save") from None
     if head.get('format') != model_format(OverClusterer):
         raise InputError(f"{path}: model format {head.get('format')!r}, expected {model_format(OverClusterer)!r}")
     self = cls(**head['params'])
@@ -149,15 +164,18 @@ def load(cls:OverClusterer, path) -> OverClusterer:
 # %% ../../nbs/14_particles.overcluster.ipynb #b43abe2b
 LATENT, CLUSTERS, MODEL = 'latent.npy', 'clusters.parquet', 'overcluster.npz'
 
+# %% ../../nbs/14_particles.overcluster.ipynb #21701e95
 def read_latent(store) -> np.ndarray:
     "The latent matrix μ (`latent.npy`) of `store`, checked against its particles."
     store = ParticleStore.open(store)
     p = store.path/LATENT
     if len(store) == 0: raise InputError(f"{store.path}: the store holds no particles; nothing to cluster")
-    if not p.is_file(): raise InputError(f"{p}: no latent features in the store; encode it first (sediment-cluster encode STORE)")
+    if not p.is_file():
+        raise InputError(f"{p}: no latent features in the store; encode it first (sediment-cluster encode STORE)")
     X = store.read_array(LATENT, mmap=False)
     if X.ndim != 2 or len(X) != len(store):
-        raise InputError(f"{p}: shape {X.shape} does not match the store's {len(store)} particles; encode the store again")
+        raise InputError(f"{p}: shape {X.shape} does not match the store's {len(store)} particles; encode the store "
+                         "again")
     return X
 
 # %% ../../nbs/14_particles.overcluster.ipynb #612f0e5b
@@ -167,9 +185,11 @@ def _model(model, X:np.ndarray, where:Path) -> OverClusterer:
     check_is_fitted(oc, 'cluster_centers_')
     if oc.n_features_in_ != X.shape[1]:
         name = model if not isinstance(model, OverClusterer) else 'the model'
-        raise InputError(f"{name}: fitted on latents of width {oc.n_features_in_} but {where} has width {X.shape[1]}; use the same encoder or refit without a model")
+        raise InputError(f"{name}: fitted on latents of width {oc.n_features_in_} but {where} has width {X.shape[1]}; "
+                         "use the same encoder or refit without a model")
     return oc
 
+# %% ../../nbs/14_particles.overcluster.ipynb #84ace381
 def cluster_store(
     store,               # `ParticleStore` or its folder, with `latent.npy`
     k:int=100,           # number of clusters K (ignored when `model` is given)
@@ -181,7 +201,8 @@ def cluster_store(
     store = ParticleStore.open(store)
     X = read_latent(store)
     with tqdm(total=3, desc='cluster', disable=not progress) as bar:
-        oc = OverClusterer(k, random_state=random_state).fit(X) if model is None else _model(model, X, store.path/LATENT)
+        oc = OverClusterer(k,
+                           random_state=random_state).fit(X) if model is None else _model(model, X, store.path/LATENT)
         bar.update()
         lab, dist = oc.assign(X)
         bar.update()
@@ -218,6 +239,7 @@ def sharpness(images:np.ndarray) -> np.ndarray: # (...,) variance of the Laplaci
     lap = g[..., 1:-1, 2:] + g[..., 1:-1, :-2] + g[..., 2:, 1:-1] + g[..., :-2, 1:-1] - 4 * g[..., 1:-1, 1:-1]
     return lap.reshape(*lap.shape[:-2], -1).var(-1)
 
+# %% ../../nbs/14_particles.overcluster.ipynb #772a1484
 def select_layer(
     crops:np.ndarray,       # (n, L, S, S, 3) crops
     layer='sharpest',       # a layer index, or 'sharpest' (per grain, by `sharpness`)
@@ -227,15 +249,19 @@ def select_layer(
     if isinstance(layer, str):
         if layer != 'sharpest': raise InputError(f"layer='{layer}': give a layer index or 'sharpest'")
         return crops[np.arange(len(crops)), sharpness(crops).argmax(1)]
-    if not -crops.shape[1] <= int(layer) < crops.shape[1]: raise InputError(f"layer={layer}: the crops have {crops.shape[1]} layers (0..{crops.shape[1] - 1})")
+    if not -crops.shape[1] <= int(layer) < crops.shape[1]:
+        raise InputError(f"layer={layer}: the crops have {crops.shape[1]} layers (0..{crops.shape[1] - 1})")
     return crops[:, int(layer)]
 
 # %% ../../nbs/14_particles.overcluster.ipynb #d621302f
 def _clusters(store:ParticleStore, clusters) -> pd.DataFrame:
     if clusters is not None: return clusters
-    if not (store.path/CLUSTERS).is_file(): raise InputError(f"{store.path/CLUSTERS}: no clusters yet; run cluster_store (sediment-cluster cluster STORE) first")
+    if not (store.path/CLUSTERS).is_file():
+        raise InputError(f"{store.path/CLUSTERS}: no clusters yet; run cluster_store (sediment-cluster cluster STORE) "
+                         "first")
     return store.read_table(CLUSTERS)
 
+# %% ../../nbs/14_particles.overcluster.ipynb #a59bf706
 def cluster_members(
     clusters:pd.DataFrame,  # `clusters.parquet`: particle_id, cluster, distance (store order)
     cluster:int,            # the cluster
@@ -243,11 +269,12 @@ def cluster_members(
 ) -> np.ndarray:            # row positions in the store, nearest to the centre first
     "Store rows of the particles of `cluster`, sorted by distance to its centre."
     lab = clusters.cluster.to_numpy()
-    if cluster not in set(lab.tolist()): raise InputError(f"cluster {cluster} does not exist; the clusters are {lab.min()}..{lab.max()}")
+    if cluster not in set(lab.tolist()):
+        raise InputError(f"cluster {cluster} does not exist; the clusters are {lab.min()}..{lab.max()}")
     idx = np.flatnonzero(lab == cluster)
     return idx[np.argsort(clusters.distance.to_numpy()[idx], kind='stable')][:n]
 
-# %% ../../nbs/14_particles.overcluster.ipynb #a59bf706
+# %% ../../nbs/14_particles.overcluster.ipynb #16122351
 def read_crops(store:ParticleStore, idx) -> np.ndarray:
     "Crops of store rows `idx`, in that order (read in increasing order, as zarr prefers)."
     idx = np.asarray(idx, np.int64)
@@ -255,6 +282,24 @@ def read_crops(store:ParticleStore, idx) -> np.ndarray:
     u, inv = np.unique(idx, return_inverse=True)
     return store.crops.get_orthogonal_selection((u,))[inv]
 
+# %% ../../nbs/14_particles.overcluster.ipynb #90bd82c9
+def tile(
+    images:np.ndarray,  # n × S × S × 3 uint8
+    ncols:int=None,     # images per row (default: a square grid)
+    pad:int=2,          # white px around and between images
+) -> np.ndarray:        # H × W × 3 uint8
+    "Tile `images` row by row into one RGB image (scikit-image's `montage`, white padding)."
+    if not len(images): return np.full((8, 8, 3), 255, np.uint8)
+    ncols = ncols or math.ceil(math.sqrt(len(images)))
+    grid = (math.ceil(len(images) / ncols), min(ncols, len(images)))
+    return _montage(np.asarray(images), fill=(255, 255, 255), grid_shape=grid, padding_width=pad, channel_axis=-1)
+
+# %% ../../nbs/14_particles.overcluster.ipynb #699c746f
+def crops_at(store, ids, layer='sharpest') -> np.ndarray: # n × S × S × 3
+    "One focal layer of the crops of particles `ids`: a layer index, or each grain's sharpest."
+    return select_layer(read_crops(ParticleStore.open(store), ids), layer)
+
+# %% ../../nbs/14_particles.overcluster.ipynb #e4d85350
 def montage_image(
     store,                  # `ParticleStore` or its folder
     cluster:int,            # the cluster to show
@@ -267,12 +312,9 @@ def montage_image(
     "The crops of `cluster`, nearest to the centre first, tiled row by row into one RGB image."
     store = ParticleStore.open(store)
     idx = cluster_members(_clusters(store, clusters), cluster, n)
-    imgs = select_layer(read_crops(store, idx), layer)
-    ncols = ncols or math.ceil(math.sqrt(len(imgs)))
-    grid = (math.ceil(len(imgs) / ncols), ncols)
-    return _montage(imgs, fill=(255, 255, 255), grid_shape=grid, padding_width=pad, channel_axis=-1)
+    return tile(crops_at(store, idx, layer), ncols, pad)
 
-# %% ../../nbs/14_particles.overcluster.ipynb #16122351
+# %% ../../nbs/14_particles.overcluster.ipynb #3c38b674
 def cluster_montage(
     store,                  # `ParticleStore` or its folder
     cluster:int,            # the cluster to show
@@ -290,9 +332,11 @@ def cluster_montage(
     size = int((clusters.cluster == cluster).sum())
     ax.imshow(img, interpolation='nearest')
     ax.set_axis_off()
-    ax.set_title(f"cluster {cluster}: {size} particles (showing {min(n, size)}, nearest first; layer {layer})", fontsize=8)
+    ax.set_title(f"cluster {cluster}: {size} particles (showing {min(n, size)}, nearest first; layer "
+                 f"{layer})", fontsize=8)
     return ax.figure
 
+# %% ../../nbs/14_particles.overcluster.ipynb #55dff124
 def write_montage(
     store,                  # `ParticleStore` or its folder
     cluster:int,            # the cluster to show
@@ -339,7 +383,8 @@ def umap_embedding(
     if reducer is None:
         import umap
         reducer = umap.UMAP(n_components=2, random_state=random_state, n_jobs=1, **umap_kw)
-    fit = np.sort(np.random.default_rng(random_state).choice(len(X), max_fit, replace=False)) if len(X) > max_fit else np.arange(len(X))
+    fit = np.arange(len(X))
+    if len(X) > max_fit: fit = np.sort(np.random.default_rng(random_state).choice(len(X), max_fit, replace=False))
     rest = np.setdiff1d(np.arange(len(X)), fit)
     emb = np.empty((len(X), 2), np.float32)
     emb[fit] = reducer.fit_transform(X[fit])
@@ -357,17 +402,21 @@ def plot_embedding(
 ):                              # matplotlib Figure
     "Scatter plot of a 2-D embedding coloured by cluster (tab20, cycled), cluster numbers at their medians."
     labels = np.asarray(labels)
-    if len(labels) != len(emb): raise InputError(f"labels has {len(labels)} items but the embedding has {len(emb)} points")
+    if len(labels) != len(emb):
+        raise InputError(f"labels has {len(labels)} items but the embedding has {len(emb)} points")
     if ax is None: _, ax = plt.subplots(figsize=(6, 5))
-    ax.scatter(emb[:, 0], emb[:, 1], c=labels % 20, cmap='tab20', vmin=0, vmax=19, s=s or max(1, 30 / math.sqrt(len(emb) / 100 + 1)), lw=0)
+    ax.scatter(emb[:, 0], emb[:, 1], c=labels % 20, cmap='tab20', vmin=0, vmax=19,
+               s=s or max(1, 30 / math.sqrt(len(emb) / 100 + 1)), lw=0)
     for c in np.unique(labels) if annotate else []:
         x, y = np.median(emb[labels == c], 0)
-        ax.text(x, y, str(c), fontsize=6, ha='center', va='center', bbox=dict(boxstyle='round,pad=0.1', fc='white', ec='none', alpha=.6))
+        ax.text(x, y, str(c), fontsize=6, ha='center', va='center',
+                bbox=dict(boxstyle='round,pad=0.1', fc='white', ec='none', alpha=.6))
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
     return ax.figure
 
+# %% ../../nbs/14_particles.overcluster.ipynb #da046f9b
 def umap_view(
     X,                          # (N, D) latent features
     labels,                     # (N,) cluster of each particle
@@ -386,13 +435,16 @@ def umap_view(
 # %% ../../nbs/14_particles.overcluster.ipynb #5f96888d
 UNMATCHED_CLASS = 'unmatched'
 
+# %% ../../nbs/14_particles.overcluster.ipynb #452476da
 def _read_truth(truth) -> pd.DataFrame:
     if isinstance(truth, pd.DataFrame): return truth
     p = Path(truth)
     p = p/'truth.parquet' if p.is_dir() else p
-    if not p.is_file(): raise InputError(f"{p}: no truth table; synthetic plates have truth.parquet (sediment-cluster synth-plates)")
+    if not p.is_file():
+        raise InputError(f"{p}: no truth table; synthetic plates have truth.parquet (sediment-cluster synth-plates)")
     return pd.read_parquet(p)
 
+# %% ../../nbs/14_particles.overcluster.ipynb #f423b011
 def _match_boxes(a:np.ndarray, b:np.ndarray, min_iou:float) -> tuple:
     "One-to-one matches (rows of `a`, rows of `b`, IoU) with IoU ≥ `min_iou`, maximising the total IoU."
     from scipy.optimize import linear_sum_assignment
@@ -406,6 +458,7 @@ def _match_boxes(a:np.ndarray, b:np.ndarray, min_iou:float) -> tuple:
 # %% ../../nbs/14_particles.overcluster.ipynb #5d343742
 BOX = ['x0', 'y0', 'x1', 'y1']
 
+# %% ../../nbs/14_particles.overcluster.ipynb #e397b61e
 def particle_truth(
     store,                  # `ParticleStore` (or folder) extracted from synthetic plates
     truth,                  # `truth.parquet`, the photo folder holding it, or the table itself
@@ -421,16 +474,19 @@ def particle_truth(
         g = groups[sid]
         i, j, iou = _match_boxes(rows[BOX].to_numpy(), g[BOX].to_numpy(), min_iou)
         r = rows.index.to_numpy()[i]
-        out.loc[r, 'cls'], out.loc[r, 'grain_id'], out.loc[r, 'iou'] = g.cls.to_numpy()[j], g.grain_id.to_numpy()[j], iou
+        out.loc[r, 'cls'], out.loc[r, 'grain_id'] = g.cls.to_numpy()[j], g.grain_id.to_numpy()[j]
+        out.loc[r, 'iou'] = iou
     return out
 
 # %% ../../nbs/14_particles.overcluster.ipynb #450e2729
 def _matched(labels, cls, ignore) -> tuple:
     labels, cls = np.asarray(labels), np.asarray(cls, dtype=object)
-    if labels.shape != cls.shape: raise InputError(f"labels has {len(labels)} items but the classes {len(cls)}; give one class per particle")
+    if labels.shape != cls.shape:
+        raise InputError(f"labels has {len(labels)} items but the classes {len(cls)}; give one class per particle")
     keep = np.array([c not in ignore for c in cls], bool)
     return labels[keep], cls[keep]
 
+# %% ../../nbs/14_particles.overcluster.ipynb #0a2dba2c
 def cluster_purity(
     labels,                             # (N,) cluster of each particle
     cls,                                # (N,) true class of each particle
@@ -441,6 +497,7 @@ def cluster_purity(
     if not len(labels): raise InputError("no particle has a true class; nothing to measure")
     return purity(labels, cls.astype(str))
 
+# %% ../../nbs/14_particles.overcluster.ipynb #b154608e
 def cluster_composition(labels, cls, ignore=(UNMATCHED_CLASS, None)) -> pd.DataFrame:
     "Per cluster: `n` particles with a true class, the `majority` class and its share `frac`, sorted by cluster."
     labels, cls = _matched(labels, cls, ignore)

@@ -12,11 +12,12 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from ..core import InputError, atomic_path
+from ..core import InputError, atomic_path, check_choice, encode_image
 from .store import ParticleStore
-from .overcluster import plot_embedding, umap_embedding
-from .label import (LABELS, Labeller, UNLABELLED, class_counts, crops_at, particle_classes, plot_sizes,
-                                    proxies, size_stats, tile)
+from .overcluster import crops_at, plot_embedding, tile, umap_embedding
+from .label import LABELS, Labeller
+from .proxies import (UNLABELLED, class_counts, particle_classes, plot_sizes, proxies,
+                                               size_stats)
 
 # %% auto #0
 __all__ = ['CSS', 'SECTIONS', 'data_uri', 'jpeg_uri', 'figure_uri', 'thumbs', 'gallery', 'ReportData', 'load_report_data',
@@ -26,11 +27,12 @@ __all__ = ['CSS', 'SECTIONS', 'data_uri', 'jpeg_uri', 'figure_uri', 'thumbs', 'g
 # %% ../../nbs/18_particles.report.ipynb #3f109546
 def data_uri(data:bytes, mime:str) -> str: return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
+# %% ../../nbs/18_particles.report.ipynb #43c91f52
 def jpeg_uri(rgb:np.ndarray, quality:int=85) -> str:
     "An RGB uint8 image as a base64 JPEG `data:` URI."
-    ok, buf = cv2.imencode('.jpg', cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    return data_uri(buf.tobytes(), 'image/jpeg')
+    return data_uri(encode_image(rgb, '.jpg', quality), 'image/jpeg')
 
+# %% ../../nbs/18_particles.report.ipynb #edd5f550
 def figure_uri(fig, dpi:int=90) -> str:
     "A matplotlib figure as a base64 PNG `data:` URI (the figure is closed)."
     import matplotlib.pyplot as plt
@@ -39,13 +41,14 @@ def figure_uri(fig, dpi:int=90) -> str:
     plt.close(fig)
     return data_uri(buf.getvalue(), 'image/png')
 
-# %% ../../nbs/18_particles.report.ipynb #43c91f52
+# %% ../../nbs/18_particles.report.ipynb #2ae921e8
 def thumbs(store:ParticleStore, ids, layer='sharpest', thumb:int=64) -> np.ndarray: # n × thumb × thumb × 3
     "Crops of particles `ids` at one focal layer (default: each grain's sharpest), shrunk to `thumb` px."
     c = crops_at(store, ids, layer)
     if c.shape[1] == thumb or not len(c): return c
     return np.stack([cv2.resize(im, (thumb, thumb), interpolation=cv2.INTER_AREA) for im in c])
 
+# %% ../../nbs/18_particles.report.ipynb #38710ac3
 def gallery(store, ids, layer='sharpest', thumb:int=64, ncols:int=8, quality:int=85) -> str:
     "An `<img>` tag with a montage of the crops of `ids`, or '' when there are none."
     if not len(ids): return ''
@@ -71,7 +74,8 @@ def load_report_data(store, samples=None, groups=None, labels:str=LABELS, **kw) 
     store = ParticleStore.open(store)
     p = store.path
     d = ReportData(store, groups=groups, **kw)
-    if (p/'clusters.parquet').is_file(): d.clusters = store.read_table('clusters.parquet').sort_values('particle_id').reset_index(drop=True)
+    if (p/'clusters.parquet').is_file():
+        d.clusters = store.read_table('clusters.parquet').sort_values('particle_id').reset_index(drop=True)
     if (p/'latent.npy').is_file(): d.latent = store.read_array('latent.npy')
     if d.latent is not None and len(d.latent) != len(store):
         raise InputError(f"{p/'latent.npy'}: {len(d.latent)} rows for {len(store)} particles; encode the store again")
@@ -82,12 +86,15 @@ def load_report_data(store, samples=None, groups=None, labels:str=LABELS, **kw) 
 
 # %% ../../nbs/18_particles.report.ipynb #6b7bf90b
 def _table(df:pd.DataFrame, digits:int=2, index:bool=True) -> str:
-    return df.round(digits).to_html(border=0, classes='t', na_rep='–', index=index, float_format=lambda v: f"{v:,.{digits}f}")
-
-def _facts(rows:dict) -> str:
-    return '<table class="t facts">' + ''.join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows.items()) + '</table>'
+    return df.round(digits).to_html(border=0, classes='t', na_rep='–', index=index,
+                                    float_format=lambda v: f"{v:,.{digits}f}")
 
 # %% ../../nbs/18_particles.report.ipynb #dea415bf
+def _facts(rows:dict) -> str:
+    cells = ''.join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows.items())
+    return '<table class="t facts">' + cells + '</table>'
+
+# %% ../../nbs/18_particles.report.ipynb #e63c12d7
 def _size_hist(t:pd.DataFrame):
     import matplotlib.pyplot as plt
     col = 'eq_diameter_um' if 'eq_diameter_um' in t else 'eq_diameter_px'
@@ -100,6 +107,7 @@ def _size_hist(t:pd.DataFrame):
     ax.set_xlabel('equivalent diameter (' + ('µm' if col.endswith('um') else 'px') + ')')
     return fig
 
+# %% ../../nbs/18_particles.report.ipynb #434f9aa3
 def _plain_ticks(ax):
     "Plain numbers (not powers of ten) on a log x axis."
     from matplotlib.ticker import ScalarFormatter, NullFormatter
@@ -113,9 +121,12 @@ def overview_section(d:ReportData) -> str:
     m = s.meta
     par = m.get('params', {})
     flags = {k: int(t[k].sum()) for k in ('chopped', 'clumped') if k in t}
-    facts = {'particles': f"{len(s):,}", 'stacks': f"{t.stack_id.nunique():,}" + (f" ({m['n_failed']} skipped)" if m.get('n_failed') else ''),
-             'focal layers': s.n_layers, 'crop size': f"{s.size} px", 'pixel size': f"{par['pixel_size_um']} µm" if par.get('pixel_size_um') else 'not given (sizes in px)',
-             **{f"{k} grains": f"{v:,} ({v / max(len(s), 1):.0%})" for k, v in flags.items()}, 'photos': par.get('photo_dir', '–')}
+    facts = {'particles': f"{len(s):,}",
+             'stacks': f"{t.stack_id.nunique():,}" + (f" ({m['n_failed']} skipped)" if m.get('n_failed') else ''),
+             'focal layers': s.n_layers, 'crop size': f"{s.size} px",
+             'pixel size': f"{par['pixel_size_um']} µm" if par.get('pixel_size_um') else 'not given (sizes in px)',
+             **{f"{k} grains": f"{v:,} ({v / max(len(s), 1):.0%})" for k, v in flags.items()},
+             'photos': par.get('photo_dir', '–')}
     out = _facts(facts)
     if len(s.errors): out += f"<h3>Skipped stacks</h3>{_table(s.errors.head(20), index=False)}"
     if len(s):
@@ -135,34 +146,50 @@ def _cluster_sizes(cl:pd.DataFrame, names:dict):
     ax.set_xlim(-1, n.index.max() + 1)
     return fig
 
+# %% ../../nbs/18_particles.report.ipynb #db8dccb2
 def _nearest(cl:pd.DataFrame, c, n:int) -> np.ndarray:
     g = cl[cl.cluster == c]
     return (g.sort_values('distance', kind='stable') if 'distance' in g else g).particle_id.to_numpy()[:n]
 
 # %% ../../nbs/18_particles.report.ipynb #72507b35
+def _cluster_names(d:ReportData) -> dict:
+    "The class names given to each K-means cluster (joined by commas), from the labels."
+    if d.labeller is None: return {}
+    by = d.labeller.labels_per_particle().groupby('cluster')['class']
+    return by.agg(lambda s: ', '.join(sorted(set(s.dropna())))).to_dict()
+
+# %% ../../nbs/18_particles.report.ipynb #deef67a5
+def _tile9(d:ReportData, c) -> np.ndarray:
+    "The 9 crops nearest the centre of cluster `c` at 40 px, padded with grey to 9."
+    t = thumbs(d.store, _nearest(d.clusters, c, 9), d.layer, 40)
+    return np.concatenate([t, np.full((9 - len(t), 40, 40, 3), 245, np.uint8)])
+
+# %% ../../nbs/18_particles.report.ipynb #32eacc3d
 def clusters_section(d:ReportData) -> str|None:
     "Cluster sizes, a tile of nearest crops per cluster, and a folded gallery per cluster."
     if d.clusters is None or not len(d.clusters): return None
-    cl, ks = d.clusters, sorted(d.clusters.cluster.unique())
-    names = {} if d.labeller is None else d.labeller.labels_per_particle().groupby('cluster')['class'].agg(lambda s: ', '.join(sorted(set(s.dropna())))).to_dict()
+    cl, ks, names = d.clusters, sorted(d.clusters.cluster.unique()), _cluster_names(d)
     cap = lambda c: f"{c} · {(cl.cluster == c).sum()}" + (f" · {html.escape(names[c])}" if names.get(c) else '')
-    tile9 = lambda c: np.concatenate([t := thumbs(d.store, _nearest(cl, c, 9), d.layer, 40), np.full((9 - len(t), 40, 40, 3), 245, np.uint8)])
-    tiles = ''.join(f'<a class="tile" href="#cluster-{c}"><img alt="cluster {c}" src="{jpeg_uri(tile(tile9(c), 3, 1))}">'
-                    f'<span>{cap(c)}</span></a>' for c in ks)
-    gals = ''.join(f'<details id="cluster-{c}"><summary>cluster {cap(c)}</summary>{gallery(d.store, _nearest(cl, c, d.per_cluster), d.layer, d.thumb)}</details>' for c in ks)
+    tiles = ''.join(f'<a class="tile" href="#cluster-{c}"><img alt="cluster {c}" '
+                    f'src="{jpeg_uri(tile(_tile9(d, c), 3, 1))}"><span>{cap(c)}</span></a>' for c in ks)
+    gals = ''.join(f'<details id="cluster-{c}"><summary>cluster {cap(c)}</summary>'
+                   f'{gallery(d.store, _nearest(cl, c, d.per_cluster), d.layer, d.thumb)}</details>' for c in ks)
     return (f"<p>{len(ks)} clusters of {len(cl):,} particles (K-means; green bars: clusters with a name).</p>"
             f'<img alt="cluster sizes" src="{figure_uri(_cluster_sizes(cl, names))}">'
-            f'<h3>All clusters</h3><p>Each tile: the 9 crops nearest the centre; cluster · particles · class.</p><div class="tiles">{tiles}</div>'
-            f'<h3>Galleries</h3><p>The {d.per_cluster} crops nearest each centre, nearest first (click to open).</p><div class="gals">{gals}</div>')
+            '<h3>All clusters</h3><p>Each tile: the 9 crops nearest the centre; cluster · particles · class.</p>'
+            f'<div class="tiles">{tiles}</div><h3>Galleries</h3>'
+            f'<p>The {d.per_cluster} crops nearest each centre, nearest first (click to open).</p>'
+            f'<div class="gals">{gals}</div>')
 
 # %% ../../nbs/18_particles.report.ipynb #51354d81
 def embed_2d(store:ParticleStore, X:np.ndarray, view:str='umap', max_fit:int=100_000, random_state:int=0) -> np.ndarray:
     "2-D coordinates of the latent `X`: PCA, or UMAP (`overcluster.umap_embedding`) cached in the store as `umap.npy`."
     from sklearn.decomposition import PCA
     if view == 'pca': return umap_embedding(X, max_fit, random_state, reducer=PCA(2, random_state=random_state))
-    if view != 'umap': raise InputError(f"view='{view}': use 'umap', 'pca' or None")
+    check_choice('view', view, ('umap', 'pca', None))
     p, lat = store.path/'umap.npy', store.path/'latent.npy'
-    if p.is_file() and lat.is_file() and p.stat().st_mtime_ns >= lat.stat().st_mtime_ns and len(E := np.load(p)) == len(X): return E
+    fresh = p.is_file() and lat.is_file() and p.stat().st_mtime_ns >= lat.stat().st_mtime_ns
+    if fresh and len(E := np.load(p)) == len(X): return E
     E = umap_embedding(X, max_fit, random_state, n_neighbors=min(15, len(X) - 1))
     store.write_array('umap.npy', E)
     return E
@@ -176,12 +203,14 @@ def _by_class(ax, E, cls):
     col = lambda i: (.78, .78, .78, 1.) if cats.categories[i] == UNLABELLED else tab(i % 10)
     for i, c in enumerate(cats.categories):
         m = cats.codes == i
-        ax.scatter(E[m, 0], E[m, 1], s=max(1, 30 / np.sqrt(len(E) / 100 + 1)), color=col(i), lw=0, label=f"{c} ({m.sum()})")
+        ax.scatter(E[m, 0], E[m, 1], s=max(1, 30 / np.sqrt(len(E) / 100 + 1)), color=col(i), lw=0,
+                   label=f"{c} ({m.sum()})")
     ax.legend(fontsize=7, markerscale=2)
     ax.set_title('coloured by class', fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
 
+# %% ../../nbs/18_particles.report.ipynb #a70109ee
 def map_section(d:ReportData, view:str='umap', max_fit:int=100_000) -> str|None:
     "Scatter of the 2-D latent map coloured by cluster, and by class when labelled."
     import matplotlib.pyplot as plt
@@ -189,44 +218,65 @@ def map_section(d:ReportData, view:str='umap', max_fit:int=100_000) -> str|None:
     E = embed_2d(d.store, d.latent, view, max_fit)
     fig, axs = plt.subplots(1, 1 + (d.pc is not None), figsize=(5.4 * (1 + (d.pc is not None)), 4.8), squeeze=False)
     lab = d.clusters.cluster.to_numpy() if d.clusters is not None else np.zeros(len(E), int)
-    plot_embedding(E, lab, ax=axs[0, 0], annotate=d.clusters is not None, title='coloured by cluster' if d.clusters is not None else 'particles')
+    plot_embedding(E, lab, ax=axs[0, 0], annotate=d.clusters is not None,
+                   title='coloured by cluster' if d.clusters is not None else 'particles')
     if d.pc is not None: _by_class(axs[0, 1], E, d.pc['class'].to_numpy())
-    return (f"<p>{view.upper()} of the {d.latent.shape[1]}-dimensional latent features, for looking only: K-means works on "
+    return (f"<p>{view.upper()} of the {d.latent.shape[1]}-dimensional latent features, for looking only: K-means "
+            "works on "
             f"the features themselves, not on this picture.</p><img alt=\"latent map\" src=\"{figure_uri(fig)}\">")
 
 # %% ../../nbs/18_particles.report.ipynb #73d2e846
+def _class_galleries(d:ReportData, by:pd.DataFrame, lp:pd.DataFrame) -> str:
+    "A heading and a gallery of (at most `per_cluster`, drawn at random) crops for each class of `by`."
+    rng, out = np.random.default_rng(0), ''
+    for c, n in by.particles.items():
+        ids = np.flatnonzero(lp['class'].to_numpy() == c)
+        if not len(ids): continue
+        pick = np.sort(rng.choice(ids, min(len(ids), d.per_cluster), replace=False))
+        out += f"<h4>{html.escape(c)} ({n:,})</h4>{gallery(d.store, pick, d.layer, d.thumb)}"
+    return out
+
+# %% ../../nbs/18_particles.report.ipynb #455cf10c
 def labels_section(d:ReportData) -> str|None:
     "The expert's classes: counts, clusters, progress, a gallery per class."
     if d.labeller is None: return None
     ov, lp = d.labeller.overview(), d.labeller.labels_per_particle()
     named = ov[ov['class'].notna()]
-    by = named.groupby('class').agg(clusters=('cluster', lambda c: ', '.join(c)), particles=('n', 'sum')).sort_values('particles', ascending=False)
-    rng = np.random.default_rng(0)
-    gal = ''.join(f"<h4>{html.escape(c)} ({n:,})</h4>{gallery(d.store, np.sort(rng.choice(ids, min(len(ids), d.per_cluster), replace=False)), d.layer, d.thumb)}"
-                  for c, n in by.particles.items() if len(ids := np.flatnonzero(lp['class'].to_numpy() == c)))
+    by = named.groupby('class').agg(clusters=('cluster', lambda c: ', '.join(c)), particles=('n', 'sum'))
+    by = by.sort_values('particles', ascending=False)
     return (f"<p>{len(named)} of {len(ov)} clusters named, covering {named.n.sum():,} of {len(lp):,} particles "
-            f"({named.n.sum() / len(lp):.0%}); {int(d.labeller.log.step.max())} actions in <code>{html.escape(d.labeller.path.name)}</code>.</p>"
-            f"{_table(by.reset_index(), index=False)}<h3>Crops per class</h3>{gal}")
+            f"({named.n.sum() / len(lp):.0%}); {int(d.labeller.log.step.max())} actions in "
+            f"<code>{html.escape(d.labeller.path.name)}</code>.</p>"
+            f"{_table(by.reset_index(), index=False)}<h3>Crops per class</h3>{_class_galleries(d, by, lp)}")
 
-# %% ../../nbs/18_particles.report.ipynb #455cf10c
+# %% ../../nbs/18_particles.report.ipynb #907e14a7
 def samples_section(d:ReportData) -> str|None:
     "Per sample: particles per class, size distributions and proxies."
     if d.pc is None: return None
     return ("<p>Chopped and clumped grains are counted apart (<i>excluded</i>) and left out of sizes and proxies.</p>"
             f"<h3>Particles per class</h3>{_table(class_counts(d.pc), 0)}"
-            f"<h3>Sizes (equivalent diameter)</h3>{_table(size_stats(d.pc), 1)}<img alt=\"size distributions\" src=\"{figure_uri(plot_sizes(d.pc))}\">"
-            f"<h3>Proxies</h3><p>Fractions with 95 % Wilson intervals; the fragmentation index is fragments / (fragments + whole tests).</p>"
+            f"<h3>Sizes (equivalent diameter)</h3>{_table(size_stats(d.pc), 1)}<img alt=\"size distributions\" "
+            f"src=\"{figure_uri(plot_sizes(d.pc))}\">"
+            "<h3>Proxies</h3><p>Fractions with 95 % Wilson intervals; the fragmentation index is fragments / "
+            "(fragments + whole tests).</p>"
             f"{_table(proxies(d.pc, d.groups).T, 2)}")
 
 # %% ../../nbs/18_particles.report.ipynb #0daf004b
-CSS = """body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0 auto;max-width:1150px;padding:0 18px 40px;color:#222}
-h1{margin:18px 0 2px}h2{border-bottom:2px solid #ddd;padding-bottom:3px;margin-top:34px}.sub{color:#666;margin:0 0 12px}
-nav a{margin-right:14px}table.t{border-collapse:collapse;font-size:13px;margin:6px 0}table.t td,table.t th{padding:2px 8px;text-align:right;border-bottom:1px solid #eee}
-table.facts th{text-align:left}.tiles{display:flex;flex-wrap:wrap;gap:6px}.tile{display:flex;flex-direction:column;align-items:center;font-size:11px;color:#333;text-decoration:none}
-.tile img{border:1px solid #ccc}.gals{display:flex;flex-wrap:wrap;gap:2px 18px}.gals details{min-width:170px}.gals details[open]{flex-basis:100%}summary{cursor:pointer}img{max-width:100%}.gal{display:block;margin:4px 0}.missing{color:#777}"""
+CSS = ("body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0 auto;max-width:1150px;"
+       "padding:0 18px 40px;color:#222}\n"
+       "h1{margin:18px 0 2px}h2{border-bottom:2px solid #ddd;padding-bottom:3px;margin-top:34px}.sub{color:#666;"
+       "margin:0 0 12px}\n"
+       "nav a{margin-right:14px}table.t{border-collapse:collapse;font-size:13px;margin:6px 0}"
+       "table.t td,table.t th{padding:2px 8px;text-align:right;border-bottom:1px solid #eee}\n"
+       "table.facts th{text-align:left}.tiles{display:flex;flex-wrap:wrap;gap:6px}.tile{display:flex;"
+       "flex-direction:column;align-items:center;font-size:11px;color:#333;text-decoration:none}\n"
+       ".tile img{border:1px solid #ccc}.gals{display:flex;flex-wrap:wrap;gap:2px 18px}.gals details{min-width:170px}"
+       ".gals details[open]{flex-basis:100%}summary{cursor:pointer}img{max-width:100%}.gal{display:block;margin:4px 0}"
+       ".missing{color:#777}")
 
 SECTIONS = [('overview', 'Overview', None), ('clusters', 'Clusters', '`sediment-cluster cluster STORE`'),
-            ('map', 'Latent map', '`sediment-cluster encode STORE`'), ('labels', 'Labels', 'labelling in the notebook (`LabelWidget`)'),
+            ('map', 'Latent map', '`sediment-cluster encode STORE`'),
+            ('labels', 'Labels', 'labelling in the notebook (`LabelWidget`)'),
             ('samples', 'Samples and proxies', 'labelling in the notebook (`LabelWidget`)')]
 
 # %% ../../nbs/18_particles.report.ipynb #9970e283
@@ -234,15 +284,17 @@ def _page(title:str, sub:str, parts:list, missing:list) -> str:
     nav = ' '.join(f'<a href="#{i}">{html.escape(t)}</a>' for i, t, _ in parts)
     body = ''.join(f'<section id="{i}"><h2>{html.escape(t)}</h2>{b}</section>' for i, t, b in parts)
     miss = ''.join(f"<li>{html.escape(t)}: needs {html.escape(how)}</li>" for t, how in missing)
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{CSS}</style></head>'
+    return ('<!DOCTYPE html><html lang="en"><head><meta '
+            f'charset="utf-8"><title>{html.escape(title)}</title><style>{CSS}</style></head>'
             f'<body><h1>{html.escape(title)}</h1><p class="sub">{html.escape(sub)}</p><nav>{nav}</nav>{body}'
-            + (f'<section class="missing"><h2>Not in this report</h2><ul>{miss}</ul></section>' if miss else '') + '</body></html>')
+            + ('<section class="missing"><h2>Not in this '
+               f'report</h2><ul>{miss}</ul></section>' if miss else '') + '</body></html>')
 
 # %% ../../nbs/18_particles.report.ipynb #76cbc6c0
 def write_report(
     store,                   # particle store (or its folder)
     out='report.html',       # HTML file to write
-    samples=None,            # stack → sample: dict, CSV `stack_id,sample`, or regex with group `sample` (see `label.stack_samples`)
+    samples=None,            # stack → sample: dict, CSV `stack_id,sample`, or regex with a group `sample`
     groups=None,             # class → group mapping for the proxies (see `label.read_groups`)
     labels:str=LABELS,       # labels file in the store
     view:str='umap',         # latent map: 'umap' (cached as STORE/umap.npy), 'pca', or None
@@ -253,14 +305,17 @@ def write_report(
 ) -> Path:                   # the report
     "Write one static, self-contained HTML report of `store` (sections without their artefact are left out)."
     d = load_report_data(store, samples, groups, labels, layer=layer, thumb=thumb, per_cluster=per_cluster)
-    fns = dict(overview=overview_section, clusters=clusters_section, map=lambda d: map_section(d, view), labels=labels_section, samples=samples_section)
+    fns = dict(overview=overview_section, clusters=clusters_section, map=lambda d: map_section(d, view),
+               labels=labels_section, samples=samples_section)
     made = [(i, t, fns[i](d), how) for i, t, how in SECTIONS]
-    sub = f"{d.store.path.resolve()} · written {datetime.datetime.now():%Y-%m-%d %H:%M} by sediment_cluster {_version()}"
+    now = datetime.datetime.now()
+    sub = f"{d.store.path.resolve()} · written {now:%Y-%m-%d %H:%M} by sediment_cluster {_version()}"
     page = _page(title or f"Particles of {d.store.path.name}", sub, [(i, t, b) for i, t, b, _ in made if b is not None],
                  [(t, how) for i, t, b, how in made if b is None and not (i == 'map' and view is None)])
     with atomic_path(out) as tmp: tmp.write_text(page, encoding='utf-8')
     return Path(out)
 
+# %% ../../nbs/18_particles.report.ipynb #1a7e5833
 def _version() -> str:
     import sediment_cluster
     return getattr(sediment_cluster, '__version__', '?')

@@ -19,44 +19,31 @@ import zarr
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
-from ..core import InputError, atomic_path, find_stacks, read_stack
+from ..core import InputError, _remove, atomic_path, dask_client, find_stacks, read_stack
 
 # %% auto #0
-__all__ = ['TABLE', 'CROPS', 'ERRORS', 'META', 'PARTS', 'ZSTD_LEVEL', 'CONNECT_TIMEOUT', 'atomic_write', 'ParticleStore',
-           'extract_store']
+__all__ = ['TABLE', 'CROPS', 'ERRORS', 'META', 'PARTS', 'ZSTD_LEVEL', 'ParticleStore', 'extract_store']
 
 # %% ../../nbs/12_particles.store.ipynb #1317b93f
 TABLE, CROPS, ERRORS, META, PARTS = 'particles.parquet', 'crops.zarr', 'errors.csv', 'extract.json', '_parts'
 
-
-def _rm(path:Path):
-    "Remove the file or folder `path` if it is there."
-    if path.is_dir() and not path.is_symlink(): shutil.rmtree(path)
-    elif path.exists() or path.is_symlink(): path.unlink()
-
-# %% ../../nbs/12_particles.store.ipynb #2521d316
-def atomic_write(
-    path,    # final file or folder name
-    write,   # called as `write(tmp)`: fills the temporary path `tmp` (file or folder)
-) -> Path:
-    "Let `write` fill a temporary name beside `path`, then rename it onto `path` (a file or a folder)."
-    with atomic_path(path) as tmp: write(tmp)
-    return Path(path)
-
 # %% ../../nbs/12_particles.store.ipynb #28d7c219
 ZSTD_LEVEL = 3  # compression of the crop chunks (zstd's default level)
 
+# %% ../../nbs/12_particles.store.ipynb #9421f4fa
 def _new_crops(path, n:int, n_layers:int, size:int) -> zarr.Array:
     "An empty uint8 zarr array `(n, n_layers, size, size, 3)` at `path`, one chunk per particle."
     return zarr.create_array(store=str(path), shape=(n, n_layers, size, size, 3), chunks=(1, n_layers, size, size, 3),
                              dtype='uint8', fill_value=0, chunk_key_encoding={'name': 'default', 'separator': '.'},
                              compressors=zarr.codecs.ZstdCodec(level=ZSTD_LEVEL, checksum=False))
 
+# %% ../../nbs/12_particles.store.ipynb #7aec3642
 def _encode(crops:np.ndarray) -> list: # bytes of each crop's chunk file
     from numcodecs import Zstd
     z = Zstd(level=ZSTD_LEVEL)
     return [z.encode(np.ascontiguousarray(c)) for c in crops]
 
+# %% ../../nbs/12_particles.store.ipynb #7ed7a5c7
 def _with_ids(table:pd.DataFrame) -> pd.DataFrame:
     "`table` with a fresh `particle_id` column 0..N−1 in front."
     t = table.drop(columns='particle_id', errors='ignore').reset_index(drop=True)
@@ -67,6 +54,7 @@ def _with_ids(table:pd.DataFrame) -> pd.DataFrame:
 def _read_meta(path:Path) -> dict:
     return json.loads((path/META).read_text()) if (path/META).is_file() else {}
 
+# %% ../../nbs/12_particles.store.ipynb #2753ad67
 def _check_store(path:Path):
     "Raise a one-line `InputError` unless `path` holds a finished particle store."
     if not path.is_dir(): raise InputError(f"{path}: no such particle store folder")
@@ -77,15 +65,18 @@ def _check_store(path:Path):
 
 # %% ../../nbs/12_particles.store.ipynb #3f2aad84
 class ParticleStore:
-    "A particle store folder: `particles.parquet` (one row per particle) and `crops.zarr` (N×L×S×S×3 uint8), read lazily."
+    "A particle store folder: `particles.parquet` (a row per particle) and `crops.zarr` (N×L×S×S×3 uint8), read lazily."
     def __init__(self, path):
         self.path = Path(path)
         _check_store(self.path)
         self.crops = zarr.open_array(str(self.path/CROPS), mode='r')
         n, shape = pq.read_metadata(self.path/TABLE).num_rows, self.crops.shape
         if self.crops.dtype != np.uint8 or len(shape) != 5 or shape[-1] != 3 or shape[2] != shape[3]:
-            raise InputError(f"{self.path/CROPS}: expected a uint8 (N, L, S, S, 3) array, got {shape} {self.crops.dtype}")
-        if n != shape[0]: raise InputError(f"{self.path}: {TABLE} has {n} rows but {CROPS} holds {shape[0]} crops; extract again into a new folder")
+            raise InputError(f"{self.path/CROPS}: expected a uint8 (N, L, S, S, 3) array, got {shape} "
+                             f"{self.crops.dtype}")
+        if n != shape[0]:
+            raise InputError(f"{self.path}: {TABLE} has {n} rows but {CROPS} holds {shape[0]} crops; extract again "
+                             "into a new folder")
 
     @classmethod
     def open(cls, store) -> ParticleStore:
@@ -98,23 +89,28 @@ class ParticleStore:
     @property
     def size(self) -> int: return self.crops.shape[2]
     def __len__(self): return self.crops.shape[0]
-    def __repr__(self): return f"ParticleStore('{self.path}': {len(self)} particles, {self.n_layers} layers of {self.size}×{self.size} px)"
+    def __repr__(self):
+        return (f"ParticleStore('{self.path}': {len(self)} particles, "
+                f"{self.n_layers} layers of {self.size}×{self.size} px)")
 
 # %% ../../nbs/12_particles.store.ipynb #d58f6331
 @patch
 def __getitem__(self:ParticleStore, idx) -> np.ndarray: return self.crops[idx]
 
+# %% ../../nbs/12_particles.store.ipynb #efd430d1
 @patch
 def crop(self:ParticleStore, i:int) -> np.ndarray:
     "The `L×S×S×3` crop of particle `i`."
     if not -len(self) <= i < len(self): raise IndexError(f"particle {i} out of range for {len(self)} particles")
     return self.crops[i]
 
+# %% ../../nbs/12_particles.store.ipynb #b7c4972d
 @patch
 def batches(self:ParticleStore, batch_size:int=256):
     "Yield `(rows, crops)`: consecutive table slices with their crops, `batch_size` particles at a time."
     for a in range(0, len(self), batch_size): yield self.table.iloc[a:a + batch_size], self.crops[a:a + batch_size]
 
+# %% ../../nbs/12_particles.store.ipynb #c042675e
 @patch
 def __iter__(self:ParticleStore):
     for _, crops in self.batches(64): yield from crops
@@ -130,12 +126,12 @@ def create(
     "Write `table` and `crops` as a particle store at `path` (each file atomically) and open it."
     crops = np.asarray(crops)
     if crops.ndim != 5 or crops.dtype != np.uint8 or crops.shape[-1] != 3 or len(crops) != len(table):
-        raise InputError(f"{path}: need uint8 crops (N, L, S, S, 3) with N = {len(table)} table rows, got {crops.shape} {crops.dtype}")
+        raise InputError(f"{path}: need uint8 crops (N, L, S, S, 3) with N = {len(table)} table rows, got "
+                         f"{crops.shape} {crops.dtype}")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    def write(t): _new_crops(t, *crops.shape[:3])[...] = crops
-    atomic_write(path/CROPS, write)
-    atomic_write(path/TABLE, lambda t: _with_ids(table).to_parquet(t, index=False))
+    with atomic_path(path/CROPS) as tmp: _new_crops(tmp, *crops.shape[:3])[...] = crops
+    with atomic_path(path/TABLE) as tmp: _with_ids(table).to_parquet(tmp, index=False)
     return cls(path)
 
 # %% ../../nbs/12_particles.store.ipynb #7d5cc50b
@@ -144,21 +140,25 @@ def _artefact(store:ParticleStore, name:str, exts:tuple) -> Path:
         raise InputError(f"artefact '{name}': use a plain file name ending in {' or '.join(exts)}")
     return store.path/name
 
+# %% ../../nbs/12_particles.store.ipynb #9cc8510d
 @patch
 def write_table(self:ParticleStore, name:str, df:pd.DataFrame) -> Path:
     "Write `df` as `name` (`.parquet` or `.csv`) into the store atomically."
     p = _artefact(self, name, ('.parquet', '.csv'))
-    return atomic_write(p, lambda t: df.to_parquet(t, index=False) if p.suffix == '.parquet' else df.to_csv(t, index=False))
+    with atomic_path(p) as tmp:
+        if p.suffix == '.parquet': df.to_parquet(tmp, index=False)
+        else: df.to_csv(tmp, index=False)
+    return p
 
+# %% ../../nbs/12_particles.store.ipynb #967b5250
 @patch
 def write_array(self:ParticleStore, name:str, arr:np.ndarray) -> Path:
     "Write `arr` as `name` (`.npy`) into the store atomically."
     p = _artefact(self, name, ('.npy',))
-    def write(t):
-        with open(t, 'wb') as f: np.save(f, np.asarray(arr))
-    return atomic_write(p, write)
+    with atomic_path(p) as tmp, open(tmp, 'wb') as f: np.save(f, np.asarray(arr))
+    return p
 
-# %% ../../nbs/12_particles.store.ipynb #9cc8510d
+# %% ../../nbs/12_particles.store.ipynb #3ca398a4
 @patch
 def read_table(self:ParticleStore, name:str) -> pd.DataFrame:
     "Read the table artefact `name` (`.parquet` or `.csv`)."
@@ -166,6 +166,7 @@ def read_table(self:ParticleStore, name:str) -> pd.DataFrame:
     if not p.is_file(): raise InputError(f"{p}: no such artefact in the store")
     return pd.read_parquet(p) if p.suffix == '.parquet' else pd.read_csv(p)
 
+# %% ../../nbs/12_particles.store.ipynb #42279140
 @patch
 def read_array(self:ParticleStore, name:str, mmap:bool=True) -> np.ndarray:
     "Read the `.npy` artefact `name`, memory-mapped unless `mmap=False`."
@@ -180,6 +181,7 @@ def errors(self:ParticleStore) -> pd.DataFrame:
     p = self.path/ERRORS
     return pd.read_csv(p) if p.is_file() else pd.DataFrame(columns=['stack_id', 'error'])
 
+# %% ../../nbs/12_particles.store.ipynb #4cad98fa
 @patch(as_prop=True)
 def meta(self:ParticleStore) -> dict:
     "The extraction's record (`extract.json`): parameters and counts; `{}` for a store made by `create`."
@@ -190,11 +192,13 @@ def _reason(e:Exception) -> str:
     "One line saying why a stack failed."
     return ' '.join((str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}").split())
 
+# %% ../../nbs/12_particles.store.ipynb #e750e107
 def _checked(df, crops, stack_id:str, n_layers:int, size:int):
     "The extractor's `(df, crops)`, checked: a table and uint8 crops `(len(df), n_layers, size, size, 3)`."
     want = (len(df), n_layers, size, size, 3) if isinstance(df, pd.DataFrame) else None
     if want is None or not isinstance(crops, np.ndarray) or crops.dtype != np.uint8 or crops.shape != want:
-        raise ValueError(f"extractor returned {type(df).__name__} and crops {getattr(crops, 'shape', None)} {getattr(crops, 'dtype', '')}, expected a table and uint8 crops {want}")
+        raise ValueError(f"extractor returned {type(df).__name__} and crops {getattr(crops, 'shape', None)} "
+                         f"{getattr(crops, 'dtype', '')}, expected a table and uint8 crops {want}")
     if 'stack_id' not in df: df = df.assign(stack_id=stack_id)
     return df.reset_index(drop=True), crops
 
@@ -214,7 +218,10 @@ def _extract_one(fn, stack_id:str, paths:list, n_layers:int, kw:dict) -> tuple:
 def _run_serial(fn, tasks):
     for t in tasks: yield _extract_one(fn, *t)
 
+# %% ../../nbs/12_particles.store.ipynb #46fe0949
 _FN = None
+
+# %% ../../nbs/12_particles.store.ipynb #0eeab536
 def _exit_with(pid:int):
     "Exit this worker once process `pid` is gone (a killed parent would otherwise leave its workers behind)."
     while True:
@@ -222,6 +229,7 @@ def _exit_with(pid:int):
         try: os.kill(pid, 0)
         except ProcessLookupError: os._exit(1)
 
+# %% ../../nbs/12_particles.store.ipynb #021643a2
 def _init_worker(blob:bytes, parent:int):
     global _FN
     import cloudpickle, cv2
@@ -229,14 +237,17 @@ def _init_worker(blob:bytes, parent:int):
     cv2.setNumThreads(1)  # one process per core: no threads inside
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
 
+# %% ../../nbs/12_particles.store.ipynb #4d4e19b5
 def _pool_task(task): return _extract_one(_FN, *task)
 
 # %% ../../nbs/12_particles.store.ipynb #e3665328
 def _run_pool(fn, tasks, workers:int):
     import cloudpickle
     from sediment_cluster.particles.store import _init_worker, _pool_task  # by module name: workers import them
-    ctx = multiprocessing.get_context('forkserver' if 'forkserver' in multiprocessing.get_all_start_methods() else 'spawn')
-    ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(cloudpickle.dumps(fn), os.getpid()))
+    method = 'forkserver' if 'forkserver' in multiprocessing.get_all_start_methods() else 'spawn'
+    ctx = multiprocessing.get_context(method)
+    ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(cloudpickle.dumps(fn), os.getpid()))
     tasks, pending = iter(tasks), set()
     try:
         while True:
@@ -247,15 +258,11 @@ def _run_pool(fn, tasks, workers:int):
     finally: ex.shutdown(wait=True, cancel_futures=True)
 
 # %% ../../nbs/12_particles.store.ipynb #760271ca
-CONNECT_TIMEOUT = '10s'  # how long to try reaching a dask scheduler
-
 def _run_dask(fn, tasks, scheduler):
-    from distributed import Client, as_completed
-    address = getattr(scheduler, 'scheduler_address', scheduler)
-    try: client = Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
-    except (OSError, TimeoutError, ValueError) as e: raise InputError(f"--scheduler {address}: cannot connect to a dask scheduler ({_reason(e)})")
-    try:
-        import cloudpickle
+    "Run `_extract_one` on `tasks` on the dask scheduler `scheduler`, a window of tasks at a time, yielding results."
+    import cloudpickle
+    from distributed import as_completed
+    with dask_client(scheduler) as client:
         blob = cloudpickle.dumps(fn)
         tasks, window = iter(tasks), 2 * max(1, sum(client.nthreads().values()))
         submit = lambda t: client.submit(_extract_one, blob, *t, pure=False)
@@ -263,7 +270,6 @@ def _run_dask(fn, tasks, scheduler):
             yield f.result()
             f.release()
             for t in itertools.islice(tasks, 1): ac.add(submit(t))
-    finally: client.close()
 
 # %% ../../nbs/12_particles.store.ipynb #20abb396
 def _runner(fn, todo:list, workers:int|None, scheduler):
@@ -276,29 +282,36 @@ def _runner(fn, todo:list, workers:int|None, scheduler):
 # %% ../../nbs/12_particles.store.ipynb #a038a2fd
 def _key(stack_id:str) -> str: return quote(stack_id, safe='')
 
+# %% ../../nbs/12_particles.store.ipynb #f96d944e
 def _write_chunks(folder:Path, chunks:list):
     folder.mkdir()
     for j, b in enumerate(chunks): (folder/str(j)).write_bytes(b)
 
-def _committed(parts:Path, ext:str='parquet') -> set: return {p.name[:-len(ext) - 1] for p in parts.glob(f'*.{ext}') if not p.name.startswith('.')}
+# %% ../../nbs/12_particles.store.ipynb #a1aaa1ba
+def _committed(parts:Path, ext:str='parquet') -> set:
+    return {p.name[:-len(ext) - 1] for p in parts.glob(f'*.{ext}') if not p.name.startswith('.')}
 
-# %% ../../nbs/12_particles.store.ipynb #f96d944e
+# %% ../../nbs/12_particles.store.ipynb #fbc13cb8
 def _commit(parts:Path, stack_id:str, df, chunks, error):
     "Write one stack's result into `parts`: its crops' chunks, then the table (the commit); or the `.error` reason."
     k = _key(stack_id)
-    if error is not None: return atomic_write(parts/f'{k}.error', lambda t: t.write_text(error))
-    if len(df): atomic_write(parts/f'{k}.chunks', lambda t: _write_chunks(t, chunks))
-    atomic_write(parts/f'{k}.parquet', lambda t: df.to_parquet(t, index=False))
+    if error is not None:
+        with atomic_path(parts/f'{k}.error') as tmp: tmp.write_text(error)
+        return
+    if len(df):
+        with atomic_path(parts/f'{k}.chunks') as tmp: _write_chunks(tmp, chunks)
+    with atomic_path(parts/f'{k}.parquet') as tmp: df.to_parquet(tmp, index=False)
 
 # %% ../../nbs/12_particles.store.ipynb #b9c1ebc5
 def _extract_missing(out:Path, stacks:dict, fn, n_layers:int, kw:dict, workers, scheduler, progress:bool):
     "Extract every stack in `stacks` that has no committed part in `out/_parts`, committing each as it comes."
     parts = out/PARTS
     parts.mkdir(exist_ok=True)
-    for t in parts.glob('.*.tmp*'): _rm(t)
+    for t in parts.glob('.*.tmp*'): _remove(t)
     done = _committed(parts) | _committed(parts, 'error')
     todo = [(sid, paths, n_layers, kw) for sid, paths in stacks.items() if _key(sid) not in done]
-    with tqdm(total=len(stacks), initial=len(stacks) - len(todo), desc='extract', unit='stack', disable=not progress) as bar:
+    with tqdm(total=len(stacks), initial=len(stacks) - len(todo), desc='extract', unit='stack',
+              disable=not progress) as bar:
         for sid, df, chunks, err in _runner(fn, todo, workers, scheduler):
             _commit(parts, sid, df, chunks, err)
             bar.update()
@@ -308,38 +321,50 @@ def _link(src:Path, dst:Path):
     try: os.link(src, dst)
     except OSError: shutil.copyfile(src, dst)
 
+# %% ../../nbs/12_particles.store.ipynb #8560c19a
+def _link_crops(t:Path, parts:Path, keys:list, counts:list, n_layers:int, size:int, progress:bool):
+    "Create the crop array at `t` from the chunk files of the parts `keys` (with `counts` particles each)."
+    z, off = _new_crops(t, sum(counts), n_layers, size), 0
+    for k, n in tqdm(list(zip(keys, counts)), desc='consolidate', unit='stack', disable=not progress):
+        for j in range(n): _link(parts/f'{k}.chunks'/str(j), t/z.metadata.encode_chunk_key((off + j, 0, 0, 0, 0)))
+        off += n
+
+# %% ../../nbs/12_particles.store.ipynb #4d208777
 def _consolidate(out:Path, keys:list, n_layers:int, size:int, progress:bool) -> int:
     "Copy the committed parts `keys`, in order and one at a time, into `crops.zarr` and `particles.parquet`."
     parts = out/PARTS
     counts = [pq.read_metadata(parts/f'{k}.parquet').num_rows for k in keys]
-    def write_crops(t):
-        z, off = _new_crops(t, sum(counts), n_layers, size), 0
-        for k, n in tqdm(list(zip(keys, counts)), desc='consolidate', unit='stack', disable=not progress):
-            for j in range(n): _link(parts/f'{k}.chunks'/str(j), t/z.metadata.encode_chunk_key((off + j, 0, 0, 0, 0)))
-            off += n
-    atomic_write(out/CROPS, write_crops)
-    tables = [pd.read_parquet(parts/f'{k}.parquet') for k, n in zip(keys, counts) if n] or [pd.read_parquet(parts/f'{keys[0]}.parquet')]
-    atomic_write(out/TABLE, lambda t: _with_ids(pd.concat(tables, ignore_index=True)).to_parquet(t, index=False))
+    with atomic_path(out/CROPS) as tmp: _link_crops(tmp, parts, keys, counts, n_layers, size, progress)
+    tables = [pd.read_parquet(parts/f'{k}.parquet') for k, n in zip(keys, counts) if n]
+    tables = tables or [pd.read_parquet(parts/f'{keys[0]}.parquet')]
+    with atomic_path(out/TABLE) as tmp: _with_ids(pd.concat(tables, ignore_index=True)).to_parquet(tmp, index=False)
     return sum(counts)
 
 # %% ../../nbs/12_particles.store.ipynb #a2266a60
-def _write_meta(out:Path, meta:dict): atomic_write(out/META, lambda t: t.write_text(json.dumps(meta, indent=1)))
+def _write_meta(out:Path, meta:dict):
+    with atomic_path(out/META) as tmp: tmp.write_text(json.dumps(meta, indent=1))
+
+# %% ../../nbs/12_particles.store.ipynb #91688335
 def _stacks_sha1(stacks:dict) -> str: return hashlib.sha1('\n'.join(stacks).encode()).hexdigest()
 
+# %% ../../nbs/12_particles.store.ipynb #7d1fe9d8
 def _finish(out:Path, stacks:dict, meta:dict, progress:bool) -> ParticleStore:
     "Write `errors.csv`, consolidate the parts of `stacks` into the store and mark the run complete."
     parts, failed = out/PARTS, _committed(out/PARTS, 'error')
-    errors = pd.DataFrame([(s, (parts/f'{_key(s)}.error').read_text()) for s in stacks if _key(s) in failed], columns=['stack_id', 'error'])
-    atomic_write(out/ERRORS, lambda t: errors.to_csv(t, index=False))
+    errors = pd.DataFrame([(s, (parts/f'{_key(s)}.error').read_text()) for s in stacks if _key(s) in failed],
+                          columns=['stack_id', 'error'])
+    with atomic_path(out/ERRORS) as tmp: errors.to_csv(tmp, index=False)
     if len(errors) == len(stacks):
-        _rm(out/META)
-        _rm(parts)
-        raise InputError(f"all {len(stacks)} stacks failed, e.g. {errors.stack_id[0]}: {errors.error[0]} (every reason is in {out/ERRORS})")
+        _remove(out/META)
+        _remove(parts)
+        raise InputError(f"all {len(stacks)} stacks failed, e.g. {errors.stack_id[0]}: {errors.error[0]} (every reason "
+                         f"is in {out/ERRORS})")
     p = meta['params']
     ok = [_key(s) for s in stacks if _key(s) not in failed]
     n = _consolidate(out, ok, p['n_layers'], p['size'], progress)
-    _write_meta(out, {**meta, 'complete': True, 'n_stacks': len(stacks), 'n_failed': len(errors), 'n_particles': n, 'stacks_sha1': _stacks_sha1(stacks)})
-    _rm(parts)
+    _write_meta(out, {**meta, 'complete': True, 'n_stacks': len(stacks), 'n_failed': len(errors), 'n_particles': n,
+                      'stacks_sha1': _stacks_sha1(stacks)})
+    _remove(parts)
     if len(errors): warnings.warn(f"{len(errors)} of {len(stacks)} stacks skipped; reasons in {out/ERRORS}")
     return ParticleStore(out)
 
@@ -349,19 +374,22 @@ def _params(photo_dir, pattern, n_layers:int, fn, kw:dict) -> dict:
              extractor=f"{fn.__module__}.{fn.__qualname__}", **kw)
     return json.loads(json.dumps(p, default=repr))
 
+# %% ../../nbs/12_particles.store.ipynb #938bf9e8
 def _start(out:Path, params:dict) -> dict:
     "The run state in `out`: a new one, or the earlier one when its parameters are the same."
     meta = _read_meta(out)
     if not meta:
-        if {p.name for p in out.iterdir()} - {ERRORS, '.lock'}: raise InputError(f"{out}: folder is not empty and holds no extraction run; pick a new --out folder")
+        if {p.name for p in out.iterdir()} - {ERRORS, '.lock'}:
+            raise InputError(f"{out}: folder is not empty and holds no extraction run; pick a new --out folder")
         meta = dict(params=params, complete=False)
         _write_meta(out, meta)
     for k in {**meta['params'], **params}:
         if meta['params'].get(k) != params.get(k):
-            raise InputError(f"{out}: extracted with {k}={meta['params'].get(k)!r}, not {params.get(k)!r}; rerun with the same parameters or pick a new --out folder")
+            raise InputError(f"{out}: extracted with {k}={meta['params'].get(k)!r}, not {params.get(k)!r}; rerun with "
+                             "the same parameters or pick a new --out folder")
     return meta
 
-# %% ../../nbs/12_particles.store.ipynb #938bf9e8
+# %% ../../nbs/12_particles.store.ipynb #d0a52737
 @contextmanager
 def _locked(out:Path):
     "Hold an exclusive lock on `out` (released when the process dies), refusing a second writer."
@@ -371,13 +399,18 @@ def _locked(out:Path):
         return  # no advisory locks on this platform
     with open(out/'.lock', 'a') as f:
         try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError: raise InputError(f"{out}: another extraction is writing this store; wait for it or pick a new --out folder") from None
+        except BlockingIOError:
+            raise InputError(f"{out}: another extraction is writing this store; wait for it or pick a new --out "
+                             "folder") from None
         yield
 
+# %% ../../nbs/12_particles.store.ipynb #a6072df1
 def _check_args(fn, kw:dict, workers):
     "Refuse a bad crop size, worker count, or keyword arguments `fn` does not take, before anything is written."
-    if int(kw['size']) != kw['size'] or kw['size'] < 8: raise InputError(f"--size {kw['size']}: need an integer of at least 8 px")
-    if workers is not None and (int(workers) != workers or workers < 1): raise InputError(f"--workers {workers}: need a positive integer")
+    if int(kw['size']) != kw['size'] or kw['size'] < 8:
+        raise InputError(f"--size {kw['size']}: need an integer of at least 8 px")
+    if workers is not None and (int(workers) != workers or workers < 1):
+        raise InputError(f"--workers {workers}: need a positive integer")
     try: inspect.signature(fn).bind(None, **kw)
     except TypeError as e: raise InputError(f"{fn.__qualname__}: {e}") from None
     except ValueError: pass  # no signature to check (a builtin)
@@ -394,7 +427,7 @@ def extract_store(
     pattern:str=None,            # regex with groups `stack` and `layer` for a flat photo folder
     n_layers:int=None,           # layers per stack (default: the most common count); others are errors
     progress:bool=True,          # show progress bars
-    extractor=None,              # per-stack function `(stack, size=, ...) -> (table, crops)`; default `extract_particles`
+    extractor=None,              # per-stack `(stack, size=, ...) -> (table, crops)`; default `extract_particles`
     **extract_kw,                # more keyword arguments for `extractor`
 ) -> ParticleStore:
     "Extract the particles of every stack under `photo_dir` into the store `out`; resumable and parallel."
@@ -415,6 +448,7 @@ def extract_store(
 def _finished(out:Path, meta:dict, stacks:dict) -> ParticleStore:
     "The finished store in `out`, if the photo folder still lists the stacks it was made from."
     if meta.get('stacks_sha1') != _stacks_sha1(stacks):
-        raise InputError(f"{out}: holds a finished extraction of {meta.get('n_stacks')} stacks, but the photo folder now lists {len(stacks)} other ones; extract into a new --out folder")
-    _rm(out/PARTS)  # a run killed after its commit mark leaves its parts
+        raise InputError(f"{out}: holds a finished extraction of {meta.get('n_stacks')} stacks, but the photo folder "
+                         f"now lists {len(stacks)} other ones; extract into a new --out folder")
+    _remove(out/PARTS)  # a run killed after its commit mark leaves its parts
     return ParticleStore(out)

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/10_particles.synth.ipynb #d1767991
 from __future__ import annotations
-import os, shutil
+import shutil
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -18,7 +18,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from tqdm.auto import tqdm
 
-from ..core import InputError, FocalStack, atomic_path, write_image
+from ..core import InputError, FocalStack, atomic_path, check_choice, write_image
 
 # %% auto #0
 __all__ = ['CLASSES', 'CLASS_P', 'SIZES', 'PLATES', 'RECIPES', 'TOUCH', 'TRUTH_COLUMNS', 'CLASS_COLORS', 'plate_rgb', 'Grain',
@@ -37,7 +37,8 @@ def plate_rgb(plate) -> np.ndarray: # RGB as float32
     "The RGB colour of `plate`: a name from `PLATES` or an (R, G, B) triple of 0–255 values."
     if isinstance(plate, str):
         if plate.lower() not in PLATES:
-            raise InputError(f"plate '{plate}': unknown colour name; use one of {', '.join(PLATES)} or an (R, G, B) triple")
+            raise InputError(f"plate '{plate}': unknown colour name; use one of {', '.join(PLATES)} or an (R, G, B) "
+                             "triple")
         return np.float32(PLATES[plate.lower()])
     rgb = np.asarray(plate, dtype=float) if np.ndim(plate) == 1 else np.array([])
     if rgb.shape != (3,) or not ((rgb >= 0) & (rgb <= 255)).all():
@@ -52,6 +53,7 @@ def _chaikin(p, rounds:int):
         p = np.stack([.75 * p + .25 * q, .25 * p + .75 * q], 1).reshape(-1, 2)
     return p
 
+# %% ../../nbs/10_particles.synth.ipynb #8f599dab
 def _outline(rng, n:int, jitter:float, aspect:float, rounds:int, d:float):
     "A random polygon of largest extent ≈ `d`, `n` corners, radial `jitter`, stretched by `aspect`, randomly rotated."
     a = (np.arange(n) + rng.uniform(-.3, .3, n)) * 2 * np.pi / n
@@ -68,12 +70,14 @@ def _raster(polys:list, pad:int=2):
     polys = [p - lo for p in polys]
     w, h = (np.ceil(np.concatenate(polys).max(0)) + pad + 1).astype(int)
     mask = np.zeros((h, w), np.uint8)
-    for p in polys: cv2.fillPoly(mask, [np.round(p * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)  # one by one: overlaps stay filled
+    for p in polys:  # one by one: overlaps stay filled
+        cv2.fillPoly(mask, [np.round(p * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
     return mask, polys
 
 # %% ../../nbs/10_particles.synth.ipynb #3fce02d1
 _LIGHT = np.array([-.45, -.55, .70]) / np.linalg.norm([-.45, -.55, .70])
 
+# %% ../../nbs/10_particles.synth.ipynb #2d9c738b
 def _facets(shape, poly, apex, tilt:float):
     "Lambert shading (0–1) of the facets spanned by `apex` and each edge of `poly`, tilted `tilt` rad outwards."
     shade = np.zeros(shape, np.float32)
@@ -94,6 +98,7 @@ def _texture(rng, shape, scale:float=2., interp=cv2.INTER_LINEAR):
     z = rng.standard_normal((h // s + 2, w // s + 2)).astype(np.float32)
     return cv2.resize(z, (w // s * s + 2 * s, h // s * s + 2 * s), interpolation=interp)[s:s + h, s:s + w]
 
+# %% ../../nbs/10_particles.synth.ipynb #e0e2f7f9
 def _rim(mask, width:float):
     "1 on the outline of `mask`, decaying to 0 `width` px inside."
     dt = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
@@ -104,6 +109,7 @@ def _jitter(rng, base, sd:float, bright=(.8, 1.15)):
     "Per-grain colour: `base` RGB (0–255) with channel noise `sd` and a brightness factor drawn from `bright`."
     return np.clip((np.float32(base) + rng.normal(0, sd, 3)) * rng.uniform(*bright), 0, 255).astype(np.float32) / 255
 
+# %% ../../nbs/10_particles.synth.ipynb #4db39fea
 def _spots(rng, mask, col, alpha, n:int, size:float):
     "Add `n` small white specular highlights of radius ~`size` px inside `mask` (in place)."
     ys, xs = np.nonzero(mask)
@@ -137,7 +143,8 @@ def _dark(rng, d:float):
     p = _outline(rng, rng.integers(4, 8), .2, rng.uniform(1.3, 2.6), rng.integers(0, 2), d)
     mask, (p,) = _raster([p])
     shade = _facets(mask.shape, p, p.mean(0) + rng.normal(0, .1 * d, 2), rng.uniform(.3, .8))
-    col = _jitter(rng, (58, 56, 48), 7, (.6, 1.5)) * (.55 + .7 * shade[..., None] + .08 * _texture(rng, mask.shape, 3)[..., None])
+    col = _jitter(rng, (58, 56, 48), 7, (.6, 1.5))
+    col = col * (.55 + .7 * shade[..., None] + .08 * _texture(rng, mask.shape, 3)[..., None])
     col += .25 * shade[..., None] ** 12  # gloss
     _spots(rng, mask, col, np.ones(mask.shape, np.float32), rng.integers(0, 3), .015 * d)
     return mask, np.clip(col, 0, 1), mask.astype(np.float32)
@@ -173,7 +180,7 @@ def _foram(rng, d:float):
 
 # %% ../../nbs/10_particles.synth.ipynb #c69c4735
 def _cut(rng, mask, spread:float=.35):
-    "A half-plane mask through `mask` whose boundary is a jagged line, offset up to `spread`·√area from the centroid."
+    "A half-plane mask through `mask` with a jagged boundary, offset up to `spread`·√area from the centroid."
     h, w = mask.shape
     ys, xs = np.nonzero(mask)
     c = np.c_[xs.mean(), ys.mean()][0]
@@ -187,6 +194,7 @@ def _cut(rng, mask, spread:float=.35):
     cv2.fillPoly(keep, [np.round(poly * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
     return keep
 
+# %% ../../nbs/10_particles.synth.ipynb #5571d74f
 def _fragment(rng, d:float):
     mask, col, alpha = _foram(rng, d * rng.uniform(1.2, 1.7))
     for _ in range(20):
@@ -206,16 +214,18 @@ def _other(rng, d:float):
     mask, (p,) = _raster([p])
     shade = _facets(mask.shape, p, p.mean(0) + rng.normal(0, .1 * d, 2), rng.uniform(.3, .7))
     base, sd, tex = [((85, 110, 55), 12, .08), ((205, 198, 186), 14, .03), ((135, 122, 106), 14, .2)][kind]
-    col = _jitter(rng, base, sd, (.7, 1.3)) * (.65 + .45 * shade[..., None] + tex * _texture(rng, mask.shape, 3)[..., None])
+    col = _jitter(rng, base, sd, (.7, 1.3))
+    col = col * (.65 + .45 * shade[..., None] + tex * _texture(rng, mask.shape, 3)[..., None])
     alpha = mask * (np.float32(rng.uniform(.35, .6)) + .3 * _rim(mask, .04 * d) if kind == 1 else np.float32(1))
     return mask, np.clip(col, 0, 1), np.clip(alpha, 0, 1).astype(np.float32)
 
 # %% ../../nbs/10_particles.synth.ipynb #92990c71
 RECIPES = dict(quartz=_quartz, dark=_dark, foram=_foram, fragment=_fragment, other=_other)
 
+# %% ../../nbs/10_particles.synth.ipynb #25ae36ff
 @dataclass
 class Grain:
-    "One grain: class `cls`, uint8 `mask`, premultiplied float32 `rgba` patch at frame offset (`x`, `y`), `height` 0–1."
+    "One grain: class `cls`, uint8 `mask`, premultiplied float32 `rgba` patch at offset (`x`, `y`), `height` 0–1."
     cls: str
     mask: np.ndarray
     rgba: np.ndarray
@@ -235,9 +245,9 @@ class Grain:
         return (x0, y0, x1, y1), self.mask[y0 - self.y:max(y1, y0) - self.y, x0 - self.x:max(x1, x0) - self.x]
 
 # %% ../../nbs/10_particles.synth.ipynb #6652aa54
-def make_grain(rng, cls:str, d:float, height:float=.5) -> Grain:
-    "Draw one grain of class `cls` with largest extent about `d` px (not yet placed)."
-    mask, col, alpha = RECIPES[cls](rng, d)
+def make_grain(random_state, cls:str, d:float, height:float=.5) -> Grain:
+    "Draw one grain of class `cls` with largest extent about `d` px (not yet placed), seeded by `random_state`."
+    mask, col, alpha = RECIPES[cls](np.random.default_rng(random_state), d)
     return Grain(cls, mask, np.dstack([col * alpha[..., None], alpha]).astype(np.float32), height)
 
 # %% ../../nbs/10_particles.synth.ipynb #df05c5a9
@@ -249,7 +259,8 @@ def _dist_to(g:Grain, others:list, W:int, H:int, reach:int) -> np.ndarray:
     if X0 >= X1 or Y0 >= Y1: return out
     win = np.ones((Y1 - Y0, X1 - X0), np.uint8)
     sy, sx = slice(max(y0, Y0), min(y1, Y1)), slice(max(x0, X0), min(x1, X1))
-    win[sy.start - Y0:sy.stop - Y0, sx.start - X0:sx.stop - X0] = 1 - g.mask[sy.start - y0:sy.stop - y0, sx.start - x0:sx.stop - x0]
+    inside = g.mask[sy.start - y0:sy.stop - y0, sx.start - x0:sx.stop - x0]
+    win[sy.start - Y0:sy.stop - Y0, sx.start - X0:sx.stop - X0] = 1 - inside
     dist = cv2.distanceTransform(win, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     for i, o in enumerate(others):
         a0, b0, a1, b1 = max(o.x, X0), max(o.y, Y0), min(o.box[2], X1), min(o.box[3], Y1)
@@ -261,12 +272,14 @@ def _dist_to(g:Grain, others:list, W:int, H:int, reach:int) -> np.ndarray:
 # %% ../../nbs/10_particles.synth.ipynb #fdffe8ce
 TOUCH = 1.5  # px: masks at most this far apart touch (overlap or 8-adjacent)
 
+# %% ../../nbs/10_particles.synth.ipynb #c6382e39
 def _overlap(a:Grain, b:Grain) -> int:
     "Number of pixels where the masks of `a` and `b` overlap."
     x0, y0, x1, y1 = max(a.x, b.x), max(a.y, b.y), min(a.box[2], b.box[2]), min(a.box[3], b.box[3])
     if x0 >= x1 or y0 >= y1: return 0
     return int((a.mask[y0 - a.y:y1 - a.y, x0 - a.x:x1 - a.x] & b.mask[y0 - b.y:y1 - b.y, x0 - b.x:x1 - b.x]).sum())
 
+# %% ../../nbs/10_particles.synth.ipynb #15bb7a02
 def _fits(g:Grain, grains:list, W, H, gap:int, anchor:int=None) -> bool:
     cx, cy = g.centroid
     if not (0 <= g.x + cx < W and 0 <= g.y + cy < H): return False
@@ -281,6 +294,7 @@ def _put(g:Grain, cx, cy):
     gx, gy = g.centroid
     g.x, g.y = int(round(cx - gx)), int(round(cy - gy))
 
+# %% ../../nbs/10_particles.synth.ipynb #7f0617d3
 def _place(rng, g:Grain, grains:list, W, H, gap:int, touch:bool, tries:int=30) -> bool:
     "Place `g` among `grains` (isolated, or touching a random one when `touch`); False when no spot was found."
     for _ in range(tries):
@@ -303,7 +317,7 @@ def _place(rng, g:Grain, grains:list, W, H, gap:int, touch:bool, tries:int=30) -
 # %% ../../nbs/10_particles.synth.ipynb #ba0d977f
 @dataclass
 class Scene:
-    "One plate position: `plate` reflectance H×W×3 (0–255), `illum` H×W×3 (0–1), placed `grains`, layer `depths`, `blur` px per unit defocus."
+    "One plate position: `plate` H×W×3 (0–255), `illum` H×W×3 (0–1), `grains`, layer `depths`, `blur` per defocus."
     plate: np.ndarray
     illum: np.ndarray
     grains: list
@@ -320,7 +334,8 @@ def _plate(rng, rgb, W:int, H:int):
     yy, xx = np.mgrid[:H // s + 2, :W // s + 2].astype(np.float32) * s
     (cx, cy), v, gx, gy = rng.normal([W / 2, H / 2], .1 * D), rng.uniform(.15, .3), *rng.uniform(-.08, .08, 2)
     illum = (1 - v * ((xx - cx) ** 2 + (yy - cy) ** 2) / D ** 2) * (1 + gx * (xx - W / 2) / D + gy * (yy - H / 2) / D)
-    illum = cv2.resize((illum / illum.max()).astype(np.float32), (W + 2 * s, H + 2 * s), interpolation=cv2.INTER_LINEAR)[:H, :W]
+    illum = cv2.resize((illum / illum.max()).astype(np.float32), (W + 2 * s, H + 2 * s),
+                       interpolation=cv2.INTER_LINEAR)[:H, :W]
     return (np.float32(rgb) * mottle[..., None]).astype(np.float32), cv2.merge([illum] * 3)
 
 # %% ../../nbs/10_particles.synth.ipynb #b79b95e2
@@ -349,7 +364,8 @@ def _grain_list(rng, W, H, density, p_touch, class_p, gap, sizes):
 def _check_scene_args(size, n_layers, density, p_touch, class_p):
     if len(size) != 2 or min(size) < 64: raise InputError(f"size {size}: expected (width, height), both ≥ 64 px")
     if int(n_layers) != n_layers or n_layers < 1: raise InputError(f"n_layers={n_layers}: need an integer ≥ 1")
-    if not 0 < density <= .6: raise InputError(f"density={density}: the covered fraction of the frame must be in (0, 0.6]")
+    if not 0 < density <= .6:
+        raise InputError(f"density={density}: the covered fraction of the frame must be in (0, 0.6]")
     if not 0 <= p_touch <= 1: raise InputError(f"p_touch={p_touch}: a probability in [0, 1] is needed")
     bad = set(class_p) - set(CLASSES)
     if bad or not class_p or min(class_p.values()) < 0 or sum(class_p.values()) <= 0:
@@ -357,7 +373,7 @@ def _check_scene_args(size, n_layers, density, p_touch, class_p):
 
 # %% ../../nbs/10_particles.synth.ipynb #bf1657ab
 def make_scene(
-    rng,                      # seed or `np.random.Generator`
+    random_state,             # seed or `np.random.Generator`
     size:tuple=(1280, 1024),  # (width, height) of a frame in px
     n_layers:int=6,           # focal layers
     plate='green',            # plate colour: a name from `PLATES` or an RGB triple
@@ -371,7 +387,7 @@ def make_scene(
     "Draw a plate with grains: everything about one plate position except the camera."
     class_p = CLASS_P if class_p is None else class_p
     _check_scene_args(size, n_layers, density, p_touch, class_p)
-    rng, (W, H) = np.random.default_rng(rng), map(int, size)
+    rng, (W, H) = np.random.default_rng(random_state), map(int, size)
     scale = min(W / 1280, H / 1024)
     plate, illum = _plate(rng, plate_rgb(plate), W, H)
     gap = int(np.ceil((16 if min_gap is None else min_gap) * (scale if min_gap is None else 1)))
@@ -386,6 +402,7 @@ def _visible_box(g:Grain, W, H):
     x, y, w, h = cv2.boundingRect(m)
     return x0 + x, y0 + y, x0 + x + w, y0 + y + h
 
+# %% ../../nbs/10_particles.synth.ipynb #a9014819
 def _touching_groups(grains:list, W, H) -> np.ndarray:
     "Group number per grain (connected components of the touch graph), −1 for isolated grains."
     pairs = [(i, j) for i, g in enumerate(grains) for j, d in enumerate(_dist_to(g, grains[:i], W, H, 2)) if d <= TOUCH]
@@ -398,8 +415,9 @@ def _touching_groups(grains:list, W, H) -> np.ndarray:
 # %% ../../nbs/10_particles.synth.ipynb #33cc7a5b
 TRUTH_COLUMNS = ['stack_id', 'grain_id', 'cls', 'x0', 'y0', 'x1', 'y1', 'chopped', 'touching_group']
 
+# %% ../../nbs/10_particles.synth.ipynb #d81083bb
 def scene_truth(scene:Scene, stack_id:str='s0000') -> pd.DataFrame:
-    "One row per grain of `scene`: `TRUTH_COLUMNS` as in the synthetic-plates contract (DESIGN.md)."
+    "One row per grain of `scene`: `TRUTH_COLUMNS` as in the synthetic-plates contract of the design page."
     W, H = scene.size
     boxes = np.array([_visible_box(g, W, H) for g in scene.grains], np.int64).reshape(-1, 4)
     return pd.DataFrame(dict(stack_id=stack_id, grain_id=np.arange(len(boxes), dtype=np.int64),
@@ -428,6 +446,7 @@ def _defocus(rgba, sigma:float):
     small = cv2.resize(a, (max(a.shape[1] // f, 1), max(a.shape[0] // f, 1)), interpolation=cv2.INTER_AREA)
     return cv2.resize(cv2.GaussianBlur(small, (0, 0), sigma / f), a.shape[1::-1], interpolation=cv2.INTER_LINEAR), pad
 
+# %% ../../nbs/10_particles.synth.ipynb #1574daac
 def _over(canvas, rgba, x:int, y:int):
     "Composite premultiplied `rgba` (0–1) over `canvas` (0–255) with its top-left at (`x`, `y`), in place."
     H, W = canvas.shape[:2]
@@ -441,15 +460,19 @@ def _over(canvas, rgba, x:int, y:int):
 # %% ../../nbs/10_particles.synth.ipynb #c5e31e0d
 _NORMAL_LUT = ndtri((np.arange(256) + .5) / 256).astype(np.float32)[None]  # byte -> standard normal quantile
 
+# %% ../../nbs/10_particles.synth.ipynb #513c4ff8
 def _camera(rng, canvas, illum, noise:float):
     "Light `canvas` with `illum`, add sensor noise of `noise` grey levels, round to uint8."
     out = cv2.multiply(canvas, illum, scale=1 + rng.normal(0, .01))
-    if noise > 0: cv2.scaleAdd(cv2.LUT(np.frombuffer(rng.bytes(out.size), np.uint8).reshape(out.shape), _NORMAL_LUT), noise, out, dst=out)
+    if noise > 0:
+        cv2.scaleAdd(cv2.LUT(np.frombuffer(rng.bytes(out.size), np.uint8).reshape(out.shape), _NORMAL_LUT), noise, out,
+                     dst=out)
     return cv2.convertScaleAbs(cv2.max(out, 0.))
 
-def render_layers(scene:Scene, rng, noise:float=3.) -> np.ndarray: # L×H×W×3 uint8
-    "Photograph `scene` once per focal depth: defocus every grain, light, add sensor noise."
-    rng, order = np.random.default_rng(rng), np.argsort([g.height for g in scene.grains], kind='stable')
+# %% ../../nbs/10_particles.synth.ipynb #106454ff
+def render_layers(scene:Scene, random_state, noise:float=3.) -> np.ndarray: # L×H×W×3 uint8
+    "Photograph `scene` once per focal depth: defocus every grain, light, add sensor noise (from `random_state`)."
+    rng, order = np.random.default_rng(random_state), np.argsort([g.height for g in scene.grains], kind='stable')
     layers = np.empty((len(scene.depths),) + scene.plate.shape, np.uint8)
     for l, z in enumerate(scene.depths):
         canvas = scene.plate.copy()
@@ -461,17 +484,17 @@ def render_layers(scene:Scene, rng, noise:float=3.) -> np.ndarray: # L×H×W×3 
     return layers
 
 # %% ../../nbs/10_particles.synth.ipynb #bc9f8e9f
-@delegates(make_scene, but=['rng', 'n_layers'])
+@delegates(make_scene, but=['random_state', 'n_layers'])
 def render_stack(
-    seed=0,                  # int, tuple of ints (e.g. `(seed, i)`), or `np.random.Generator`
+    random_state=0,          # int, tuple of ints (e.g. `(random_state, i)`), or `np.random.Generator`
     stack_id:str='s0000',    # id written into the stack and the truth table
     n_layers:int=6,          # focal layers
     noise:float=3.,          # sensor noise, grey levels (standard deviation)
     return_scene:bool=False, # also return the `Scene` (masks, heights) as a third value
     **kwargs,
 ) -> tuple:                  # (FocalStack, truth DataFrame[, Scene])
-    "Render one synthetic focal stack and its ground truth, reproducibly from `seed`."
-    rng = np.random.default_rng(seed)
+    "Render one synthetic focal stack and its ground truth, reproducibly from `random_state`."
+    rng = np.random.default_rng(random_state)
     scene = make_scene(rng, n_layers=n_layers, **kwargs)
     stack = FocalStack(render_layers(scene, rng, noise), stack_id)
     return (stack, scene_truth(scene, stack_id)) + ((scene,) if return_scene else ())
@@ -479,8 +502,9 @@ def render_stack(
 # %% ../../nbs/10_particles.synth.ipynb #5a58b3ea
 CLASS_COLORS = dict(quartz='tab:cyan', dark='black', foram='tab:orange', fragment='tab:red', other='tab:purple')
 
+# %% ../../nbs/10_particles.synth.ipynb #104abcc2
 def show_truth(stack:FocalStack, truth:pd.DataFrame, layer:int=None, ax=None, figsize=(6, 4.8)):
-    "Draw the `truth` boxes of `stack` on one layer (middle by default): colour per class, chopped dashed, touching groups labelled."
+    "Draw the `truth` boxes of `stack` on a layer (default: middle): colour per class, chopped dashed, touching named."
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
     if ax is None: _, ax = plt.subplots(figsize=figsize)
@@ -489,36 +513,44 @@ def show_truth(stack:FocalStack, truth:pd.DataFrame, layer:int=None, ax=None, fi
     for r in truth.itertuples():
         ax.add_patch(Rectangle((r.x0 - .5, r.y0 - .5), r.x1 - r.x0, r.y1 - r.y0, fill=False, lw=1.5,
                                ec=CLASS_COLORS.get(r.cls, 'white'), ls='--' if r.chopped else '-'))
-        ax.text(r.x0 + 3, r.y0 + 3, r.cls + (f' T{r.touching_group}' if r.touching_group >= 0 else ''), fontsize=7, va='top',
-                color='white', bbox=dict(fc=CLASS_COLORS.get(r.cls, 'grey'), alpha=.7, lw=0, pad=1))
-    ax.set_title(f"{stack.stack_id}: {len(truth)} grains, {truth.chopped.sum()} chopped, {(truth.touching_group >= 0).sum()} touching", fontsize=9)
+        name = r.cls + (f' T{r.touching_group}' if r.touching_group >= 0 else '')
+        ax.text(r.x0 + 3, r.y0 + 3, name, fontsize=7, va='top', color='white',
+                bbox=dict(fc=CLASS_COLORS.get(r.cls, 'grey'), alpha=.7, lw=0, pad=1))
+    ax.set_title(f"{stack.stack_id}: {len(truth)} grains, {truth.chopped.sum()} chopped, "
+                 f"{(truth.touching_group >= 0).sum()} touching", fontsize=9)
     return ax
 
 # %% ../../nbs/10_particles.synth.ipynb #aa0a8e05
-def _check_write_args(n_stacks, seed, fmt, jpeg_quality):
+def _check_write_args(n_stacks, random_state, fmt, jpeg_quality):
     if int(n_stacks) != n_stacks or n_stacks < 1: raise InputError(f"n_stacks={n_stacks}: need at least 1 stack")
-    if int(seed) != seed or seed < 0: raise InputError(f"seed={seed}: need a non-negative integer")
-    if fmt.lower() not in ('png', 'jpg', 'jpeg'): raise InputError(f"fmt='{fmt}': use 'png' (lossless) or 'jpg'")
+    if int(random_state) != random_state or random_state < 0:
+        raise InputError(f"random_state={random_state}: need a non-negative integer")
+    check_choice('fmt', fmt.lower(), ('png', 'jpg', 'jpeg'))
     if not 1 <= jpeg_quality <= 100: raise InputError(f"jpeg_quality={jpeg_quality}: use a value in 1–100")
 
+# %% ../../nbs/10_particles.synth.ipynb #a7bd4eae
 def _clear(out:Path, overwrite:bool):
     "Refuse a non-empty `out` unless `overwrite`; then remove the stacks of an earlier synthetic run."
     if not out.exists() or not any(out.iterdir()): return
-    if not overwrite: raise InputError(f"{out}: folder is not empty; pick a new folder or overwrite it (overwrite=True / --overwrite)")
+    if not overwrite:
+        raise InputError(f"{out}: folder is not empty; pick a new folder or overwrite it (overwrite=True / "
+                         "--overwrite)")
     if (old := out / 'truth.parquet').exists():
-        for sid in pd.read_parquet(old, columns=['stack_id']).stack_id.unique(): shutil.rmtree(out / sid, ignore_errors=True)
+        for sid in pd.read_parquet(old, columns=['stack_id']).stack_id.unique():
+            shutil.rmtree(out / sid, ignore_errors=True)
         old.unlink()
 
+# %% ../../nbs/10_particles.synth.ipynb #45883fa4
 def _write_parquet(df:pd.DataFrame, path:Path):
     "Write `df` to `path` through a temporary name and an atomic rename."
     with atomic_path(path) as tmp: df.to_parquet(tmp, index=False)
 
-# %% ../../nbs/10_particles.synth.ipynb #a7bd4eae
-@delegates(make_scene, but=['rng', 'n_layers', 'size', 'plate', 'density'])
+# %% ../../nbs/10_particles.synth.ipynb #ae70e77a
+@delegates(make_scene, but=['random_state', 'n_layers', 'size', 'plate', 'density'])
 def synth_plates(
     out,                      # folder to write: OUT/<stack_id>/layer<k>.<fmt> and OUT/truth.parquet
     n_stacks:int=10,          # plate positions to render
-    seed:int=0,               # stack `i` is drawn from `(seed, i)`
+    random_state:int=0,       # stack `i` is drawn from `(random_state, i)`
     n_layers:int=6,           # focal layers per stack
     size:tuple=(1280, 1024),  # (width, height) in px
     plate='green',            # plate colour: a name from `PLATES` or an RGB triple
@@ -531,7 +563,7 @@ def synth_plates(
     **kwargs,
 ) -> Path:                    # `out`
     "Render `n_stacks` synthetic focal stacks into `out` in the photo layout, with `truth.parquet`."
-    _check_write_args(n_stacks, seed, fmt, jpeg_quality)
+    _check_write_args(n_stacks, random_state, fmt, jpeg_quality)
     plate_rgb(plate)
     _check_scene_args(size, n_layers, density, kwargs.get('p_touch', .15), kwargs.get('class_p') or CLASS_P)
     out = Path(out)
@@ -539,8 +571,10 @@ def synth_plates(
     out.mkdir(parents=True, exist_ok=True)
     ext, w, truths = 'jpg' if fmt.lower() != 'png' else 'png', len(str(n_layers - 1)), []
     for i in tqdm(range(n_stacks), desc='synth plates', unit='stack', disable=not progress):
-        stack, truth = render_stack((seed, i), f"s{i:04d}", n_layers, noise, size=size, plate=plate, density=density, **kwargs)
-        for l, layer in enumerate(stack.layers): write_image(out / stack.stack_id / f"layer{l:0{w}d}.{ext}", layer, jpeg_quality)
+        stack, truth = render_stack((random_state, i), f"s{i:04d}", n_layers, noise, size=size, plate=plate,
+                                    density=density, **kwargs)
+        for l, layer in enumerate(stack.layers):
+            write_image(out / stack.stack_id / f"layer{l:0{w}d}.{ext}", layer, jpeg_quality)
         truths.append(truth)
     _write_parquet(pd.concat(truths, ignore_index=True), out / 'truth.parquet')
     return out

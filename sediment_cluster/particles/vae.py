@@ -28,10 +28,11 @@ from fastai.optimizer import Adam
 from sklearn.model_selection import GroupShuffleSplit
 from tqdm.auto import tqdm
 import fastai.callback.fp16      # Learner.to_bf16
-import fastai.callback.schedule  # Learner.fit_one_cycle, Learner.lr_find
+import fastai.callback.schedule  # noqa: F401 (Learner.fit_one_cycle, Learner.lr_find)
 
-from ..core import InputError, atomic_path, read_model_file, seed_everything, torch_device, write_model_file
-from ..latent import TrainingDiverged, kl_divergence, mmd, reparameterise, weight_at
+from ..core import InputError, atomic_path, check_choice, read_model_file, seed_everything
+from ..core import torch_device, write_model_file
+from ..latent import TrainingDiverged, kl_divergence, mmd, reparameterise, soft_clamp_logvar, weight_at
 from .store import ParticleStore
 
 # %% auto #0
@@ -44,9 +45,11 @@ __all__ = ['BACKBONES', 'CONFIG', 'REGULARISERS', 'MEAN', 'STD', 'weight_files',
 # %% ../../nbs/13_particles.vae.ipynb #d4cea766
 BACKBONES = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')
 
+# %% ../../nbs/13_particles.vae.ipynb #647a7214
 def _check_backbone(backbone:str):
-    if backbone not in BACKBONES: raise InputError(f"backbone='{backbone}': choose one of {', '.join(BACKBONES)}")
+    check_choice('backbone', backbone, BACKBONES)
 
+# %% ../../nbs/13_particles.vae.ipynb #c95a34b1
 def weight_files(backbone:str) -> list:
     "torchvision's ImageNet weight file names for `backbone`, the legacy `pretrained=True` one first."
     _check_backbone(backbone)
@@ -61,7 +64,9 @@ def pretrained_file(
     names = weight_files(backbone)
     if pretrained is not True:
         p = Path(pretrained)
-        if not p.is_file(): raise InputError(f"pretrained='{p}': no such weight file; give the path of torchvision's {names[0]} (nothing is downloaded)")
+        if not p.is_file():
+            raise InputError(f"pretrained='{p}': no such weight file; give the path of torchvision's {names[0]} "
+                             "(nothing is downloaded)")
         return p
     cache = Path(torch.hub.get_dir())/'checkpoints'
     for n in names:
@@ -80,35 +85,41 @@ def resnet_trunk(
     if pretrained not in (False, None):
         p = pretrained_file(backbone, pretrained)
         try: net.load_state_dict(torch.load(p, map_location='cpu', weights_only=True))
-        except Exception as e: raise InputError(f"{p}: not torchvision ImageNet weights for {backbone} ({type(e).__name__})") from None
+        except Exception as e:
+            raise InputError(f"{p}: not torchvision ImageNet weights for {backbone} ({type(e).__name__})") from None
     net.n_features, net.fc = net.fc.in_features, nn.Identity()
     return net
 
 # %% ../../nbs/13_particles.vae.ipynb #85015d55
 def _up(a:int, b:int) -> nn.Sequential:
-    return nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(a, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True))
+    return nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(a, b, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(b), nn.ReLU(inplace=True))
 
+# %% ../../nbs/13_particles.vae.ipynb #7fdf9f95
 class FocalDecoder(nn.Module):
-    "Latent codes (B×`latent`) → B×`n_layers`×3×`size`×`size`: a linear map to a small grid, then ×2 upsampling conv blocks."
+    "Latent codes (B×`latent`) → B×`n_layers`×3×`size`×`size`: a linear map to a small grid, then ×2 upsampling."
     def __init__(self, latent:int, n_layers:int, size:int, width:int=256):
         super().__init__()
         store_attr('latent,n_layers,size')
         k = max(1, int(math.log2(size / 4)))  # upsampling steps
         self.s0, ch = math.ceil(size / 2 ** k), [max(32, width >> i) for i in range(k + 1)]
         self.fc = nn.Linear(latent, ch[0] * self.s0 ** 2)
-        self.body = nn.Sequential(nn.BatchNorm2d(ch[0]), nn.ReLU(inplace=True), *[_up(a, b) for a, b in zip(ch, ch[1:])],
+        self.body = nn.Sequential(nn.BatchNorm2d(ch[0]), nn.ReLU(inplace=True),
+                                  *[_up(a, b) for a, b in zip(ch, ch[1:])],
                                   nn.Conv2d(ch[-1], 3 * n_layers, 3, padding=1))
 
     def forward(self, z:torch.Tensor) -> torch.Tensor:
         y = self.body(self.fc(z).view(len(z), -1, self.s0, self.s0))
-        if y.shape[-1] != self.size: y = F.interpolate(y, size=(self.size, self.size), mode='bilinear', align_corners=False)
+        if y.shape[-1] != self.size:
+            y = F.interpolate(y, size=(self.size, self.size), mode='bilinear', align_corners=False)
         return y.reshape(len(z), self.n_layers, 3, self.size, self.size)
 
 # %% ../../nbs/13_particles.vae.ipynb #9aa4eef3
 CONFIG = ('n_layers', 'size', 'latent', 'backbone', 'shared_weights', 'decoder_width')
 
+# %% ../../nbs/13_particles.vae.ipynb #2c84d3e3
 class FocalVAE(nn.Module):
-    "VAE for focal stacks: one ResNet branch per layer (or one shared), concatenated features → `mu`, `logvar`; a conv decoder."
+    "VAE for focal stacks: a ResNet branch per layer (or one shared), features → `mu`, `logvar`; a conv decoder."
     def __init__(self,
         n_layers:int=6,             # L, focal layers per particle
         size:int=64,                # S, input side in px (crops are resized to it)
@@ -124,7 +135,8 @@ class FocalVAE(nn.Module):
             if int(v) != v or v < lo: raise InputError(f"{k}={v}: need an integer of at least {lo}")
         store_attr(CONFIG)
         self.meta, self.channels_last = {}, False
-        self.branches = nn.ModuleList([resnet_trunk(backbone, pretrained) for _ in range(1 if shared_weights else n_layers)])
+        n_branches = 1 if shared_weights else n_layers
+        self.branches = nn.ModuleList([resnet_trunk(backbone, pretrained) for _ in range(n_branches)])
         self.head = nn.Linear(n_layers * self.branches[0].n_features, 2 * latent)
         self.decoder = FocalDecoder(latent, n_layers, size, decoder_width)
 
@@ -136,9 +148,11 @@ class FocalVAE(nn.Module):
 def check_input(self:FocalVAE, x:torch.Tensor):
     "Refuse a batch that is not B×L×3×S×S for this model's L and S."
     if x.ndim != 5 or tuple(x.shape[1:]) != (self.n_layers, 3, self.size, self.size):
-        raise InputError(f"input of shape {tuple(x.shape)}: this model takes B×{self.n_layers}×3×{self.size}×{self.size} "
+        raise InputError(f"input of shape {tuple(x.shape)}: this model takes "
+                         f"B×{self.n_layers}×3×{self.size}×{self.size} "
                          f"(use prepare_crops on uint8 B×L×S×S×3 crops)")
 
+# %% ../../nbs/13_particles.vae.ipynb #557be206
 @patch
 def features(self:FocalVAE, x:torch.Tensor) -> torch.Tensor:
     "Concatenated branch features (B × L·F) of normalised stacks `x`."
@@ -146,19 +160,21 @@ def features(self:FocalVAE, x:torch.Tensor) -> torch.Tensor:
     if self.shared_weights: return self.branches[0](x.flatten(0, 1).contiguous(memory_format=fmt)).reshape(len(x), -1)
     return torch.cat([b(x[:, l].contiguous(memory_format=fmt)) for l, b in enumerate(self.branches)], 1)
 
-# %% ../../nbs/13_particles.vae.ipynb #557be206
+# %% ../../nbs/13_particles.vae.ipynb #0886eb30
 @patch
 def encode(self:FocalVAE, x:torch.Tensor) -> tuple:
     "`mu` and `logvar` (B × latent) of normalised stacks `x` (B×L×3×S×S)."
     self.check_input(x)
     mu, logvar = self.head(self.features(x)).chunk(2, -1)
-    return mu, 10 * torch.tanh(logvar / 10)  # soft clamp, as in `spectral`
+    return mu, soft_clamp_logvar(logvar)
 
+# %% ../../nbs/13_particles.vae.ipynb #93dfe006
 @patch
 def decode(self:FocalVAE, z:torch.Tensor) -> torch.Tensor:
     "Stacks (B×L×3×S×S, normalised) reconstructed from latent codes `z`."
     return self.decoder(z)
 
+# %% ../../nbs/13_particles.vae.ipynb #d0d28c37
 @patch
 def forward(self:FocalVAE, x:torch.Tensor) -> tuple:
     "`(x_hat, z, mu, logvar)`: z is sampled while training (eq. 2), z = mu in eval mode."
@@ -169,14 +185,15 @@ def forward(self:FocalVAE, x:torch.Tensor) -> tuple:
 # %% ../../nbs/13_particles.vae.ipynb #07dbe9fc
 REGULARISERS = ('kl', 'mmd')
 
+# %% ../../nbs/13_particles.vae.ipynb #dd1eac78
 class VAELoss:
-    "Eq. 2: squared error summed over each particle's L×3×S×S values + β·KL to N(0, I) (or β·MMD), averaged over the batch."
+    "Eq. 2: squared error summed over a particle's L×3×S×S values + β·KL to N(0, I) (or β·MMD), batch mean."
     def __init__(self,
         beta=1.,                  # weight of the regulariser: a number or `epoch -> float` (e.g. `Ramp`)
         regulariser:str='kl',     # 'kl' (β-VAE) or 'mmd' (InfoVAE)
         kernel:str='gaussian',    # MMD kernel: 'gaussian' or 'imq'
     ):
-        if regulariser not in REGULARISERS: raise InputError(f"regulariser='{regulariser}': choose 'kl' or 'mmd'")
+        check_choice('regulariser', regulariser, REGULARISERS)
         store_attr()
         self.epoch = 0
 
@@ -196,6 +213,7 @@ def recon_mse(out:tuple, x:torch.Tensor) -> torch.Tensor:
     "Mean squared error per value of a batch's reconstructions (normalised units)."
     return F.mse_loss(out[0].float(), x.float())
 
+# %% ../../nbs/13_particles.vae.ipynb #0a6337b7
 def latent_kl(out:tuple, x:torch.Tensor) -> torch.Tensor:
     "KL(N(mu, σ²) ‖ N(0, I)) of a batch, summed over latent dimensions (nats)."
     return kl_divergence(out[2].float(), out[3].float())
@@ -203,17 +221,22 @@ def latent_kl(out:tuple, x:torch.Tensor) -> torch.Tensor:
 # %% ../../nbs/13_particles.vae.ipynb #cd6084f8
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet channel statistics
 
+# %% ../../nbs/13_particles.vae.ipynb #809b8ab1
 def _stats(x): return (torch.tensor(v, dtype=torch.float32, device=x.device).view(3, 1, 1) for v in (MEAN, STD))
 
+# %% ../../nbs/13_particles.vae.ipynb #4136e02e
 def prepare_crops(crops, size:int=None) -> torch.Tensor:
     "uint8 crops B×L×S×S×3 (array or tensor) → normalised float B×L×3×`size`×`size`."
-    x = torch.as_tensor(np.asarray(crops) if not torch.is_tensor(crops) else crops).permute(0, 1, 4, 2, 3).float().div(255)
+    x = torch.as_tensor(np.asarray(crops) if not torch.is_tensor(crops) else crops)
+    x = x.permute(0, 1, 4, 2, 3).float().div(255)
     if size and size != x.shape[-1]:
         B, L = x.shape[:2]
-        x = F.interpolate(x.flatten(0, 1), size=(size, size), mode='bilinear', antialias=True, align_corners=False).view(B, L, 3, size, size)
+        x = F.interpolate(x.flatten(0, 1), size=(size, size), mode='bilinear',
+                          antialias=True, align_corners=False).view(B, L, 3, size, size)
     mean, std = _stats(x)
     return (x - mean) / std
 
+# %% ../../nbs/13_particles.vae.ipynb #ed0357be
 def restore_crops(x:torch.Tensor) -> np.ndarray:
     "Normalised B×L×3×S×S → uint8 B×L×S×S×3 (for display)."
     mean, std = _stats(x)
@@ -224,6 +247,7 @@ def _dihedral(x:torch.Tensor, t:int) -> torch.Tensor:
     "Symmetry `t` (0–7) of the square applied to the last two dimensions: an optional flip, then `t % 4` quarter turns."
     return torch.rot90(x.flip(-1) if t >= 4 else x, t % 4, dims=(-2, -1))
 
+# %% ../../nbs/13_particles.vae.ipynb #22d78745
 def dihedral(x:torch.Tensor) -> torch.Tensor:
     "A random flip/90° rotation per particle of `x` (B×L×C×S×S), the same for all its layers."
     k, out = torch.randint(0, 8, (len(x),)), torch.empty_like(x)
@@ -239,6 +263,7 @@ class CropDataset(torch.utils.data.Dataset):
     def __len__(self): return len(self.idx)
     def __getitem__(self, i): return (torch.from_numpy(np.ascontiguousarray(self.store[int(self.idx[i])])),)
 
+# %% ../../nbs/13_particles.vae.ipynb #4eeebf0e
 def stack_split(
     table:pd.DataFrame,    # a store's table (needs `stack_id`)
     valid_pct:float=0.2,   # fraction of the stacks for validation
@@ -248,10 +273,11 @@ def stack_split(
     n = table.stack_id.nunique()
     if n < 2: raise InputError(f"the store holds {n} stack(s); the validation split by stack needs at least 2")
     if not 0 < valid_pct < 1: raise InputError(f"valid_pct={valid_pct}: use a fraction between 0 and 1")
-    tr, va = next(GroupShuffleSplit(1, test_size=valid_pct, random_state=random_state).split(table, groups=table.stack_id))
+    split = GroupShuffleSplit(1, test_size=valid_pct, random_state=random_state)
+    tr, va = next(split.split(table, groups=table.stack_id))
     return np.sort(tr), np.sort(va)
 
-# %% ../../nbs/13_particles.vae.ipynb #4eeebf0e
+# %% ../../nbs/13_particles.vae.ipynb #672e0edb
 class CropBatch:
     "Prepare the crops of a batch tuple for a model of input `size`, with `dihedral` when `augment`."
     def __init__(self, size:int, augment:bool=False): store_attr()
@@ -259,6 +285,7 @@ class CropBatch:
         x = prepare_crops(b[0], self.size)
         return (dihedral(x) if self.augment else x,)
 
+# %% ../../nbs/13_particles.vae.ipynb #9c51f7c3
 def crop_dataloaders(
     store,                  # a `ParticleStore` or its folder
     size:int=None,          # model input size (default: the store's crop size)
@@ -268,12 +295,14 @@ def crop_dataloaders(
     device=None,            # where batches go (and are prepared)
     num_workers:int=0,      # reader processes (0: read in the training process)
 ) -> DataLoaders:
-    "fastai `DataLoaders` streaming a store's crops: split by stack; training batches shuffled and flipped/rotated per particle."
+    "fastai `DataLoaders` streaming a store's crops: split by stack; training batches shuffled and flipped/rotated."
     store = ParticleStore.open(store)
     tr, va = stack_split(store.table, valid_pct, random_state)
-    if len(tr) < 2: raise InputError(f"{store.path}: {len(tr)} training particle(s) after the stack split; need at least 2")
+    if len(tr) < 2:
+        raise InputError(f"{store.path}: {len(tr)} training particle(s) after the stack split; need at least 2")
     size, kw = size or store.size, dict(num_workers=num_workers, device=device)
-    train = DataLoader(CropDataset(store, tr), bs=min(batch_size, len(tr)), shuffle=True, drop_last=True, after_batch=CropBatch(size, True), **kw)
+    train = DataLoader(CropDataset(store, tr), bs=min(batch_size, len(tr)), shuffle=True, drop_last=True,
+                       after_batch=CropBatch(size, True), **kw)
     valid = DataLoader(CropDataset(store, va), bs=batch_size, after_batch=CropBatch(size), **kw)
     return DataLoaders(train, valid, device=device)
 
@@ -284,6 +313,7 @@ class AutoencoderTarget(Callback):
     def before_epoch(self): self.learn.loss_func.epoch = self.epoch
     def before_batch(self): self.learn.yb = self.learn.xb
 
+# %% ../../nbs/13_particles.vae.ipynb #86837b79
 class NonFiniteStop(Callback):
     "Stop the fit at the first non-finite loss, before its backward pass; `where` says where (None when none)."
     order = 20  # after MixedPrecision leaves autocast
@@ -314,7 +344,7 @@ def vae_learner(
     dls = crop_dataloaders(store, model.size, batch_size, valid_pct, random_state, dev, num_workers)
     learn = Learner(dls, model.to(dev), loss_func=VAELoss(beta, regulariser), opt_func=Adam, lr=lr,
                     metrics=[AvgMetric(recon_mse), AvgMetric(latent_kl)], cbs=[AutoencoderTarget(), NonFiniteStop()],
-                    path=Path(tempfile.gettempdir()), model_dir=f'sediment_cluster_lr_find_{os.getpid()}')  # lr_find's temporary weights
+                    path=Path(tempfile.gettempdir()), model_dir=f'sediment_cluster_lr_find_{os.getpid()}')  # lr_find's
     if dev.type == 'cuda':
         model.channels_last = True
         model.to(memory_format=torch.channels_last)
@@ -328,7 +358,8 @@ def vae_learner(
 def check_store(model:FocalVAE, store:ParticleStore, trained:bool=True):
     "Refuse a store whose layer count (or, for a trained model, crop size) differs from the model's."
     if store.n_layers != model.n_layers:
-        raise InputError(f"{store.path}: crops have {store.n_layers} focal layers but the model has {model.n_layers}; train a model on this store")
+        raise InputError(f"{store.path}: crops have {store.n_layers} focal layers but the model has {model.n_layers}; "
+                         "train a model on this store")
     crop = model.meta.get('crop_size')
     if trained and crop is not None and crop != store.size:
         raise InputError(f"{store.path}: crops are {store.size} px but the model was trained on {crop}-px crops; "
@@ -352,13 +383,14 @@ def load_vae(path, device='cpu') -> FocalVAE:
 
 # %% ../../nbs/13_particles.vae.ipynb #6c2ee34a
 class Checkpoints(TrackerCallback):
-    "After each epoch: record it, write the model to `out` when the validation loss improved, write the checkpoint `ckpt`."
+    "After each epoch: record it, write the model to `out` when the validation loss improved, and checkpoint `ckpt`."
     order = 65
     def __init__(self, out, ckpt, meta:dict, state:dict=None):
         super().__init__('valid_loss', reset_on_fit=state is None)
         state = state or {}
         self.out, self.ckpt, self.meta, self.done = Path(out), Path(ckpt), meta, state.get('epoch', -1)
-        self.history, self.best, self.best_epoch = state.get('history', []), state.get('best'), state.get('best_epoch', -1)
+        self.history, self.best = state.get('history', []), state.get('best')
+        self.best_epoch = state.get('best_epoch', -1)
 
     def after_epoch(self):
         if self.epoch <= self.done: return  # an epoch skipped on resume
@@ -368,7 +400,8 @@ class Checkpoints(TrackerCallback):
         if self.new_best:
             self.best_epoch = self.epoch
             save_vae(self.model, self.out, **self.meta, history=self.history, best_epoch=self.epoch)
-        state = dict(config=self.model.config, meta=self.meta, epoch=self.epoch, best=float(self.best), best_epoch=self.best_epoch,
+        state = dict(config=self.model.config, meta=self.meta, epoch=self.epoch, best=float(self.best),
+                     best_epoch=self.best_epoch,
                      history=self.history, model=self.model.state_dict(), opt=self.opt.state_dict()['state'])
         with atomic_path(self.ckpt) as tmp: torch.save(state, tmp)
 
@@ -379,17 +412,36 @@ def _resume_state(ckpt:Path, config:dict, meta:dict) -> dict|None:
     state = torch.load(ckpt, map_location='cpu', weights_only=True)
     for k, v in [*config.items(), *((k, meta[k]) for k in ('store', 'crop_size'))]:
         was = state['config'].get(k) if k in config else state['meta'].get(k)
-        if was != v: raise InputError(f"{ckpt}: checkpoint of a run with {k}={was!r}, not {v!r}; pass resume=False (or delete it) to start over")
+        if was != v:
+            raise InputError(f"{ckpt}: checkpoint of a run with {k}={was!r}, not {v!r}; pass resume=False (or delete "
+                             "it) to start over")
     return state
 
+# %% ../../nbs/13_particles.vae.ipynb #332260ba
 def _diverged(where:dict, cb:Checkpoints, lr:float) -> TrainingDiverged:
-    kept = f"kept the model of epoch {cb.best_epoch} in {cb.out}" if cb.best_epoch >= 0 else "no epoch finished, so no model was written"
+    kept = (f"kept the model of epoch {cb.best_epoch} in {cb.out}" if cb.best_epoch >= 0
+            else "no epoch finished, so no model was written")
     e = TrainingDiverged(f"training diverged: loss {where['loss']} at epoch {where['epoch']}, batch {where['batch']} "
-                         f"({'training' if where['training'] else 'validation'}); {kept}; lower the learning rate (lr={lr:g}) or beta")
+                         f"({'training' if where['training'] else 'validation'}); {kept}; lower the learning rate "
+                         f"(lr={lr:g}) or beta")
     e.history = cb.history
     return e
 
-# %% ../../nbs/13_particles.vae.ipynb #332260ba
+# %% ../../nbs/13_particles.vae.ipynb #5008409b
+def _run_meta(store:ParticleStore, beta, pretrained, **kw) -> dict:
+    "The parameters of a training run, as written into the model file (`meta`)."
+    return dict(store=str(store.path.resolve()), crop_size=store.size, mean=list(MEAN), std=list(STD),
+                beta=beta if not callable(beta) else repr(beta), **kw,
+                pretrained=str(pretrained) if pretrained else None)
+
+# %% ../../nbs/13_particles.vae.ipynb #42f48413
+def _restore(learn:Learner, model:FocalVAE, state:dict):
+    "Load the model and optimiser state of a checkpoint into `learn`."
+    model.load_state_dict(state['model'])
+    learn.create_opt()
+    learn.opt.load_state_dict({'state': state['opt'], 'hypers': learn.opt.hypers})
+
+# %% ../../nbs/13_particles.vae.ipynb #c4937ea8
 def train_vae(
     store,                      # particle store (folder or `ParticleStore`) with `crops.zarr`
     out,                        # model file to write (the best model; a checkpoint `out`.ckpt beside it while training)
@@ -417,21 +469,19 @@ def train_vae(
     ckpt = out.with_name(out.name + '.ckpt')
     seed_everything(random_state)
     model = FocalVAE(store.n_layers, size, latent, backbone, shared_weights, pretrained)
-    learn = vae_learner(store, model, beta, regulariser, batch_size, lr, valid_pct, device, num_workers, random_state, progress)
-    meta = dict(store=str(store.path.resolve()), crop_size=store.size, mean=list(MEAN), std=list(STD), beta=beta if not callable(beta) else repr(beta),
-                regulariser=regulariser, lr=lr, batch_size=batch_size, epochs=epochs, one_cycle=one_cycle, valid_pct=valid_pct,
-                random_state=random_state, pretrained=str(pretrained) if pretrained else None)
+    learn = vae_learner(store, model, beta, regulariser, batch_size, lr, valid_pct, device,
+                        num_workers, random_state, progress)
+    meta = _run_meta(store, beta, pretrained, regulariser=regulariser, lr=lr, batch_size=batch_size, epochs=epochs,
+                     one_cycle=one_cycle, valid_pct=valid_pct, random_state=random_state)
     state = _resume_state(ckpt, model.config, meta) if resume else None
-    if state:
-        model.load_state_dict(state['model'])
-        learn.create_opt()
-        learn.opt.load_state_dict({'state': state['opt'], 'hypers': learn.opt.hypers})
+    if state: _restore(learn, model, state)
     cb = Checkpoints(out, ckpt, meta, state)
     fit = learn.fit_one_cycle if one_cycle else learn.fit
     fit(epochs, lr, cbs=[cb, *(cbs or [])], start_epoch=cb.done + 1)
     if learn.non_finite_stop.where: raise _diverged(learn.non_finite_stop.where, cb, lr)
     return _finish(out, ckpt, cb)
 
+# %% ../../nbs/13_particles.vae.ipynb #facdeb32
 def _finish(out:Path, ckpt:Path, cb:Checkpoints) -> Path:
     "Record the whole history in the best model's file and drop the checkpoint."
     if out.is_file(): save_vae(load_vae(out), out, history=cb.history)
@@ -453,9 +503,11 @@ def encode(
     if dev.type == 'cuda':
         model.channels_last = True
         model.to(memory_format=torch.channels_last)
-    bar = tqdm(store.batches(batch_size), total=math.ceil(len(store) / batch_size), desc='encode', unit='batch', disable=not progress)
+    bar = tqdm(store.batches(batch_size), total=math.ceil(len(store) / batch_size), desc='encode',
+               unit='batch', disable=not progress)
     with torch.no_grad():
-        mu = [model.encode(prepare_crops(torch.from_numpy(c).to(dev), model.size))[0].float().cpu().numpy() for _, c in bar]
+        mu = [model.encode(prepare_crops(torch.from_numpy(c).to(dev), model.size))[0].float().cpu().numpy()
+              for _, c in bar]
     return np.concatenate(mu).astype(np.float32)
 
 # %% ../../nbs/13_particles.vae.ipynb #2cd9a5a3
@@ -471,7 +523,8 @@ def encode_store(
     if not isinstance(model, FocalVAE): path, model = Path(model), load_vae(model)
     mu = encode(model.to(torch_device(device)), store, batch_size, progress)
     p = store.write_array('latent.npy', mu)
-    info = dict(model=str(path.resolve()) if path else None, latent=model.latent, n_particles=len(store), config=model.config)
+    info = dict(model=str(path.resolve()) if path else None, latent=model.latent,
+                n_particles=len(store), config=model.config)
     with atomic_path(store.path/'latent.json') as tmp: tmp.write_text(json.dumps(info, indent=1))
     return p
 
@@ -482,6 +535,7 @@ def reconstruct(model:FocalVAE, crops) -> np.ndarray:
     model.eval()
     with torch.no_grad(): return restore_crops(model(prepare_crops(torch.as_tensor(crops).to(dev), model.size))[0])
 
+# %% ../../nbs/13_particles.vae.ipynb #1e531eda
 def show_reconstructions(model:FocalVAE, store, idx, size:float=1.1):
     "Inputs and reconstructions, every focal layer, of the particles `idx` of `store`: two rows per particle."
     import matplotlib.pyplot as plt
@@ -490,7 +544,8 @@ def show_reconstructions(model:FocalVAE, store, idx, size:float=1.1):
     crops = store[idx]
     rec = reconstruct(model, crops)
     crops = restore_crops(prepare_crops(crops, model.size))  # the input as the model sees it
-    fig, axs = plt.subplots(2 * len(idx), model.n_layers, figsize=(size * model.n_layers, 2 * size * len(idx)), squeeze=False)
+    fig, axs = plt.subplots(2 * len(idx), model.n_layers,
+                            figsize=(size * model.n_layers, 2 * size * len(idx)), squeeze=False)
     for r, (i, a, b) in enumerate(zip(idx, crops, rec)):
         for l in range(model.n_layers):
             for k, img in enumerate((a[l], b[l])):
@@ -506,4 +561,5 @@ def latent_stats(mu:np.ndarray, threshold:float=0.01) -> dict:
     "Summary of latent means `mu` (N × d): active dimensions (Var > `threshold`), spread and norm."
     v = np.asarray(mu, np.float64).var(0)
     return dict(n=len(mu), dims=mu.shape[1], active=int((v > threshold).sum()), var_median=float(np.median(v)),
-                var_max=float(v.max()), mean_abs_mu=float(np.abs(mu).mean()), norm_median=float(np.median(np.linalg.norm(mu, axis=1))))
+                var_max=float(v.max()), mean_abs_mu=float(np.abs(mu).mean()),
+                norm_median=float(np.median(np.linalg.norm(mu, axis=1))))
