@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from .core import InputError, check_choice
 
 # %% auto #0
-__all__ = ['KERNELS', 'reparameterise', 'soft_clamp_logvar', 'reconstruction_loss', 'kl_divergence', 'mmd', 'Ramp', 'weight_at',
-           'TrainingDiverged']
+__all__ = ['KERNELS', 'reparameterise', 'soft_clamp_logvar', 'latent_forward', 'reconstruction_loss', 'kl_divergence', 'mmd',
+           'Ramp', 'weight_at', 'TrainingDiverged']
 
 # %% ../nbs/03_latent.ipynb #61befe72
 def reparameterise(mu:torch.Tensor, logvar:torch.Tensor) -> torch.Tensor:
@@ -27,6 +27,16 @@ def reparameterise(mu:torch.Tensor, logvar:torch.Tensor) -> torch.Tensor:
 def soft_clamp_logvar(logvar:torch.Tensor, bound:float=10.) -> torch.Tensor:
     "`bound`·tanh(`logvar`/`bound`): a log-variance kept within ±`bound`, smoothly."
     return bound * torch.tanh(logvar / bound)
+
+# %% ../nbs/03_latent.ipynb #6bc6ccbd
+def latent_forward(
+    model,                  # a torch module with `encode(x) -> (mu, logvar or None)` and `decode(z)`
+    x:torch.Tensor,         # a batch of inputs
+) -> tuple:                 # (x_hat, z, mu, logvar)
+    "The forward pass of an (variational) autoencoder: z is sampled while training, z = mu in eval mode."
+    mu, logvar = model.encode(x)
+    z = reparameterise(mu, logvar) if (model.training and logvar is not None) else mu
+    return model.decode(z), z, mu, logvar
 
 # %% ../nbs/03_latent.ipynb #214b05ea
 def reconstruction_loss(x_hat:torch.Tensor, x:torch.Tensor) -> torch.Tensor:

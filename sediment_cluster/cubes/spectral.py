@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ..core import InputError, check_choice, read_model_file, torch_device, write_model_file
 from ..latent import (KERNELS, Ramp, TrainingDiverged, kl_divergence, mmd, reconstruction_loss,
-    reparameterise, soft_clamp_logvar, weight_at)
+    latent_forward, soft_clamp_logvar, weight_at)
 
 # %% auto #0
 __all__ = ['KINDS', 'VARIANTS', 'OUT_ACTIVATIONS', 'AUTO_BETA', 'layer_widths', 'init_linear', 'dense_block', 'AEOutput',
@@ -133,10 +133,8 @@ def decode(self:SpectralAutoencoder, z:torch.Tensor) -> torch.Tensor:
 # %% ../../nbs/24_cubes.spectral.ipynb #81784f81
 @patch
 def forward(self:SpectralAutoencoder, x:torch.Tensor) -> AEOutput:
-    "Encode `x`, sample z while training (z = mu in eval mode) and decode."
-    mu, logvar = self.encode(x)
-    z = reparameterise(mu, logvar) if (self.training and logvar is not None) else mu
-    return AEOutput(self.decode(z), z, mu, logvar)
+    "Encode `x`, sample z while training (z = mu in eval mode) and decode (`latent_forward`)."
+    return AEOutput(*latent_forward(self, x))
 
 # %% ../../nbs/24_cubes.spectral.ipynb #cba33db2
 def autoencoder_loss(

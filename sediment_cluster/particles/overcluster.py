@@ -4,13 +4,14 @@
 
 # %% ../../nbs/14_particles.overcluster.ipynb #8d1acede
 from __future__ import annotations
-import json, math, warnings
+import inspect, json, math, warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from fastcore.basics import store_attr, patch
+from fastcore.meta import delegates
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
@@ -315,25 +316,29 @@ def montage_image(
     return tile(crops_at(store, idx, layer), ncols, pad)
 
 # %% ../../nbs/14_particles.overcluster.ipynb #3c38b674
+def _montage_options(**kwargs) -> dict:
+    "The keyword options of `montage_image` (`clusters`, `n`, `layer`, `ncols`, `pad`), its defaults filled in."
+    params = list(inspect.signature(montage_image).parameters.values())[2:]
+    return {p.name: p.default for p in params} | kwargs
+
+# %% ../../nbs/14_particles.overcluster.ipynb #a9851905
+@delegates(montage_image)
 def cluster_montage(
     store,                  # `ParticleStore` or its folder
     cluster:int,            # the cluster to show
-    clusters=None,          # `clusters.parquet` table (default: read from the store)
-    n:int=36,               # at most this many crops, nearest to the centre first
-    layer='sharpest',       # focal layer index or 'sharpest'
-    ncols:int=None,         # crops per row (default: square grid)
     ax=None,                # matplotlib axes to draw in (default: a new figure)
+    **kwargs,               # options of `montage_image`
 ):                          # matplotlib Figure
     "A figure of the montage of `cluster` with its size in the title."
-    store = ParticleStore.open(store)
-    clusters = _clusters(store, clusters)
-    img = montage_image(store, cluster, clusters, n, layer, ncols)
+    store, kw = ParticleStore.open(store), _montage_options(**kwargs)
+    kw['clusters'] = clusters = _clusters(store, kw['clusters'])
+    img = montage_image(store, cluster, **kw)
     if ax is None: _, ax = plt.subplots(figsize=(4, 4 * img.shape[0] / img.shape[1]))
     size = int((clusters.cluster == cluster).sum())
     ax.imshow(img, interpolation='nearest')
     ax.set_axis_off()
-    ax.set_title(f"cluster {cluster}: {size} particles (showing {min(n, size)}, nearest first; layer "
-                 f"{layer})", fontsize=8)
+    ax.set_title(f"cluster {cluster}: {size} particles (showing {min(kw['n'], size)}, nearest first; layer "
+                 f"{kw['layer']})", fontsize=8)
     return ax.figure
 
 # %% ../../nbs/14_particles.overcluster.ipynb #55dff124

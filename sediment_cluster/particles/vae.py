@@ -32,7 +32,7 @@ import fastai.callback.schedule  # noqa: F401 (Learner.fit_one_cycle, Learner.lr
 
 from ..core import InputError, atomic_path, check_choice, read_model_file, seed_everything
 from ..core import torch_device, write_model_file
-from ..latent import TrainingDiverged, kl_divergence, mmd, reparameterise, soft_clamp_logvar, weight_at
+from ..latent import TrainingDiverged, kl_divergence, latent_forward, mmd, soft_clamp_logvar, weight_at
 from .store import ParticleStore
 
 # %% auto #0
@@ -177,10 +177,8 @@ def decode(self:FocalVAE, z:torch.Tensor) -> torch.Tensor:
 # %% ../../nbs/13_particles.vae.ipynb #d0d28c37
 @patch
 def forward(self:FocalVAE, x:torch.Tensor) -> tuple:
-    "`(x_hat, z, mu, logvar)`: z is sampled while training (eq. 2), z = mu in eval mode."
-    mu, logvar = self.encode(x)
-    z = reparameterise(mu, logvar) if self.training else mu
-    return self.decode(z), z, mu, logvar
+    "`(x_hat, z, mu, logvar)`: z is sampled while training (eq. 2), z = mu in eval mode (`latent_forward`)."
+    return latent_forward(self, x)
 
 # %% ../../nbs/13_particles.vae.ipynb #07dbe9fc
 REGULARISERS = ('kl', 'mmd')
