@@ -337,3 +337,85 @@ def test_tampered_split_rows_refused(store):
         t.to_csv(store.path/'t.csv', index=False)
         with pytest.raises(InputError, match=f'split of cluster {big}'): Labeller(store, labels='t.csv')
     with pytest.raises(InputError, match='k=1'): lab.split(f'{big}.0', k=1)
+
+
+def _state(lab): return lab.labels_per_particle(), lab.overview()
+
+
+def test_loop_actions_each_undo(store):
+    "validate, grow, start, recluster, merge_classes: each one step of the log, each undone exactly."
+    lab = Labeller(store)
+    big = biggest(lab)
+    ids = lab.members(big)
+    steps = [lambda: lab.validate(big, 'quartz', drop=ids[-2:]), lambda: lab.grow('quartz', 3),
+             lambda: lab.start_class(int(np.flatnonzero(lab.labels_per_particle()['class'].isna())[0]), 'foram'),
+             lambda: lab.recluster(2, far=True), lambda: lab.merge_classes('quartz', 'foram')]
+    before = []
+    for act in steps:
+        before.append(_state(lab))
+        act()
+    lp = lab.labels_per_particle()
+    assert set(lp['class'].dropna()) == {'quartz'} and lp['class'].notna().sum() == len(ids) - 2 + 3 + 1
+    assert (lp.label_cluster.str.startswith('r') == lp['class'].isna()).all()   # the remainder was re-clustered
+    assert read_labels(lab.path).action.drop_duplicates().tolist()[1:] == ['validate', 'grow', 'seed', 'recluster',
+                                                                          'merge_classes']
+    for want in reversed(before):
+        lab.undo()
+        pd.testing.assert_frame_equal(lab.labels_per_particle(), want[0])
+        pd.testing.assert_frame_equal(lab.overview(), want[1])
+    assert not (store.path/'labels.csv').exists() or read_labels(lab.path).step.max() == 0
+
+
+def test_validate_drops_outliers_and_grow_ranks(store):
+    lab = Labeller(store)
+    c = biggest(lab)
+    ids = lab.members(c)
+    lab.validate(c, 'quartz', drop=[ids[0]])
+    lp = lab.labels_per_particle()
+    assert lp['class'][ids[0]] is None and (lp['class'][ids[1:]] == 'quartz').all()
+    assert lab.overview().set_index('cluster').loc[c, ['class', 'open']].tolist() == ['quartz', 1]
+    X, centre = lab.features, lab.features[ids[1:]].mean(0)
+    rec = lab.recommend('quartz')
+    d = np.linalg.norm(X[rec.particle_id] - centre, axis=1)
+    assert np.allclose(d, rec.distance, rtol=1e-4) and (np.diff(d) >= -1e-6).all()
+    assert len(rec) == lp['class'].isna().sum()
+    lab.grow('quartz', 4, drop=rec.particle_id[:1])
+    got = set(np.flatnonzero(lab.labels_per_particle()['class'] == 'quartz'))
+    assert got == set(ids[1:]) | set(rec.particle_id[1:4])
+    with pytest.raises(InputError, match='only particles of cluster'): lab.validate(c, 'x', drop=[10**6])
+    with pytest.raises(InputError, match="class 'nope' does not exist"): lab.grow('nope', 2)
+    with pytest.raises(InputError, match='upto=0'): lab.grow('quartz', 0)
+    with pytest.raises(InputError, match='give distinct particle ids'): lab.start_class(10**6, 'x')
+
+
+def test_session_persists_and_writes_table(store):
+    lab = Labeller(store)
+    lab.validate(biggest(lab), 'quartz')
+    new = lab.recluster(2)
+    lab.validate(new[0], 'dark')
+    table = pd.read_csv(store.path/'labels_classes.csv', dtype={'label_cluster': str})
+    assert table['class'].fillna('').tolist() == lab.labels_per_particle()['class'].fillna('').tolist()
+    again = Labeller(store.path)                       # a new session carries on where the last stopped
+    pd.testing.assert_frame_equal(again.labels_per_particle(), lab.labels_per_particle())
+    again.grow('dark', 1)
+    again.undo()
+    again.undo()                                       # the validate of the new cluster
+    assert again.overview().set_index('cluster').loc[new[0], 'class'] is None
+    assert pd.read_csv(store.path/'labels_classes.csv')['class'].eq('dark').sum() == 0
+    gone = next(str(c) for c in range(K) if str(c) not in again.overview().cluster.tolist())
+    with pytest.raises(InputError, match=f'cluster {gone} was re-clustered into r2.0'): again.name(gone, 'q')
+
+
+def test_recluster_far_and_log_checks(store):
+    lab = Labeller(store)
+    lab.validate(biggest(lab), 'quartz')
+    open0 = lab.labels_per_particle()['class'].isna().sum()
+    new = lab.recluster(3, far=True)
+    ov = lab.overview().set_index('cluster')
+    assert ov.loc[new].n.sum() == open0 and len(new) <= 3 and ov.loc[new].n.is_monotonic_decreasing
+    log = read_labels(lab.path)
+    bad = log.copy()
+    bad.loc[bad.action == 'recluster', 'particles'] = bad.loc[bad.action == 'recluster', 'particles'].iloc[0]
+    bad.to_csv(store.path/'bad.csv', index=False)
+    with pytest.raises(InputError, match='bad.csv step 2: re-clustering must move'): Labeller(store, labels='bad.csv')
+    with pytest.raises(InputError, match='k=0'): lab.recluster(0)
