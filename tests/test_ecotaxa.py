@@ -2,11 +2,13 @@
 and an EcoTaxa TSV with expert labels seeds the classes of a store."""
 import shutil, zipfile
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from sediment_cluster.core import InputError
-from sediment_cluster.particles.ecotaxa import ecotaxa_problems, export_ecotaxa, validate_ecotaxa
+from sediment_cluster.particles.ecotaxa import (ecotaxa_problems, export_ecotaxa, import_ecotaxa_labels, read_ecotaxa,
+                                                validate_ecotaxa)
 from sediment_cluster.particles.label import Labeller
 from sediment_cluster.particles.overcluster import cluster_store, pixel_features
 from sediment_cluster.particles.store import ParticleStore, extract_store
@@ -97,3 +99,29 @@ def test_each_broken_rule_gets_one_line(store, tmp_path):
     (tmp_path/'empty').mkdir()
     assert len(ecotaxa_problems(tmp_path/'empty')) == 1 and 'no TSV file' in ecotaxa_problems(tmp_path/'empty')[0]
     with pytest.raises(InputError, match='no such file'): ecotaxa_problems(tmp_path/'nowhere')
+
+
+def test_round_trip_export_validate_import(store, tmp_path):
+    lab = Labeller(store)
+    big = lab.overview().sort_values('n').cluster.iloc[-1]
+    lab.validate(big, 'quartz', drop=lab.members(big)[:1])
+    lab.name(next(c for c in lab.overview().cluster if c != big), 'dark grain').grow('quartz', 2)
+    lab.start_class(int(np.flatnonzero(lab.labels_per_particle()['class'].isna())[0]), 'Foram<Rhizaria')
+    out = export_ecotaxa(store, tmp_path/'eco', layer='all', progress=False)
+    assert validate_ecotaxa(out['zip']) == out['zip']
+    back = import_ecotaxa_labels(store, out['zip'], labels='back.csv')
+    assert back.labels_per_particle()['class'].tolist() == lab.labels_per_particle()['class'].tolist()
+    assert back.undo().action.unique().tolist() == ['grow'] and back.labels_per_particle()['class'].isna().all()
+    df = read_ecotaxa(out['tsv'])
+    assert len(df) == len(store) * store.n_layers and df.columns[0] == 'img_file_name'
+    df.loc[df.object_annotation_category == 'quartz', 'object_annotation_status'] = 'predicted'
+    df.to_csv(tmp_path/'ecotaxa_edit.tsv', sep='\t', index=False)          # as EcoTaxa exports: no type row
+    some = import_ecotaxa_labels(store, tmp_path/'ecotaxa_edit.tsv', labels='some.csv')
+    assert set(some.classes) == {'Foram<Rhizaria', 'dark grain'}
+    every = import_ecotaxa_labels(store, tmp_path/'ecotaxa_edit.tsv', labels='all.csv', status=None)
+    assert every.labels_per_particle()['class'].tolist() == lab.labels_per_particle()['class'].tolist()
+    with pytest.raises(InputError, match='prefix='):
+        import_ecotaxa_labels(store, out['tsv'], labels='x.csv', prefix='other')
+    df.drop(columns='object_annotation_category').to_csv(tmp_path/'ecotaxa_bare.tsv', sep='\t', index=False)
+    with pytest.raises(InputError, match='no column object_annotation_category'):
+        import_ecotaxa_labels(store, tmp_path/'ecotaxa_bare.tsv', labels='x.csv')
