@@ -419,3 +419,37 @@ def test_recluster_far_and_log_checks(store):
     bad.to_csv(store.path/'bad.csv', index=False)
     with pytest.raises(InputError, match='bad.csv step 2: re-clustering must move'): Labeller(store, labels='bad.csv')
     with pytest.raises(InputError, match='k=0'): lab.recluster(0)
+
+
+def test_widget_loop_buttons(store):
+    "validate with outliers, recommend/more/grow, start class, re-cluster, merge classes, undo: through the buttons."
+    w = LabelWidget(Labeller(store), n_show=4)
+    c = biggest(w.lab)
+    w.pick.value = c
+    shown = w.lab.members(c)[:4]
+    w.name_box.value, w.drop_box.value = 'quartz', '2'
+    w.validate_button.click()
+    lp = w.lab.labels_per_particle()
+    assert lp['class'][shown[1]] is None and lp['class'][shown[0]] == 'quartz', w.status.value
+    w.name_box.value = 'quartz'
+    w.recommend_button.click()
+    w.more_button.click()
+    assert w.page == 1 and 'ranks 5–' in w.info.value
+    w.upto_box.value = 3
+    w.grow_button.click()
+    rec_before = set(np.flatnonzero(w.lab.labels_per_particle()['class'] == 'quartz'))
+    assert len(rec_before) == (lp['class'] == 'quartz').sum() + 3 and w.name_box.value == 'quartz'
+    w.name_box.value, w.particle_box.value = 'dark', int(shown[1])
+    w.start_button.click()
+    assert w.lab.labels_per_particle()['class'][shown[1]] == 'dark'
+    w.rk_box.value, w.far_box.value = 2, False
+    w.recluster_button.click()
+    assert w.pick.value.startswith('r') and 're-clustered' in w.status.value
+    w.name_box.value, w.classes_box.value = 'quartz', 'dark'
+    w.merge_classes_button.click()
+    assert w.lab.classes == ['quartz']
+    assert [w.lab.undo().action.iloc[0] for _ in range(5)] == ['merge_classes', 'recluster', 'seed', 'grow', 'validate']
+    w.refresh()
+    w.drop_box.value = 'x'
+    w.validate_button.click()
+    assert 'give gallery positions' in w.status.value                     # shown, not raised
