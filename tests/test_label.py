@@ -453,3 +453,25 @@ def test_widget_loop_buttons(store):
     w.drop_box.value = 'x'
     w.validate_button.click()
     assert 'give gallery positions' in w.status.value                     # shown, not raised
+
+
+def test_simulate_loop():
+    "Pure blobs: one validate per class then grow pages; a mixed cluster is skipped, then re-clustered."
+    from sediment_cluster.particles.evaluate import simulate_loop
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(m, .2, (60, 2)) for m in (0, 6, 12)])
+    truth = np.repeat(['a', 'b', 'c'], 60).astype(object)
+    start = np.repeat([0, 1, 1], 60)                       # cluster 1 holds b and c
+    start[:5] = 2                                          # a small cluster of a
+    r = simulate_loop(start, truth, X, page=20, far=True)
+    assert r['precision'] == 1.0 and r['labelled'] == r['objects'] == 180 and r['coverage'] == 1.0
+    assert r['validate_actions'] >= 2 and r['skip_actions'] >= 1 and r['recluster_actions'] >= 1
+    assert r['actions'] == sum(r[f'{k}_actions'] for k in ('validate', 'grow', 'skip', 'recluster'))
+    assert r['objects_per_action'] == 180 / r['actions'] > 10
+    c = r['curve']
+    assert c.actions.tolist() == list(range(r['actions'] + 1)) and c.labelled.is_monotonic_increasing
+    truth2 = truth.copy()
+    truth2[:3] = 'unmatched'
+    r2 = simulate_loop(start, truth2, X, page=20)
+    assert r2['objects'] == 177 and list(r2['labels'][:3]) == [None] * 3
+    with pytest.raises(InputError, match='one row per particle'): simulate_loop(start[:5], truth, X)
