@@ -278,3 +278,39 @@ def test_constant_data_warns():
     X = np.ones((10, 4), np.float32)
     with pytest.warns(UserWarning, match='fewer distinct points than n_clusters=3'): oc = OverClusterer(3).fit(X)
     assert (oc.predict(X) == 0).all() and oc.inertia_ == 0
+
+
+# ---------------------------------------------------------------- integrity
+def test_cluster_store_records_and_locks(blobs, tmp_path):
+    import json
+    st = make_store(tmp_path/'a', latent=blobs[0][:40])
+    with st.locked('cluster run'):
+        with pytest.raises(InputError, match='another cluster run is writing this store; wait for it'):
+            cluster_store(st, k=4, progress=False)
+    cluster_store(st, k=4, random_state=1, progress=False)
+    files = json.loads((st.path/'manifest.json').read_text())['files']
+    assert files['clusters.parquet']['rebuild'] == f'sediment-cluster cluster {st.path} --k 4 --seed 1'
+    assert set(files['clusters.parquet']['from']) == {'latent.npy', 'particles.parquet'}
+    assert files[MODEL]['from'] == {'latent.npy': files['latent.npy']['sha256']}
+
+
+def test_damaged_latent_named(blobs, tmp_path):
+    st = make_store(tmp_path/'a', latent=blobs[0][:40])
+    cmd = 'sediment-cluster encode X --model m'
+    st.write_array('latent.npy', blobs[0][:40], sources=['crops.sums.npy'], rebuild=cmd)
+    p = st.path/'latent.npy'
+    p.write_bytes(p.read_bytes()[:200])
+    with pytest.raises(InputError, match=f'latent.npy: truncated .*; rebuild it with `{cmd}`'):
+        cluster_store(st, k=4, progress=False)
+    p.write_bytes(b'junk')
+    st.record('latent.npy')   # recorded as it is: still no array
+    with pytest.raises(InputError, match=r'latent.npy: not readable \(ValueError'):
+        cluster_store(st, k=4, progress=False)
+
+
+def test_stale_latent_refused(blobs, tmp_path):
+    st = make_store(tmp_path/'a', latent=None)
+    st.write_array('latent.npy', blobs[0][:40], sources=['crops.sums.npy'])
+    ParticleStore.create(st.path, st.table.drop(columns='particle_id'), np.zeros((40, L, S, S, 3), np.uint8))
+    with pytest.raises(InputError, match='latent.npy: computed from an earlier crops.sums.npy'):
+        cluster_store(st.path, k=4, progress=False)

@@ -201,8 +201,9 @@ def test_resume_continues_and_refuses_other_config(store, tmp_path):
     run = {**RUN, 'epochs': 2}
     with pytest.raises(KeyboardInterrupt): train_vae(store, tmp_path/'m.pt', cbs=[Interrupt()], **run)
     assert torch.load(tmp_path/'m.pt.ckpt', weights_only=True)['epoch'] == 0
-    with pytest.raises(InputError, match="checkpoint of a run with backbone='resnet18', not 'resnet34'"):
+    with pytest.raises(InputError, match="run with backbone='resnet18', not 'resnet34'; delete it") as e:
         train_vae(store, tmp_path/'m.pt', **{**run, 'backbone': 'resnet34'})
+    assert 'pass resume=False' not in str(e.value)   # the command line has no such flag
     train_vae(store, tmp_path/'m.pt', **run)
     assert [h['epoch'] for h in load_vae(tmp_path/'m.pt').meta['history']] == [0, 1]
 
@@ -223,9 +224,9 @@ def test_save_load_roundtrip_gives_identical_mu(trained, store, tmp_path):
 def test_store_without_crops(store, tmp_path):
     shutil.copytree(store.path, tmp_path/'s')
     shutil.rmtree(tmp_path/'s'/'crops.zarr')
-    with pytest.raises(InputError, match=r'not a particle store \(missing crops.zarr\)'):
+    with pytest.raises(InputError, match=r'crops.zarr: missing \(deleted\?\); write the store again'):
         train_vae(tmp_path/'s', tmp_path/'m.pt', **RUN)
-    with pytest.raises(InputError, match=r'missing crops.zarr'):
+    with pytest.raises(InputError, match=r'crops.zarr: missing'):
         encode_store(tmp_path/'s', FocalVAE(L, **TINY), progress=False)
 
 def test_layer_count_mismatch(trained, tmp_path):
@@ -245,3 +246,39 @@ def test_bad_model_files(tmp_path):
     with pytest.raises(InputError, match='not a readable FocalVAE model file'): load_vae(tmp_path/'junk.pt')
     torch.save({'format': 'other'}, tmp_path/'other.pt')
     with pytest.raises(InputError, match='not a FocalVAE model'): load_vae(tmp_path/'other.pt')
+
+def test_damaged_checkpoint_is_one_line(store, tmp_path):
+    (tmp_path/'m.pt.ckpt').write_bytes(b'PK\x03\x04 not a checkpoint')
+    with pytest.raises(InputError, match=r'm.pt.ckpt: damaged checkpoint \(\w+\); delete it to start training over'):
+        train_vae(store, tmp_path/'m.pt', **RUN)
+    torch.save({'epoch': 0}, tmp_path/'m.pt.ckpt')
+    with pytest.raises(InputError, match='m.pt.ckpt: not a train-vae checkpoint; delete it'):
+        train_vae(store, tmp_path/'m.pt', **RUN)
+
+def test_truncated_model_file(trained, store, tmp_path):
+    (tmp_path/'cut.pt').write_bytes(trained.read_bytes()[:1000])
+    with pytest.raises(InputError, match='cut.pt: not a readable FocalVAE model file'):
+        encode_store(store, tmp_path/'cut.pt', progress=False)
+
+def test_encode_refuses_an_empty_store(tmp_path):
+    empty = ParticleStore.create(tmp_path/'e', pd.DataFrame({'stack_id': []}), np.zeros((0, L, S, S, 3), np.uint8))
+    with pytest.raises(InputError, match='the store holds no particles; nothing to encode'):
+        encode_store(empty, FocalVAE(L, **TINY), progress=False)
+
+def test_encode_records_latent_and_flags_stale_clusters(trained, tmp_path):
+    import json
+    from sediment_cluster.particles.overcluster import cluster_store, montage_image
+    st = make_store(tmp_path/'s')
+    encode_store(st, trained, progress=False)
+    rec = json.loads((st.path/'manifest.json').read_text())['files']['latent.npy']
+    assert rec['rebuild'] == f'sediment-cluster encode {st.path} --model {trained.resolve()}'
+    assert st.stale('latent.npy') == []
+    cluster_store(st, k=3, progress=False)
+    other = FocalVAE(L, **TINY)   # another model: other features
+    with pytest.warns(UserWarning, match='clusters.parquet was computed from the previous latent.npy'):
+        encode_store(st, other, progress=False)
+    assert st.stale('clusters.parquet') == ['latent.npy']
+    with pytest.raises(InputError, match='from an earlier latent.npy; rebuild it with `sediment-cluster cluster'):
+        montage_image(st, 0)   # galleries refuse clusters of the old features
+    cluster_store(st, k=3, progress=False)
+    assert st.stale('clusters.parquet') == []
