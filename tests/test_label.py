@@ -466,7 +466,7 @@ def test_simulate_loop():
     r = simulate_loop(start, truth, X, page=20, far=True)
     assert r['precision'] == 1.0 and r['labelled'] == r['objects'] == 180 and r['coverage'] == 1.0
     assert r['validate_actions'] >= 2 and r['skip_actions'] >= 1 and r['recluster_actions'] >= 1
-    assert r['actions'] == sum(r[f'{k}_actions'] for k in ('validate', 'grow', 'skip', 'recluster'))
+    assert r['actions'] == sum(r[f'{k}_actions'] for k in ('validate', 'drop', 'grow', 'skip', 'recluster'))
     assert r['objects_per_action'] == 180 / r['actions'] > 10
     c = r['curve']
     assert c.actions.tolist() == list(range(r['actions'] + 1)) and c.labelled.is_monotonic_increasing
@@ -474,4 +474,11 @@ def test_simulate_loop():
     truth2[:3] = 'unmatched'
     r2 = simulate_loop(start, truth2, X, page=20)
     assert r2['objects'] == 177 and list(r2['labels'][:3]) == [None] * 3
+    mixed = np.repeat([0, 1], 90)                        # two clusters, each with 3 grains of the other's class
+    t3 = np.array(['a'] * 87 + ['b'] * 3 + ['b'] * 87 + ['a'] * 3, object)
+    r3 = simulate_loop(mixed, t3, np.c_[mixed, mixed].astype(float), rounds=1, max_drop=3, min_purity=.99)
+    assert (r3['validate_actions'], r3['drop_actions'], r3['skip_actions'], r3['precision']) == (2, 6, 0, 1.0)
+    assert r3['labelled'] == 174
+    r4 = simulate_loop(mixed, t3, np.c_[mixed, mixed].astype(float), rounds=1, max_drop=2, min_purity=.99)
+    assert (r4['skip_actions'], r4['labelled']) == (2, 0) and np.isnan(r4['precision'])
     with pytest.raises(InputError, match='one row per particle'): simulate_loop(start[:5], truth, X)
