@@ -129,3 +129,21 @@ def test_chromium_renders_it(store, tmp_path):
     assert im.shape == (1600, 1000, 3)
     green = ((im[..., 1] > 120) & (im[..., 2] < 100) & (im[..., 0] < 100)).mean()   # the plate in the crops
     assert im.std() > 30 and green > .005
+
+
+def test_labels_section_counts_particles_of_the_loop(store, tmp_path):
+    "Classes made by validate (outliers left out), grow and start_class are counted particle by particle."
+    store.write_array('latent.npy', pixel_features(store, n_components=6))
+    cluster_store(store, k=5, random_state=0, progress=False)
+    lab = Labeller(store)
+    big = lab.overview().sort_values('n').cluster.iloc[-1]
+    lab.validate(big, 'quartz', drop=lab.members(big)[:1]).grow('quartz', 2)
+    n_q = int((lab.labels_per_particle()['class'] == 'quartz').sum())
+    assert n_q == len(lab.members(big)) - 1 + 2
+    lab.start_class(int(np.flatnonzero(lab.labels_per_particle()['class'].isna())[0]), 'foram')
+    d = rp.load_report_data(store, samples=r'(?P<sample>s000)\d')
+    html = rp.labels_section(d)
+    assert re.search(rf'<td>quartz</td>\s*<td>[^<]*</td>\s*<td>{n_q}</td>', html), html[:600]
+    assert f'2 classes covering {n_q + 1} of {len(store)} particles' in html
+    pc = d.pc.assign(flagged=False)                        # the per-sample table counts every labelled particle
+    assert rp.class_counts(pc)[['quartz', 'foram']].sum().tolist() == [n_q, 1]
