@@ -158,3 +158,43 @@ def test_bad_arguments(demo, kwargs, msg):
 
 def test_not_a_stack():
     with pytest.raises(InputError, match='needs a FocalStack'): extract_particles(np.zeros((6, 8, 8, 3), np.uint8))
+
+
+# ---------------------------------------------------------------- flat-field plate model (real light)
+def _coins():
+    from skimage import data
+    g = data.coins()
+    return FocalStack(np.stack([np.repeat(g[..., None], 3, 2)] * 6), 'coins')
+
+
+def test_coins_photo_flat_field():
+    "scikit-image's coins photo (24 coins, unevenly lit, six identical layers): all 24 with the flat-field model."
+    df, crops = extract_particles(_coins(), size=16, background='flat', min_area=100)
+    assert len(df) == 24 and crops.shape == (24, 6, 16, 16, 3)
+    assert ((df.x1 - df.x0) < 70).all() and ((df.y1 - df.y0) < 70).all()   # no two coins taken for one
+
+
+def test_flat_field_follows_vignetting():
+    from sediment_cluster.particles.extract import field_distance, flat_field, to_lab
+    yy, xx = np.mgrid[:120, :160]
+    light = 1 - .6 * ((xx - 80) ** 2 + (yy - 60) ** 2) / (100 ** 2)
+    plate = (np.float32([200, 200, 190]) * light[..., None]).astype(np.uint8)
+    img = plate.copy()
+    img[50:70, 70:90] = 40   # one dark grain
+    lab = to_lab(img)
+    field = flat_field(lab)
+    d = field_distance(lab, field)
+    assert np.median(d[:20]) < 3 and np.median(d[-20:, :20]) < 3 and d[55:65, 75:85].min() > 20
+    # a frame window at twice the working resolution samples the same field
+    big = to_lab(np.repeat(np.repeat(img, 2, 0), 2, 1))[40:160, 100:200]
+    np.testing.assert_allclose(field_distance(big, field, origin=(100, 40), scale=(2., 2.))[::2, ::2],
+                               d[20:80, 50:100], atol=4)
+
+
+def test_vignetted_synthetic_plate(tmp_path):
+    from sediment_cluster.particles.synth import make_scene
+    a, b = make_scene(5, size=SIZE, vignette=.6), make_scene(5, size=SIZE)
+    assert len(a.grains) == len(b.grains)   # the same scene but for the light
+    corner = lambda s: s.illum[:8, :8].mean() / s.illum.max()
+    assert corner(a) < corner(b) and corner(a) < .6
+    with pytest.raises(InputError, match='vignette=1.5: give the fraction of light lost'): make_scene(5, vignette=1.5)
