@@ -198,3 +198,27 @@ def test_vignetted_synthetic_plate(tmp_path):
     corner = lambda s: s.illum[:8, :8].mean() / s.illum.max()
     assert corner(a) < corner(b) and corner(a) < .6
     with pytest.raises(InputError, match='vignette=1.5: give the fraction of light lost'): make_scene(5, vignette=1.5)
+
+
+def test_empty_plate_photo_as_field(tmp_path):
+    "A photo of the empty plate under the same strong vignette gives the field: the light quartz on white is found."
+    from sediment_cluster.core import write_image
+    from sediment_cluster.particles.extract import evaluate_extraction
+    from sediment_cluster.particles.synth import label_map, scene_truth
+    flat, auto = [], []
+    for i in range(4):
+        sc = make_scene((11, i), size=(640, 512), plate='white', vignette=.6)
+        st = FocalStack(render_layers(sc, np.random.default_rng((11, i, 1)), 3.), f's{i}')
+        t, lab = scene_truth(sc, f's{i}'), label_map(sc)
+        sc.grains = []
+        write_image(tmp_path/f'blank{i}.png', render_layers(sc, np.random.default_rng((11, i, 2)), 3.)[0])
+        df, _ = extract_particles(st, size=16, background='flat', plate_image=tmp_path/f'blank{i}.png')
+        flat.append((df, t, lab))
+        auto.append((extract_particles(st, size=16, background='auto')[0], t, lab))
+    f, a = evaluate_extraction(flat), evaluate_extraction(auto)
+    assert f['recall'] > a['recall'] and f['recall'] >= .9 and f['precision'] >= .75
+    with pytest.raises(InputError, match="used by background='flat' only"):
+        extract_particles(st, size=16, plate_image=tmp_path/'blank0.png')
+    write_image(tmp_path/'square.png', np.zeros((100, 100, 3), np.uint8))
+    with pytest.raises(InputError, match="square.png: empty-plate photo is 100×100 px, not the shape"):
+        extract_particles(st, size=16, background='flat', plate_image=tmp_path/'square.png')
