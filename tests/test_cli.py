@@ -157,6 +157,47 @@ def test_cluster_report_and_ecotaxa(tmp_path):
     assert r.returncode == 0, r.stderr
     assert any(p.suffix == '.zip' for p in (tmp_path/'eco').iterdir())
 
+def test_ecotaxa_validate_then_import_gives_the_same_labels(tmp_path):
+    import io, zipfile
+    import pandas as pd
+    from sediment_cluster.particles.label import Labeller
+    s, grp = _toy_store(tmp_path/'s')
+    ok('cluster', s.path, '--k', '2')
+    lab = Labeller(s.path)
+    for c in sorted(lab.clusters.cluster.unique()): lab.name(c, 'red' if grp[lab.members(c)][0] == 0 else 'blue')
+    ok('export-ecotaxa', s.path, '--out', tmp_path/'eco')
+    archive = next((tmp_path/'eco').glob('*.zip'))
+    r = ok('validate-ecotaxa', archive)
+    assert archive.name in r.stdout
+    with zipfile.ZipFile(archive) as z:
+        tsv = next(n for n in z.namelist() if n.endswith('.tsv'))
+        df = pd.read_csv(io.BytesIO(z.read(tsv)), sep='\t', dtype=str)
+    df['object_annotation_status'] = ['[t]'] + ['validated'] * (len(df) - 1)
+    df.to_csv(tmp_path/'ecotaxa_back.tsv', sep='\t', index=False)
+    r = ok('import-ecotaxa', s.path, tmp_path/'ecotaxa_back.tsv', '--labels', 'expert.csv')
+    assert 'expert.csv' in r.stdout
+    before = lab.labels_per_particle().set_index('particle_id')['class']
+    after = Labeller(s.path, 'expert.csv').labels_per_particle().set_index('particle_id')['class']
+    assert (before == after.reindex(before.index)).all()
+
+def test_validate_ecotaxa_broken_archive_lists_each_rule(tmp_path):
+    (tmp_path/'Ecotaxa_Bad.tsv').write_text('object_id\tweird\n[t]\t[t]\na\tb\n')
+    r = run('validate-ecotaxa', tmp_path/'Ecotaxa_Bad.tsv')
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) >= 3, r.stderr
+
+def test_extract_summary_check_and_repair(tmp_path):
+    ok('synth-plates', tmp_path/'p', '--stacks', '3', '--width', '320', '--height', '256')
+    bad = sorted(sorted((tmp_path/'p').iterdir())[0].glob('*.png'))[0]
+    bad.write_bytes(bad.read_bytes()[:100])                                 # one stack cannot be read
+    r = ok('extract', tmp_path/'p', '--out', tmp_path/'s', '--size', '32', '--workers', '1')
+    assert 'from 2 of 3 stacks; 1 skipped' in r.stdout
+    assert 'every file intact' in ok('check', tmp_path/'s').stdout
+    next((tmp_path/'s'/'crops.zarr').glob('c.0.*')).unlink()               # a crop chunk deleted
+    r = run('check', tmp_path/'s')
+    assert r.returncode == 2 and 'crop chunk missing' in r.stderr
+    ok('extract', tmp_path/'p', '--out', tmp_path/'s', '--size', '32', '--workers', '1', '--repair')
+    assert 'every file intact' in ok('check', tmp_path/'s').stdout
+
 def test_cluster_k_above_particles_is_one_line(tmp_path):
     s, _ = _toy_store(tmp_path/'s', n=6)
     r = run('cluster', s.path, '--k', '100')
