@@ -147,3 +147,13 @@ def test_labels_section_counts_particles_of_the_loop(store, tmp_path):
     assert f'2 classes covering {n_q + 1} of {len(store)} particles' in html
     pc = d.pc.assign(flagged=False)                        # the per-sample table counts every labelled particle
     assert rp.class_counts(pc)[['quartz', 'foram']].sum().tolist() == [n_q, 1]
+
+
+def test_stale_clusters_are_flagged_on_the_page(store, tmp_path):
+    store.write_array('latent.npy', pixel_features(store, n_components=6))
+    cluster_store(store, k=5, random_state=0, progress=False)
+    assert 'out of date' not in write_report(store, tmp_path/'fresh.html', view=None).read_text()
+    store.write_array('latent.npy', pixel_features(store, n_components=4))      # features changed after clustering
+    with pytest.warns(UserWarning, match='clusters out of date: computed from an earlier latent.npy'):
+        page = write_report(store, tmp_path/'stale.html', view=None).read_text()
+    assert 'WARNING: clusters out of date' in page
