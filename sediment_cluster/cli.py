@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_cli.ipynb #62509a7e
 from __future__ import annotations
-import argparse, importlib, inspect, os, shutil, sys, time
+import argparse, contextlib, importlib, inspect, os, shutil, sys, time, warnings
 from pathlib import Path
 
 # On a busy 2-core machine spinning OpenMP threads waste 3-5x the CPU; set before torch is imported.
@@ -25,7 +25,10 @@ _TARGETS = {  # command → 'module:function' it calls
     'encode': 'sediment_cluster.particles.vae:encode_store',
     'cluster': 'sediment_cluster.particles.overcluster:cluster_store',
     'report': 'sediment_cluster.particles.report:write_report',
+    'check': 'sediment_cluster.particles.store:verify_store',
     'export-ecotaxa': 'sediment_cluster.particles.ecotaxa:export_ecotaxa',
+    'validate-ecotaxa': 'sediment_cluster.particles.ecotaxa:validate_ecotaxa',
+    'import-ecotaxa': 'sediment_cluster.particles.ecotaxa:import_ecotaxa_labels',
     'synth-cube': 'sediment_cluster.cubes.synth:synth_cube',
     'rgb-cluster': 'sediment_cluster.cubes.evaluate:rgb_reference',
     'train-spectral': 'sediment_cluster.cubes.deepcluster:train_spectral',
@@ -163,9 +166,10 @@ def _add_synth_plates(p, fn):
 # %% ../nbs/90_cli.ipynb #d6dd4353
 def _extract(fn, kw:dict, args) -> list:
     store = fn(**kw)
-    n_err = len(store.errors)
-    skipped = f"; {n_err} stacks skipped (see errors.csv)" if n_err else ''
-    print(f"{len(store)} particles from {store.meta.get('n_stacks', '?')} stacks{skipped}")
+    n_err, n_stacks = len(store.errors), store.meta.get('n_stacks')
+    if n_err and n_stacks is not None:
+        print(f"{len(store)} particles from {n_stacks - n_err} of {n_stacks} stacks; {n_err} skipped (see errors.csv)")
+    else: print(f"{len(store)} particles from {n_stacks if n_stacks is not None else '?'} stacks")
     return [store.path/'particles.parquet', store.path/'crops.zarr', store.path/'errors.csv']
 
 # %% ../nbs/90_cli.ipynb #401d23de
@@ -175,8 +179,26 @@ def _extract(fn, kw:dict, args) -> list:
          'failed stacks are listed in OUT/errors.csv.', run=_extract)
 def _add_extract(p, fn):
     add_options(p, fn, photo_dir=Opt('photo_dir', type=Path), out=Opt('--out', type=Path), size=Opt(),
-                workers=Opt(), scheduler=Opt(), pixel_size_um=Opt(), background=Opt(choices=['saturation', 'auto']),
-                pattern=Opt(), n_layers=Opt('--layers'))
+                workers=Opt(), scheduler=Opt(), pixel_size_um=Opt(),
+                background=Opt(choices=['saturation', 'auto', 'flat']), plate_image=Opt(type=Path),
+                pattern=Opt(), n_layers=Opt('--layers'), repair=Opt())
+
+# %% ../nbs/90_cli.ipynb #c299dc00
+def _check(fn, kw:dict, args) -> list:
+    "Print the problems `verify_store` finds; bad input (exit 2) when there are any."
+    problems = fn(**kw)
+    for line in problems: print(line, file=sys.stderr)
+    if problems: raise InputError(f"{len(problems)} damaged or missing files (listed above)")
+    print(f"{kw['path']}: every file intact")
+    return []
+
+# %% ../nbs/90_cli.ipynb #a4ce2f5f
+@command('check', 'check every file of a particle store against the checksums recorded at write time',
+         'Read every file of STORE (crop chunks included); list each damaged or missing file with the command '
+         'that rebuilds it (e.g. `extract --repair`, `encode`, `cluster`). Exit code 2 when anything is wrong.',
+         run=_check)
+def _add_check(p, fn):
+    add_options(p, fn, path=Opt('store', type=Path), progress=Opt(help='show a progress bar over the crops'))
 
 # %% ../nbs/90_cli.ipynb #c246b5ca
 def _pretrained_arg(v):
@@ -235,6 +257,27 @@ def _add_export_ecotaxa(p, fn):
     add_options(p, fn, store=Opt('store', type=Path), out=Opt('--out', type=Path), samples=Opt(),
                 layer=Opt(type=_layer_arg), fmt=Opt('--format', choices=['png', 'jpg']),
                 status=Opt(choices=['validated', 'predicted', 'dubious']))
+
+# %% ../nbs/90_cli.ipynb #cdff79ab
+@command('validate-ecotaxa', "check an EcoTaxa import archive against EcoTaxa's import rules",
+         'Check ARCHIVE (a zip, a folder or a TSV) against the rules EcoTaxa applies on import: one line per '
+         'rule broken, exit code 2; prints the archive when it passes.')
+def _add_validate_ecotaxa(p, fn):
+    add_options(p, fn, path=Opt('archive', type=Path))
+
+# %% ../nbs/90_cli.ipynb #93c58bd2
+def _import_ecotaxa(fn, kw:dict, args) -> list:
+    "Seed the store's labels from an EcoTaxa TSV; report the labels file and the derived class table."
+    lab = fn(**kw)
+    return [lab.path, lab.table_path]
+
+# %% ../nbs/90_cli.ipynb #59110dbb
+@command('import-ecotaxa', 'seed the expert labels of a store from an EcoTaxa TSV (object_annotation_category)',
+         "Read the classes experts gave in EcoTaxa (a TSV, or a zip/folder holding one) and record them in "
+         "STORE's labels file as one undoable action.", run=_import_ecotaxa)
+def _add_import_ecotaxa(p, fn):
+    add_options(p, fn, store=Opt('store', type=Path), path=Opt('tsv', type=Path), labels=Opt(),
+                status=Opt(nargs='*', choices=['validated', 'predicted', 'dubious']), prefix=Opt())
 
 # %% ../nbs/90_cli.ipynb #e1b2cae9
 @command('synth-cube', 'make a synthetic MA-XRF or astrophysical datacube with reference labels',
@@ -445,7 +488,8 @@ def _add_demo(p, fn):
                 parts=Opt(nargs='+', choices=['particles', 'cube']), workers=Opt(), random_state=Opt('--seed'))
 
 # %% ../nbs/90_cli.ipynb #8f9bd5bc
-_ORDER = ['demo', 'synth-plates', 'extract', 'train-vae', 'encode', 'cluster', 'report', 'export-ecotaxa',
+_ORDER = ['demo', 'synth-plates', 'extract', 'check', 'train-vae', 'encode', 'cluster', 'report', 'export-ecotaxa',
+          'validate-ecotaxa', 'import-ecotaxa',
           'synth-cube', 'rgb-cluster', 'train-spectral', 'segment', 'evaluate', 'bench']
 
 def make_parser(command:str|None='all') -> argparse.ArgumentParser:
@@ -468,10 +512,23 @@ def _command_in(argv:list) -> str|None:
     return next((a for a in argv if not a.startswith('-')), None)
 
 # %% ../nbs/90_cli.ipynb #eed74d8b
+@contextlib.contextmanager
+def _one_line_warnings(command:str):
+    "Show `UserWarning`s raised inside the block as `sediment-cluster COMMAND: warning: …` on stderr."
+    def show(message, category, *args, **kw):
+        print(f"sediment-cluster {command}: warning: {message}", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter('default', UserWarning)
+        warnings.showwarning = show
+        yield
+
+# %% ../nbs/90_cli.ipynb #8cf685c2
 def _run(args) -> int:
     "Run the parsed command; one line on stderr and exit code 2 for bad input."
     t0 = time.perf_counter()
-    try: written = args.run(args._fn if '_fn' in args else None, call_kwargs(args) if '_params' in args else {}, args)
+    fn, kw = args._fn if '_fn' in args else None, call_kwargs(args) if '_params' in args else {}
+    try:
+        with _one_line_warnings(args.command): written = args.run(fn, kw, args)
     except InputError as e:
         print(f"sediment-cluster {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@
 # %% ../nbs/00_core.ipynb #2c2a569d
 from __future__ import annotations
 import os, re, random, shutil
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,9 +15,10 @@ import numpy as np
 import cv2
 
 # %% auto #0
-__all__ = ['DASK_TIMEOUT', 'IMAGE_EXTS', 'InputError', 'seed_everything', 'check_choice', 'torch_device', 'dask_client',
-           'read_image', 'atomic_path', 'model_format', 'write_model_file', 'read_model_file', 'encode_image',
-           'write_image', 'FocalStack', 'find_stacks', 'read_stack', 'iter_stacks', 'show_stack']
+__all__ = ['DASK_TIMEOUT', 'IMAGE_EXTS', 'BIT_DEPTHS', 'InputError', 'seed_everything', 'check_choice', 'torch_device',
+           'dask_client', 'bit_depth', 'read_image', 'atomic_path', 'model_format', 'write_model_file',
+           'read_model_file', 'encode_image', 'write_image', 'FocalStack', 'find_stacks', 'split_stray',
+           'majority_layers', 'read_stack', 'iter_stacks', 'show_stack']
 
 # %% ../nbs/00_core.ipynb #0e442fc4
 class InputError(ValueError):
@@ -66,37 +68,80 @@ def dask_client(address):
 
 # %% ../nbs/00_core.ipynb #7fe9330e
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff')
+_SIGNATURES = {'PNG': (b'\x89PNG\r\n\x1a\n',), 'JPEG': (b'\xff\xd8\xff',),
+               'TIFF': (b'II*\x00', b'MM\x00*', b'II+\x00', b'MM\x00+')}
 
-def _is_truncated(path:Path) -> bool:
+def _image_format(path:Path) -> str|None:
+    "The format whose signature opens the file `path` ('PNG', 'JPEG', 'TIFF'), or None."
+    with open(path, 'rb') as f: head = f.read(8)
+    return next((k for k, sigs in _SIGNATURES.items() if head.startswith(sigs)), None)
+
+# %% ../nbs/00_core.ipynb #d8b84cea
+def _is_truncated(path:Path, fmt:str) -> bool:
     "True when a JPEG lacks its end-of-image marker or a PNG its `IEND` chunk."
-    ext = path.suffix.lower()
-    if ext not in ('.jpg', '.jpeg', '.png'): return False
+    if fmt not in ('JPEG', 'PNG'): return False
     with open(path, 'rb') as f:
         f.seek(max(0, path.stat().st_size - 64))
         tail = f.read()
-    return (b'\xff\xd9' not in tail) if ext != '.png' else (b'IEND' not in tail)
+    return (b'\xff\xd9' not in tail) if fmt == 'JPEG' else (b'IEND' not in tail)
 
 # %% ../nbs/00_core.ipynb #49c43951
-def _to_rgb8(img:np.ndarray, path:Path) -> np.ndarray:
-    "Convert a decoded OpenCV image (BGR/BGRA, 8 or 16 bit) to RGB uint8, rejecting greyscale."
-    if img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (1, 2)):
-        raise InputError(f"{path}: greyscale image; sediment_cluster needs RGB photos (convert it to RGB first)")
-    if img.dtype == np.uint16: img = (img >> 8).astype(np.uint8)
-    elif img.dtype != np.uint8:
-        raise InputError(f"{path}: unsupported pixel type {img.dtype}; save as 8- or 16-bit RGB")
-    code = cv2.COLOR_BGRA2RGB if img.shape[2] == 4 else cv2.COLOR_BGR2RGB
-    return cv2.cvtColor(img, code)
+BIT_DEPTHS = (8, 10, 12, 14, 16)  # bits per channel a camera writes; the values decide which one a file holds
 
-# %% ../nbs/00_core.ipynb #43c19e8a
-def read_image(path) -> np.ndarray: # H×W×3 RGB uint8
-    "Read the photo at `path` as RGB uint8, with a one-line `InputError` for anything unusable."
+def bit_depth(img:np.ndarray) -> int:
+    "The least of `BIT_DEPTHS` that holds every value of the integer image `img` (8 for uint8)."
+    if img.dtype == np.uint8 or not img.size: return 8
+    top = int(img.max())
+    return next((b for b in BIT_DEPTHS if top < 2 ** b), 16)
+
+# %% ../nbs/00_core.ipynb #4557c8cb
+def _channels(img:np.ndarray, path:Path) -> np.ndarray:
+    "A decoded OpenCV image (grey, grey+alpha, BGR or BGRA) as H×W×3 RGB, alpha dropped."
+    if img.ndim == 3 and img.shape[2] == 1: img = img[..., 0]
+    if img.ndim == 3 and img.shape[2] == 2: img = img[..., 0]   # grey + alpha
+    if img.ndim == 2: return np.repeat(img[..., None], 3, axis=2)
+    if img.ndim != 3 or img.shape[2] not in (3, 4):
+        raise InputError(f"{path}: {img.shape} pixels; expected a grey, RGB or RGBA image")
+    return np.ascontiguousarray(img[..., 2::-1])  # BGR(A) → RGB
+
+# %% ../nbs/00_core.ipynb #7087c0a0
+def _scale8(img:np.ndarray, path:Path, bits:int=None) -> np.ndarray:
+    "H×W×3 pixels of any type as uint8: integers scaled from `bits` (default: `bit_depth`), floats from 0–1."
+    if img.dtype == np.uint8: return img
+    if np.issubdtype(img.dtype, np.floating):
+        img = np.nan_to_num(img.astype(np.float32), nan=0., posinf=0., neginf=0.)
+        top = float(img.max()) if img.size else 1.
+        return np.clip(img * (255 / (top if top > 1 else 1.)) + .5, 0, 255).astype(np.uint8)
+    if not np.issubdtype(img.dtype, np.integer):
+        raise InputError(f"{path}: unsupported pixel type {img.dtype}; save as 8- or 16-bit RGB")
+    img = np.clip(img, 0, None)
+    scale = np.float32(255 / (2 ** (bits or bit_depth(img)) - 1))
+    return np.clip(img.astype(np.float32) * scale + .5, 0, 255).astype(np.uint8)
+
+# %% ../nbs/00_core.ipynb #196bd16e
+def _to_rgb8(img:np.ndarray, path:Path, bits:int=None) -> np.ndarray:
+    "A decoded OpenCV image (grey, BGR or BGRA; 8–16 bit or float) as RGB uint8."
+    return _scale8(_channels(img, path), path, bits)
+
+# %% ../nbs/00_core.ipynb #eaaed7b8
+def _read_raw(path) -> np.ndarray:
+    "The pixels of the image file `path` as decoded (any depth and channels), with one-line `InputError`s."
     path = Path(path)
     if not path.is_file(): raise InputError(f"{path}: no such file")
     if path.stat().st_size == 0: raise InputError(f"{path}: empty file")
-    if _is_truncated(path): raise InputError(f"{path}: truncated image (the file ends early); copy it again")
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None: raise InputError(f"{path}: not a readable image (png, jpg or tif expected)")
-    return _to_rgb8(img, path)
+    fmt = _image_format(path)
+    if fmt is None:
+        raise InputError(f"{path}: not an image (its first bytes are no PNG, JPEG or TIFF signature)")
+    if _is_truncated(path, fmt): raise InputError(f"{path}: truncated {fmt} image (the file ends early); copy it again")
+    try: img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    except cv2.error: img = None
+    if img is None or not img.size: raise InputError(f"{path}: damaged {fmt} image (it cannot be decoded)")
+    return img
+
+# %% ../nbs/00_core.ipynb #43c19e8a
+def read_image(path) -> np.ndarray: # H×W×3 RGB uint8
+    "Read the photo at `path` as RGB uint8 (grey and RGBA converted, 10–16-bit data scaled by its bit depth)."
+    return _to_rgb8(_read_raw(path), Path(path))
 
 # %% ../nbs/00_core.ipynb #a87d70dd
 def _remove(p:Path):
@@ -184,6 +229,7 @@ class FocalStack:
     layers: np.ndarray
     stack_id: str = 'stack'
     paths: list = field(default_factory=list)
+    bit_depth: int = 8   # bits per channel of the files it was read from (scaled to 8)
 
     def __post_init__(self):
         a = self.layers
@@ -238,6 +284,34 @@ def find_stacks(
         raise InputError(f"{photo_dir}: no focal stacks found ({how})")
     return stacks
 
+# %% ../nbs/00_core.ipynb #96eaa6c8
+def _template(name:str) -> str: return re.sub(r'\d+', '#', name.lower())
+
+# %% ../nbs/00_core.ipynb #dffe03cd
+def split_stray(
+    stacks:dict,    # stack_id -> layer paths, from `find_stacks`
+) -> tuple:         # (stacks without their stray files, {stack_id: [stray paths]})
+    "Leave out of each stack the files named unlike the layers of most stacks (digits aside), e.g. a `notes.png`."
+    if len(stacks) < 2: return stacks, {}
+    seen = Counter(t for ps in stacks.values() for t in {_template(Path(p).name) for p in ps})
+    common = {t for t, c in seen.items() if c > len(stacks) / 2}
+    keep, stray = {}, {}
+    for s, ps in stacks.items():
+        good = [p for p in ps if _template(Path(p).name) in common]
+        keep[s] = good if good else ps
+        if good and len(good) < len(ps): stray[s] = [p for p in ps if p not in good]
+    return keep, stray
+
+# %% ../nbs/00_core.ipynb #4e280dc9
+def majority_layers(stacks:dict) -> int:
+    "The layer count most stacks have; a tie is a one-line `InputError` naming the counts and a stack of each."
+    counts = Counter(map(len, stacks.values())).most_common()
+    if len(counts) > 1 and counts[0][1] == counts[1][1]:
+        tied = [(n, next(s for s, ps in stacks.items() if len(ps) == n)) for n, c in counts if c == counts[0][1]]
+        raise InputError(f"as many stacks have {' as '.join(str(n) for n, _ in tied)} layers (e.g. "
+                         f"{', '.join(f'{s!r}: {n}' for n, s in tied)}); give the layer count (--layers N)")
+    return counts[0][0]
+
 # %% ../nbs/00_core.ipynb #fe655b85
 def _check_layers(paths:Sequence, n_layers:int|None, stack_id:str):
     if not paths: raise InputError(f"stack '{stack_id}': no image files")
@@ -258,13 +332,14 @@ def read_stack(
         paths, stack_id = _image_files(src), stack_id or src.name
     else: paths, stack_id = [Path(p) for p in src], stack_id or (Path(src[0]).parent.name if src else 'stack')
     _check_layers(paths, n_layers, stack_id)
-    layers = [read_image(p) for p in paths]
-    for p, im in zip(paths[1:], layers[1:]):
-        if im.shape != layers[0].shape:
-            first = layers[0].shape
-            raise InputError(f"{p}: layer is {im.shape[1]}×{im.shape[0]} px but {paths[0].name} is "
+    raw = [_channels(_read_raw(p), p) for p in paths]
+    for p, im in zip(paths[1:], raw[1:]):
+        if im.shape[:2] != raw[0].shape[:2]:
+            first = raw[0].shape
+            raise InputError(f"{p}: layer is {im.shape[1]}×{im.shape[0]} px but {Path(paths[0]).name} is "
                              f"{first[1]}×{first[0]} px")
-    return FocalStack(np.stack(layers), stack_id, list(paths))
+    bits = max(bit_depth(im) if np.issubdtype(im.dtype, np.integer) else 8 for im in raw)  # one scale for all layers
+    return FocalStack(np.stack([_scale8(im, p, bits) for p, im in zip(paths, raw)]), stack_id, list(paths), bits)
 
 # %% ../nbs/00_core.ipynb #176b1b72
 def iter_stacks(

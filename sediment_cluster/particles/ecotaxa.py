@@ -14,11 +14,13 @@ from tqdm.auto import tqdm
 from ..core import InputError, atomic_path, check_choice, encode_image
 from .store import ParticleStore
 from .overcluster import sharpness
-from .label import LABELS
+from .label import LABELS, Labeller
 from .proxies import UNLABELLED, particle_classes
 
 # %% auto #0
-__all__ = ['ecotaxa_tsv', 'ecotaxa_table', 'export_ecotaxa']
+__all__ = ['ECOTAXA_PREFIXES', 'ANNOTATION_STATUS', 'FIXED_COLUMNS', 'FREE_SLOTS', 'ECOTAXA_RULES', 'ecotaxa_tsv',
+           'ecotaxa_table', 'export_ecotaxa', 'ecotaxa_problems', 'validate_ecotaxa', 'read_ecotaxa',
+           'import_ecotaxa_labels']
 
 # %% ../../nbs/16_particles.ecotaxa.ipynb #d53e10fd
 def _ecotaxa_type(s:pd.Series) -> str:
@@ -32,13 +34,18 @@ def ecotaxa_tsv(df:pd.DataFrame) -> str:
     return rows.to_csv(sep='\t', index=False, lineterminator='\n')
 
 # %% ../../nbs/16_particles.ecotaxa.ipynb #aef362a9
+def _column(c:str) -> str:
+    "A column name as EcoTaxa wants it: lower case letters, digits and `_`."
+    return re.sub(r'[^a-z0-9_]+', '_', str(c).lower()).strip('_')
+
+# %% ../../nbs/16_particles.ecotaxa.ipynb #9d299108
 def ecotaxa_table(
     store,                  # particle store (or its folder)
     samples=None,           # stack → sample, see `stack_samples`
     labels:str=LABELS,      # labels file in the store
     status:str='validated', # annotation status of named objects
 ) -> pd.DataFrame:          # one row per object
-    "The object columns of the EcoTaxa TSV: id, annotation, shape features, sample and acquisition (stack) ids."
+    "The object columns of the EcoTaxa TSV: id, annotation, shape features, sample/acquisition ids, µm per pixel."
     store = ParticleStore.open(store)
     t = store.table
     pc = particle_classes(store, samples, labels)
@@ -47,9 +54,11 @@ def ecotaxa_table(
     oid = store.path.name + '_' + t.particle_id.astype(str).str.zfill(6)
     obj = pd.DataFrame({'object_id': oid, 'object_annotation_category': pc['class'].where(named, ''),
                         'object_annotation_status': np.where(named, status, '')})
-    feats = t.drop(columns=['particle_id', 'stack_id']).rename(columns=lambda c: f'object_{c}')
+    feats = t.drop(columns=['particle_id', 'stack_id']).rename(columns=lambda c: f'object_{_column(c)}')
     obj = pd.concat([obj, feats.astype({c: int for c in feats.columns if feats[c].dtype == bool})], axis=1)
-    return obj.assign(sample_id=pc['sample'], acq_id=t.stack_id, process_id='sediment_cluster')
+    obj = obj.assign(sample_id=pc['sample'], acq_id=t.stack_id, process_id='sediment_cluster')
+    um = store.meta.get('params', {}).get('pixel_size_um')
+    return obj if um is None else obj.assign(process_pixel=float(um))
 
 # %% ../../nbs/16_particles.ecotaxa.ipynb #21769b10
 def _check_layer(layer, L:int):
@@ -95,10 +104,223 @@ def export_ecotaxa(
     _check_layer(layer, store.n_layers)
     check_choice('fmt', fmt, ('png', 'jpg'))
     out = Path(out)
-    name = f"ecotaxa_{re.sub(r'[^A-Za-z0-9_.-]+', '_', store.path.name)}"
+    name = f"ecotaxa_{re.sub(r'[^a-z0-9_.-]+', '_', store.path.name.lower())}"
     with atomic_path(out/f'{name}.zip') as tmp, zipfile.ZipFile(tmp, 'w') as z:
         img = _write_images(z, store, obj.object_id.to_numpy(), layer, fmt, progress)
         tsv = ecotaxa_tsv(img.merge(obj, on='object_id', how='left'))
         z.writestr(f'{name}.tsv', tsv, compress_type=zipfile.ZIP_DEFLATED)
     with atomic_path(out/f'{name}.tsv') as tmp: tmp.write_text(tsv)
     return {'zip': out/f'{name}.zip', 'tsv': out/f'{name}.tsv'}
+
+# %% ../../nbs/16_particles.ecotaxa.ipynb #9c363c4a
+ECOTAXA_PREFIXES = ('object_', 'sample_', 'acq_', 'process_', 'img_')
+ANNOTATION_STATUS = ('validated', 'predicted', 'dubious')
+FIXED_COLUMNS = {'object_id', 'object_lat', 'object_lon', 'object_date', 'object_time', 'object_depth_min',
+                 'object_depth_max', 'object_annotation_category', 'object_annotation_status',
+                 'object_annotation_person_name', 'object_annotation_person_email', 'object_annotation_date',
+                 'object_annotation_time', 'sample_id', 'acq_id', 'process_id'}
+FREE_SLOTS = {('object', '[f]'): 500, ('object', '[t]'): 20, ('sample', None): 30, ('acq', None): 30,
+              ('process', None): 30}
+
+# %% ../../nbs/16_particles.ecotaxa.ipynb #18f7d3ee
+def _archive_files(path:Path) -> tuple: # ({tsv name: text}, image names or None for a lone TSV)
+    "The TSV texts and the other file names of an archive: a zip, a folder, or one TSV (images not checked)."
+    if path.is_file() and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+            tsvs = {n: z.read(n).decode('utf-8') for n in names if n.lower().endswith('.tsv')}
+        return tsvs, set(names) - set(tsvs)
+    if path.is_file(): return {path.name: path.read_text('utf-8')}, None
+    if not path.is_dir():
+        raise InputError(f"{path}: no such file or folder; give the EcoTaxa zip, its folder or its TSV")
+    names = [p.relative_to(path).as_posix() for p in path.rglob('*') if p.is_file()]
+    tsvs = {n: (path/n).read_text('utf-8') for n in names if n.lower().endswith('.tsv')}
+    return tsvs, set(names) - set(tsvs)
+
+# %% ../../nbs/16_particles.ecotaxa.ipynb #7e942806
+def _tsv_parts(name:str, text:str, images:set):
+    "The header, type row and data (as text) of one TSV."
+    import io
+    from types import SimpleNamespace
+    raw = pd.read_csv(io.StringIO(text), sep='\t', header=None, dtype=str, keep_default_na=False, quoting=3)
+    head, types = raw.iloc[0].tolist(), (raw.iloc[1].tolist() if len(raw) > 1 else [])
+    data = raw.iloc[2:].reset_index(drop=True)
+    data.columns = range(len(head))
+    return SimpleNamespace(name=name, head=head, types=types, data=data, images=images)
+
+# %% ../../nbs/16_particles.ecotaxa.ipynb #4eb1b62d
+def _col(t, c:str) -> pd.Series|None:
+    "Column `c` of the data (the first of that name), or None."
+    return t.data[t.head.index(c)] if c in t.head else None
+
+# %% ../../nbs/16_particles.ecotaxa.ipynb #b676e9c9
+def _eg(bad) -> str:
+    bad = list(bad)
+    return f"{len(bad)}, e.g. {bad[0]!r}"
+
+# %% ../../nbs/16_particles.ecotaxa.ipynb #72699a40
+def _rule_file_name(t):
+    if not re.fullmatch(r'ecotaxa[^/]*\.tsv', t.name.split('/')[-1]):
+        return "the file name must start with 'ecotaxa' and end in '.tsv', all in lower case; EcoTaxa skips it"
+
+# %% ../../nbs/16_particles.ecotaxa.ipynb #4d5929e4
+def _rule_type_row(t):
+    bad = [h for h, y in zip(t.head, t.types) if y not in ('[t]', '[f]')]
+    if len(t.types) != len(t.head) or bad:
+        return f"the second row must give every column's type, [t] or [f]; columns without one: {_eg(bad or t.head)}"
+
+# %% ../../nbs/16_particles.ecotaxa.ipynb #5736327a
+def _rule_prefix(t):
+    bad = [h for h in t.head if not h.startswith(ECOTAXA_PREFIXES)]
+    if bad: return f"columns must start with {', '.join(ECOTAXA_PREFIXES)}; columns that do not: {_eg(bad)}"
+
+# %% ../../nbs/16_particles.ecotaxa.ipynb #01085e2b
+def _rule_name_chars(t):
+    bad = [h for h in t.head if not re.fullmatch(r'[a-z0-9_]+', h)]
+    if bad: return f"column names must be lower case letters, digits and '_'; names that are not: {_eg(bad)}"
+
+# %% ../../nbs/16_particles.ecotaxa.ipynb #f02153e9
+def _rule_name_length(t):
+    bad = [h[:40] + '…' for h in t.head if len(h) > 250]
+    if bad: return f"column names must be at most 250 characters; longer ones: {_eg(bad)}"
+
+# %% ../../nbs/16_particles.ecotaxa.ipynb #a4907745
+def _rule_duplicates(t):
+    bad = sorted({h for h in t.head if t.head.count(h) > 1})
+    if bad: return f"each column must appear once; repeated: {_eg(bad)}"
+
+# %% ../../nbs/16_particles.ecotaxa.ipynb #933bf791
+def _rule_mandatory(t):
+    bad = [c for c in ('object_id', 'img_file_name') if c not in t.head]
+    if bad: return f"the mandatory columns object_id and img_file_name must be there; missing: {', '.join(bad)}"
+
+# %% ../../nbs/16_particles.ecotaxa.ipynb #cbdcee24
+def _rule_object_id(t):
+    oid, rank = _col(t, 'object_id'), _col(t, 'img_rank')
+    if oid is None: return None
+    empty = (oid.str.strip() == '').sum()
+    if empty: return f"object_id must not be empty; empty in {empty} rows"
+    key = oid if rank is None else oid + '\t' + rank
+    if key.duplicated().any():
+        return f"an object's images need different img_rank values; repeated object_id: {_eg(oid[key.duplicated()])}"
+
+# %% ../../nbs/16_particles.ecotaxa.ipynb #e857ae21
+def _rule_numbers(t):
+    bad = [h for i, (h, y) in enumerate(zip(t.head, t.types)) if y == '[f]'
+           and pd.to_numeric(t.data[i].replace({'': 'nan', 'NaN': 'nan'}), errors='coerce').isna().gt(
+               t.data[i].str.lower().isin(['', 'nan'])).any()]
+    if bad: return f"[f] columns must hold numbers; columns with text: {_eg(bad)}"
+
+# %% ../../nbs/16_particles.ecotaxa.ipynb #6efd4ed8
+def _rule_status(t):
+    st = _col(t, 'object_annotation_status')
+    if st is None: return None
+    bad = sorted(set(st[(st != '') & ~st.isin(ANNOTATION_STATUS)]))
+    if bad: return f"object_annotation_status must be {', '.join(ANNOTATION_STATUS)} or empty; found {_eg(bad)}"
+
+# %% ../../nbs/16_particles.ecotaxa.ipynb #a6ada8d8
+def _rule_category(t):
+    st, cat = _col(t, 'object_annotation_status'), _col(t, 'object_annotation_category')
+    if st is None: return None
+    n = ((st != '') & ((cat if cat is not None else st.map(lambda _: '')).str.strip() == '')).sum()
+    if n: return f"an annotation status needs an object_annotation_category; {n} rows have none"
+
+# %% ../../nbs/16_particles.ecotaxa.ipynb #79dd077a
+def _rule_images(t):
+    f = _col(t, 'img_file_name')
+    if f is None or t.images is None: return None
+    bad = sorted(set(f[~f.isin(t.images)]))
+    if bad: return f"every img_file_name must be a file of the archive; missing: {_eg(bad)}"
+
+# %% ../../nbs/16_particles.ecotaxa.ipynb #aadba379
+def _rule_pixel(t):
+    um = [h for h in t.head if re.search(r'_um\d?$', h)]
+    if um and 'process_pixel' not in t.head:
+        return f"sizes in µm ({_eg(um)}) need process_pixel, the µm per pixel"
+
+# %% ../../nbs/16_particles.ecotaxa.ipynb #9a118ed0
+def _rule_groups(t):
+    for g in ('sample', 'acq', 'process'):
+        cols = [h for h in t.head if h.startswith(g + '_') and h != f'{g}_id']
+        gid = _col(t, f'{g}_id')
+        if gid is None or not cols: continue
+        bad = [h for h in cols if (_col(t, h).groupby(gid.to_numpy()).nunique() > 1).any()]
+        if bad: return f"{g}_* columns need one value per {g}_id; columns that vary: {_eg(bad)}"
+
+# %% ../../nbs/16_particles.ecotaxa.ipynb #a09328bf
+def _rule_free_slots(t):
+    over = []
+    for (table, typ), n in FREE_SLOTS.items():
+        k = sum(h.startswith(table + '_') and h not in FIXED_COLUMNS and (typ is None or y == typ)
+                for h, y in zip(t.head, t.types + [''] * len(t.head)))
+        if k > n: over.append(f"{k} {table}{' ' + typ if typ else ''} columns (at most {n})")
+    if over: return "EcoTaxa has a fixed number of free columns; too many: " + ', '.join(over)
+
+# %% ../../nbs/16_particles.ecotaxa.ipynb #f2a249f0
+ECOTAXA_RULES = [_rule_file_name, _rule_type_row, _rule_prefix, _rule_name_chars, _rule_name_length,
+                 _rule_duplicates, _rule_mandatory, _rule_object_id, _rule_numbers, _rule_status, _rule_category,
+                 _rule_images, _rule_pixel, _rule_groups, _rule_free_slots]
+
+# %% ../../nbs/16_particles.ecotaxa.ipynb #49f1fb21
+def ecotaxa_problems(
+    path,   # the EcoTaxa zip, a folder holding the TSV and images, or one TSV (images beside it)
+) -> list:  # one line per rule broken, each starting with the TSV's name; empty when EcoTaxa should accept it
+    "Check an EcoTaxa import archive against EcoTaxa's import rules."
+    tsvs, images = _archive_files(Path(path))
+    if not tsvs: return [f"{path}: no TSV file; EcoTaxa imports files named ecotaxa_*.tsv"]
+    out = []
+    for name, text in tsvs.items():
+        if len(text.splitlines()) < 3:
+            out.append(f"{name}: needs a header row, a type row and at least one object")
+            continue
+        t = _tsv_parts(name, text, images)
+        out += [f"{name}: {m}" for m in (rule(t) for rule in ECOTAXA_RULES) if m]
+    return out
+
+# %% ../../nbs/16_particles.ecotaxa.ipynb #876df2cb
+def validate_ecotaxa(
+    path,   # the EcoTaxa zip, a folder holding the TSV and images, or one TSV (images beside it)
+) -> Path:  # `path`, when EcoTaxa should accept it
+    "Raise `InputError` listing one line per EcoTaxa import rule that `path` breaks."
+    bad = ecotaxa_problems(path)
+    if bad: raise InputError(f"{path}: {len(bad)} EcoTaxa import rule(s) broken:\n" + '\n'.join(bad))
+    return Path(path)
+
+# %% ../../nbs/16_particles.ecotaxa.ipynb #cfbda9e0
+def read_ecotaxa(
+    path,   # an EcoTaxa TSV, or a zip/folder holding one
+) -> pd.DataFrame: # its objects, all columns as text
+    "The rows of an EcoTaxa TSV, without its `[t]`/`[f]` type row."
+    import io
+    tsvs, _ = _archive_files(Path(path))
+    if len(tsvs) != 1: raise InputError(f"{path}: holds {len(tsvs)} TSV files; give the one TSV to read")
+    df = pd.read_csv(io.StringIO(next(iter(tsvs.values()))), sep='\t', dtype=str, keep_default_na=False)
+    if len(df) and df.iloc[0].isin(['[t]', '[f]']).all(): df = df.iloc[1:].reset_index(drop=True)
+    return df
+
+# %% ../../nbs/16_particles.ecotaxa.ipynb #7f81bbd7
+def _annotated(df:pd.DataFrame, path, status) -> pd.DataFrame: # object_id, category; one row per object
+    "The annotated objects of an EcoTaxa table, keeping the annotation statuses `status` (all if None)."
+    need = {'object_id', 'object_annotation_category'} - set(df.columns)
+    if need: raise InputError(f"{path}: no column {', '.join(sorted(need))}; export the objects with their annotations")
+    if status is not None and 'object_annotation_status' in df: df = df[df.object_annotation_status.isin(status)]
+    df = df[df.object_annotation_category.str.strip() != ''].drop_duplicates('object_id')
+    return df[['object_id', 'object_annotation_category']]
+
+# %% ../../nbs/16_particles.ecotaxa.ipynb #427b941f
+def import_ecotaxa_labels(
+    store,                      # particle store (or its folder) with `clusters.parquet`
+    path,                       # EcoTaxa TSV (or a zip/folder holding one) with `object_annotation_category`
+    labels:str=LABELS,          # labels file in the store that gets the classes
+    status=('validated',),      # annotation statuses taken (None: all annotated objects)
+    prefix:str=None,            # object ids are `<prefix>_<particle id>`; default: the store's folder name
+):                              # the `Labeller`, one action further
+    "Give the store's particles the classes an EcoTaxa TSV names for their objects, in one labelling action."
+    lab = Labeller(store, labels)
+    df = _annotated(read_ecotaxa(path), path, status)
+    m = df.object_id.str.fullmatch(re.escape(prefix or lab.store.path.name) + r'_(\d+)')
+    pid = df.object_id[m].str.rsplit('_', n=1).str[1].astype(np.int64).to_numpy()
+    if not len(pid):
+        raise InputError(f"{path}: no annotated object id looks like {prefix or lab.store.path.name}_<particle id>; "
+                         "give prefix= (the store folder the archive was exported from)")
+    return lab.assign(pid, df.object_annotation_category[m].str.strip().to_numpy())

@@ -15,7 +15,7 @@ from .overcluster import OverClusterer, UNMATCHED_CLASS
 from .label import subcluster
 
 # %% auto #0
-__all__ = ['SHAPE_FEATURES', 'simulate_expert', 'colour_shape_features', 'compare_features']
+__all__ = ['SHAPE_FEATURES', 'simulate_expert', 'colour_shape_features', 'compare_features', 'simulate_loop']
 
 # %% ../../nbs/17_particles.evaluate.ipynb #6b71d5c8
 def _expert_step(ids, truth, X, named, acts:Counter, min_purity, sub_k, random_state) -> list:
@@ -92,3 +92,105 @@ def compare_features(
         sim = simulate_expert(lab, truth, X, min_purity, sub_k, random_state)
         rows[name] = dict(k=k, purity=cluster_purity(lab, truth), **{c: v for c, v in sim.items() if c != 'labels'})
     return pd.DataFrame(rows).T
+
+# %% ../../nbs/17_particles.evaluate.ipynb #ba35a48d
+def _accept_upto(ok:np.ndarray, min_purity:float) -> int:
+    "The last row r (1-based) of a page whose first r rows are at least `min_purity` right and whose row r is right."
+    prec = np.cumsum(ok) / np.arange(1, len(ok) + 1)
+    good = np.flatnonzero((prec >= min_purity) & ok)
+    return int(good[-1]) + 1 if len(good) else 0
+
+# %% ../../nbs/17_particles.evaluate.ipynb #c6f654a5
+def _act(s, action:str, ids=None, cls=None):
+    "Record one action of the simulated expert (labelling `ids` with `cls`) and a point of the curve."
+    if ids is not None:
+        s.named[ids], s.done[ids] = cls, True
+    s.acts[action] += 1
+    s.curve.append((sum(s.acts.values()), int(s.done.sum())))
+
+# %% ../../nbs/17_particles.evaluate.ipynb #9e8ea10c
+def _sim_grow(s, cls, page:int, min_purity:float):
+    "Grow class `cls` page by page while the expert accepts whole pages."
+    while (~s.done).any():
+        open_ = np.flatnonzero(~s.done)
+        d = ((s.X[open_] - s.X[s.named == cls].mean(0)) ** 2).sum(1)
+        rec = open_[np.argsort(d, kind='stable')[:page]]
+        r = _accept_upto(s.truth[rec] == cls, min_purity)
+        if r: _act(s, 'grow', rec[:r], cls)
+        if r < len(rec): return
+
+# %% ../../nbs/17_particles.evaluate.ipynb #c15de164
+def _sim_round(s, groups:list, page:int, min_purity:float, max_drop:int):
+    "Look at each cluster, largest first: validate (dropping up to `max_drop` outliers) and grow it, or skip it."
+    for ids in sorted(groups, key=len, reverse=True):
+        ids = ids[~s.done[ids]]
+        if not len(ids): continue
+        cls, n = Counter(s.truth[ids].tolist()).most_common(1)[0]
+        if n < min_purity * len(ids) and len(ids) - n > max_drop:
+            _act(s, 'skip')
+            continue
+        if n < min_purity * len(ids): s.acts['drop'] += len(ids) - n   # one click per outlier
+        _act(s, 'validate', ids if n >= min_purity * len(ids) else ids[s.truth[ids] == cls], cls)
+        _sim_grow(s, cls, page, min_purity)
+
+# %% ../../nbs/17_particles.evaluate.ipynb #9e42b3f5
+def _sim_recluster(s, k:int, far:bool, random_state) -> list:
+    "Re-cluster the unlabelled particles into `k` clusters (weighted by distance to the classes if `far`)."
+    open_ = np.flatnonzero(~s.done)
+    if len(open_) < 2 or len(np.unique(s.X[open_], axis=0)) < 2: return []
+    w = None
+    if far and s.done.any():
+        C = np.stack([s.X[s.named == c].mean(0) for c in set(s.named[s.done].tolist())])
+        d = np.sqrt(((s.X[open_, None] - C[None]) ** 2).sum(-1)).min(1)
+        w = d / d.mean() if d.mean() > 0 else None
+    sub = subcluster(s.X[open_], min(k, len(open_)), random_state, sample_weight=w)
+    _act(s, 'recluster')
+    return [open_[sub == j] for j in range(sub.max() + 1)]
+
+# %% ../../nbs/17_particles.evaluate.ipynb #c6276c3b
+def simulate_loop(
+    clusters,               # starting cluster of each particle (N,)
+    truth,                  # true class of each particle (N,)
+    features,               # N × D features: class centres, recommendations, re-clustering
+    min_purity:float=.95,   # validate a cluster, accept a range, when at least this share is right
+    page:int=50,            # recommendations shown per page
+    rounds:int=4,           # passes over the clusters (re-clustering between them)
+    far:bool=True,          # weight the re-clustering by distance to the classes
+    max_drop:int=0,         # an impure cluster with at most this many outliers is validated without them (a click each)
+    random_state:int=0,     # seed of the re-clustering
+    ignore=(UNMATCHED_CLASS, None), # true classes left out (particles without a true grain)
+) -> dict:                  # actions by kind, objects per action, precision, coverage, `curve`, `labels`
+    "Simulate an expert playing validate / grow / re-cluster; count the actions and score the labels."
+    clusters, truth, X = np.asarray(clusters), np.asarray(truth, dtype=object), np.asarray(features, np.float32)
+    if not len(clusters) == len(truth) == len(X):
+        raise InputError(f"clusters, truth and features need one row per particle, got {len(clusters)}, {len(truth)}, "
+                         f"{len(X)}")
+    keep = np.flatnonzero([t not in ignore for t in truth])
+    if not len(keep): raise InputError("no particle has a true class; nothing to label")
+    s = _sim_state(X[keep], truth[keep])
+    groups = [np.flatnonzero(clusters[keep] == c) for c in np.unique(clusters[keep])]
+    k0 = len(groups)
+    for r in range(rounds):
+        _sim_round(s, groups, page, min_purity, max_drop)
+        k = max(2, round(k0 * (~s.done).mean()))
+        groups = _sim_recluster(s, k, far, random_state) if r < rounds - 1 else []
+        if not groups: break
+    return _sim_result(s, keep, len(truth))
+
+# %% ../../nbs/17_particles.evaluate.ipynb #053de1a6
+def _sim_state(X, truth):
+    from types import SimpleNamespace
+    return SimpleNamespace(X=X, truth=truth, named=np.full(len(X), None, object), done=np.zeros(len(X), bool),
+                           acts=Counter(), curve=[(0, 0)])
+
+# %% ../../nbs/17_particles.evaluate.ipynb #50c9adac
+def _sim_result(s, keep, n:int) -> dict:
+    labels = np.full(n, None, object)
+    labels[keep] = s.named
+    n_act, n_lab = sum(s.acts.values()), int(s.done.sum())
+    return dict(objects=len(keep), labelled=n_lab, actions=n_act,
+                **{f'{k}_actions': s.acts[k] for k in ('validate', 'drop', 'grow', 'skip', 'recluster')},
+                objects_per_action=n_lab / max(n_act, 1),
+                precision=float((s.named[s.done] == s.truth[s.done]).mean()) if n_lab else float('nan'),
+                coverage=n_lab / len(keep), curve=pd.DataFrame(s.curve, columns=['actions', 'labelled']),
+                labels=labels)

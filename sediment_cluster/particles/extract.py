@@ -17,11 +17,11 @@ from ..core import InputError, FocalStack, check_choice
 
 # %% auto #0
 __all__ = ['BACKGROUNDS', 'MIN_CONTRAST', 'CONTRAST_FRAC', 'SEED_FACTOR', 'SHAPE_COLUMNS', 'PARTICLE_COLUMNS', 'UM_COLUMNS',
-           'work_layers', 'to_lab', 'slic_superpixels', 'saturation_map', 'fit_plate', 'plate_distance', 'Background',
-           'superpixel_means', 'histogram_threshold', 'plot_threshold', 'clean_mask', 'object_mask',
-           'StackSegmentation', 'segment_layers', 'particle_masks', 'match_layers', 'full_res_mask', 'shape_measures',
-           'count_lobes', 'measure_particles', 'crop_particles', 'extract_particles', 'show_particles', 'box_iou',
-           'evaluate_extraction', 'synth_stacks', 'score_extraction']
+           'work_layers', 'to_lab', 'slic_superpixels', 'saturation_map', 'fit_plate', 'plate_distance', 'flat_field',
+           'field_distance', 'blank_field', 'Background', 'superpixel_means', 'histogram_threshold', 'plot_threshold',
+           'clean_mask', 'object_mask', 'StackSegmentation', 'segment_layers', 'particle_masks', 'match_layers',
+           'full_res_mask', 'shape_measures', 'count_lobes', 'measure_particles', 'crop_particles', 'extract_particles',
+           'show_particles', 'box_iou', 'evaluate_extraction', 'synth_stacks', 'score_extraction']
 
 # %% ../../nbs/11_particles.extract.ipynb #0635b7cf
 def work_layers(
@@ -158,20 +158,78 @@ def plate_distance(
     y = ((np.arange(h, dtype=np.float32) + origin[1] + .5) / scale[1]) / grid[1]
     return np.linalg.norm(lab - _quad(*np.meshgrid(x, y)) @ coef, axis=-1)
 
+# %% ../../nbs/11_particles.extract.ipynb #e52ae339
+def flat_field(
+    lab:np.ndarray,        # h×w×3 CIELAB image (the mean of the working layers)
+    radius:float=12.,      # ΔE within which a pixel counts as plate while fitting
+    n_pass:int=3,          # refits, each with the pixels near the previous field
+    sigma:float=.08,       # smoothing scale of the field, as a fraction of the long side
+    side:int=96,           # long side of the grid the field is fitted on
+) -> np.ndarray:           # h×w×3 float32 CIELAB: the plate's colour at every pixel
+    "The plate colour of `lab` as a smooth field: `fit_plate`'s quadratic plus a smoothed, plate-only remainder."
+    h, w, _ = lab.shape
+    f = side / max(h, w)
+    gw, gh = max(int(w * f), 1), max(int(h * f), 1)
+    small = cv2.resize(lab, (gw, gh), interpolation=cv2.INTER_AREA)
+    yy, xx = np.mgrid[:gh, :gw]
+    quad = (_quad((xx.ravel() + .5) / gw, (yy.ravel() + .5) / gh) @ fit_plate(lab, radius)).reshape(gh, gw, 3)
+    rest = (small - quad).astype(np.float32)   # what the quadratic misses: smooth where it is light, grains elsewhere
+    u8 = np.clip((rest + (50, 128, 128)) * (2.55, 1, 1), 0, 255).astype(np.uint8)
+    field = cv2.medianBlur(u8, 2 * int(side * .1) + 1).astype(np.float32) / (2.55, 1, 1) - (50, 128, 128)
+    for _ in range(n_pass):
+        near = (np.linalg.norm(rest - field, axis=-1) < radius).astype(np.float32)
+        if near.sum() < 12: break
+        den = cv2.GaussianBlur(near, (0, 0), sigma * side)[..., None]
+        fit = cv2.GaussianBlur(rest * near[..., None], (0, 0), sigma * side) / np.maximum(den, 1e-3)
+        field = np.where(den > 1e-3, fit, field).astype(np.float32)
+    return cv2.resize((quad + field).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+
+# %% ../../nbs/11_particles.extract.ipynb #51f2b53e
+def field_distance(
+    lab:np.ndarray,        # h×w×3 CIELAB patch
+    field:np.ndarray,      # plate field from `flat_field` (on the working grid)
+    origin:tuple=(0, 0),   # the patch's top-left corner, in the pixels of `lab`
+    scale:tuple=(1., 1.),  # pixels of `lab` per pixel of the working grid (x, y)
+) -> np.ndarray:           # h×w float32 ΔE (CIE76)
+    "CIELAB distance of every pixel of `lab` to the plate field at its place."
+    h, w, _ = lab.shape
+    if (origin, tuple(scale), (h, w)) == ((0, 0), (1., 1.), field.shape[:2]):
+        return np.linalg.norm(lab - field, axis=-1)
+    mx = ((np.arange(w, dtype=np.float32) + origin[0] + .5) / scale[0] - .5)
+    my = ((np.arange(h, dtype=np.float32) + origin[1] + .5) / scale[1] - .5)
+    gx, gy = np.meshgrid(mx, my)
+    F = cv2.remap(field, gx, gy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return np.linalg.norm(lab - F, axis=-1)
+
+# %% ../../nbs/11_particles.extract.ipynb #9d771bb0
+def blank_field(
+    path,                  # photo of the empty plate, under the light of the stacks
+    grid:tuple,            # (w, h) of the working layers
+) -> np.ndarray:           # h×w×3 float32 CIELAB plate field
+    "The plate field from a photo of the empty plate: resized to the working grid, smoothed, in CIELAB."
+    from sediment_cluster.core import read_image
+    rgb = read_image(path)
+    (w, h), (W, H) = grid, rgb.shape[1::-1]
+    if abs(W / H - w / h) > .02 * w / h:
+        raise InputError(f"{path}: empty-plate photo is {W}×{H} px, not the shape of the stacks' frames")
+    small = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+    return cv2.GaussianBlur(to_lab(small), (0, 0), 1.5)
+
 # %% ../../nbs/11_particles.extract.ipynb #76259be1
-BACKGROUNDS = ('saturation', 'auto')
+BACKGROUNDS = ('saturation', 'auto', 'flat')  # green plate; any plate colour (quadratic field); flat-field (any light)
 
 # %% ../../nbs/11_particles.extract.ipynb #4de59bd5
 @dataclass
 class Background:
     "How a stack's plate looks: `kind`, its value `mode`, the particle `threshold`, plate `rgb`, (auto) its Lab field."
-    kind: str                  # 'saturation' or 'auto'
+    kind: str                  # 'saturation', 'auto' or 'flat'
     mode: float = np.nan       # the plate's value: the histogram's background peak
     threshold: float = np.nan  # superpixels beyond it (below for saturation, above for auto) are particle
     otsu: float = np.nan       # Otsu's threshold of the same histogram, for comparison
     rgb: np.ndarray = None     # plate colour (RGB 0–255), for padding crops
     coef: np.ndarray = None    # `fit_plate` field (auto)
     grid: tuple = None         # (w, h) the field was fitted on
+    field: np.ndarray = None   # `flat_field` plate colour, h×w×3 Lab on the working grid (flat)
     @property
     def sign(self): return -1. if self.kind == 'saturation' else 1.
     def contrast(self, v): return self.sign * (np.asarray(v, np.float32) - np.float32(self.mode))
@@ -181,6 +239,7 @@ class Background:
 def values(self:Background, rgb:np.ndarray, lab:np.ndarray=None, origin=(0, 0), scale=(1., 1.)) -> np.ndarray:
     "Saturation (`saturation`) or ΔE to the plate (`auto`) of every pixel of `rgb`."
     if self.kind == 'saturation': return saturation_map(rgb)
+    if self.kind == 'flat': return field_distance(to_lab(rgb) if lab is None else lab, self.field, origin, scale)
     return plate_distance(to_lab(rgb) if lab is None else lab, self.coef, self.grid, origin, scale)
 
 # %% ../../nbs/11_particles.extract.ipynb #6c596afc
@@ -194,7 +253,7 @@ def superpixel_means(
     return np.bincount(labels.ravel(), value.ravel(), minlength=n) / np.maximum(cnt, 1), cnt
 
 # %% ../../nbs/11_particles.extract.ipynb #7d5dde70
-MIN_CONTRAST = dict(saturation=.08, auto=6.)
+MIN_CONTRAST = dict(saturation=.08, auto=6., flat=6.)
 
 # %% ../../nbs/11_particles.extract.ipynb #bd6b3441
 def histogram_threshold(
@@ -262,12 +321,12 @@ def object_mask(
     t:float,               # contrast threshold
     frac:float=.5,         # each object is cut again at this fraction of its own contrast
     min_px:float=0,        # drop objects smaller than this (px)
-    seed:float=2.,         # keep only objects whose contrast reaches `seed` × `t` somewhere
+    peak:float=2.,         # keep only objects whose contrast reaches `peak` × `t` somewhere (hysteresis)
 ) -> np.ndarray:           # h×w uint8 0/1
-    "Particle mask of contrast `c`: objects above `t` reaching `seed`·`t`, cut at `frac` of their own contrast, filled."
+    "Particle mask of contrast `c`: objects above `t` reaching `peak`·`t`, cut at `frac` of their own contrast, filled."
     n, lab = cv2.connectedComponents((c > t).astype(np.uint8), connectivity=8)
-    peak = _component_peaks(lab, c, n)
-    cut = np.where(peak >= seed * t, np.maximum(frac * peak, t), np.inf)
+    top = _component_peaks(lab, c, n)
+    cut = np.where(top >= peak * t, np.maximum(frac * top, t), np.inf)
     return clean_mask((lab > 0) & (c > cut[lab]), min_px)
 
 # %% ../../nbs/11_particles.extract.ipynb #89cbc96b
@@ -302,16 +361,19 @@ def segment_layers(
     stack:FocalStack,           # L focal layers of one plate position
     n_segments:int=800,         # SLIC superpixels per layer
     compactness:float=10.,      # SLIC compactness
-    background:str='saturation',# 'saturation' (green plate) or 'auto' (any plate colour)
+    background:str='saturation',# 'saturation' (green plate), 'auto' (any plate colour) or 'flat' (flat-field)
     threshold:float=None,       # manual threshold (saturation 0–1 or ΔE), 'otsu', or None: the end of the plate peak
     work_size:int=320,          # long side of the working layers; None: full resolution
     method:str='fast',          # 'fast' (numba SLIC), 'skimage' (scikit-image slic), 'reference' (full-size skimage)
+    plate_image=None,           # (flat) photo of the empty plate under the same light: the field, instead of a fit
 ) -> StackSegmentation:
     "Superpixels on every layer, their mean plate-or-not value, and the histogram threshold."
     small, scale = work_layers(stack.layers, None if method == 'reference' else work_size)
-    labs = [to_lab(l) for l in small] if method == 'fast' or background == 'auto' else [None] * len(small)
+    labs = [to_lab(l) for l in small] if method == 'fast' or background != 'saturation' else [None] * len(small)
     bg = Background(background)
     if background == 'auto': bg.coef, bg.grid = fit_plate(np.mean(labs, 0)), small.shape[2:0:-1]
+    if background == 'flat': bg.field = flat_field(np.mean(labs, 0)) if plate_image is None else blank_field(
+        plate_image, small.shape[2:0:-1])
     labels = _superpixels(small, labs, n_segments, compactness, method)
     ms = [superpixel_means(s, bg.values(l, lab)) for s, l, lab in zip(labels, small, labs)]
     means, counts = [m for m, _ in ms], [c for _, c in ms]
@@ -321,8 +383,8 @@ def segment_layers(
     return StackSegmentation(small, scale, labels, means, counts, bg)
 
 # %% ../../nbs/11_particles.extract.ipynb #8c7432ed
-CONTRAST_FRAC = dict(saturation=.5, auto=.4)
-SEED_FACTOR = dict(saturation=1., auto=2.)  # objects must reach this × the threshold somewhere (hysteresis)
+CONTRAST_FRAC = dict(saturation=.5, auto=.4, flat=.4)
+SEED_FACTOR = dict(saturation=1., auto=2., flat=1.5)  # objects must reach this × the threshold somewhere (hysteresis)
 
 # %% ../../nbs/11_particles.extract.ipynb #30229855
 def particle_masks(
@@ -543,7 +605,7 @@ def extract_particles(
     size:int=280,                 # side of the square crops (px)
     n_segments:int=800,           # SLIC superpixels per layer
     compactness:float=10.,        # SLIC compactness (colour against position, Lab units)
-    background:str='saturation',  # 'saturation' (green plate, as in the paper) or 'auto' (any plate colour, CIELAB)
+    background:str='saturation',  # 'saturation' (green plate, the paper), 'auto' (any colour), 'flat' (uneven light)
     threshold:float|None=None,    # particle threshold (saturation 0–1, or ΔE); None: the end of the plate peak; 'otsu'
     min_area:int=400,             # drop objects smaller than this (frame px²)
     keep_aspect:bool=False,       # pad boxes to squares with the plate colour before resizing
@@ -552,10 +614,13 @@ def extract_particles(
     contrast_frac:float|None=None,# outline each object at this fraction of its own contrast (default `CONTRAST_FRAC`)
     clump_neck:float=.7,          # neck ratio below which an object counts as clumped (`count_lobes`)
     method:str='fast',            # 'fast' (numba SLIC), 'skimage' (slic at working size), 'reference' (slic, full size)
+    plate_image:str=None,         # with background='flat': a photo of the empty plate (same light), used as the field
 ) -> tuple:                       # (DataFrame one row per particle, crops n×L×size×size×3 uint8)
     "Find the particles of `stack`: boxes synced over the layers, flags, shape, and crops of every layer."
     _check_args(stack, size, background, method, n_segments, min_area, pixel_size_um, threshold)
-    seg = segment_layers(stack, n_segments, compactness, background, threshold, work_size, method)
+    if plate_image is not None and background != 'flat':
+        raise InputError(f"plate_image={plate_image}: an empty-plate photo is used by background='flat' only")
+    seg = segment_layers(stack, n_segments, compactness, background, threshold, work_size, method, plate_image)
     masks = particle_masks(seg, min_area, contrast_frac)
     if _no_plate(seg, stack.stack_id): masks[:] = 0
     boxes, groups = match_layers(masks, seg.layers)

@@ -17,11 +17,12 @@ from .store import ParticleStore
 from .overcluster import OverClusterer
 
 # %% auto #0
-__all__ = ['LABELS', 'LOG_COLUMNS', 'clustering_id', 'read_labels', 'Labeller', 'subcluster']
+__all__ = ['LABELS', 'LOG_COLUMNS', 'ACTIONS', 'clustering_id', 'read_labels', 'Labeller', 'subcluster']
 
 # %% ../../nbs/15_particles.label.ipynb #b9421fb5
 LABELS = 'labels.csv'  # the labels file in the store
 LOG_COLUMNS = ['step', 'action', 'cluster', 'value', 'particles']
+ACTIONS = ('name', 'split', 'merge', 'validate', 'grow', 'seed', 'recluster', 'merge_classes')
 
 # %% ../../nbs/15_particles.label.ipynb #3f50b09e
 def clustering_id(clusters:pd.DataFrame) -> str:
@@ -47,8 +48,8 @@ def read_labels(path) -> pd.DataFrame: # the log, columns `LOG_COLUMNS`
 
 # %% ../../nbs/15_particles.label.ipynb #c00c0088
 def _key(c:str) -> tuple:
-    "Natural order of cluster ids: 4 < 4.0 < 4.1 < 10."
-    return tuple(int(x) if x.isdigit() else -1 for x in c.split('.'))
+    "Natural order of cluster ids: 4 < 4.0 < 4.1 < 10 < r5.0 (made by the re-clustering of step 5)."
+    return tuple(int(x) if x.isdigit() else 10**9 + int(x[1:]) if x[1:].isdigit() else -1 for x in c.split('.'))
 
 # %% ../../nbs/15_particles.label.ipynb #799721e1
 def _cid(c) -> str: return str(int(c)) if isinstance(c, (int, np.integer)) else str(c).strip()
@@ -78,6 +79,7 @@ class Labeller:
         self.store = ParticleStore.open(store)
         if Path(labels).name != labels: raise InputError(f"labels='{labels}': give a plain file name inside the store")
         self.clusters, self.path = _read_clusters(self.store), self.store.path/labels
+        self.table_path = self.path.with_name(self.path.stem + '_classes.csv')   # derived: particle → class
         self._features, self.sub_k, self.random_state = features, sub_k, random_state
         self.fingerprint = clustering_id(self.clusters)
         self.log = read_labels(self.path) if self.path.is_file() else self._start_row()
@@ -95,6 +97,7 @@ def _replay(self:Labeller):
     "Rebuild the state from `self.log`: leaf cluster per particle, their sizes and names."
     self._of = np.array([str(int(c)) for c in self.clusters.cluster], dtype=object)
     self._n, self._names, self._gone = Counter(self._of.tolist()), {}, {}
+    self._cls = np.full(len(self._of), None, dtype=object)   # classes given particle by particle
     start = self.log[self.log.action == 'start']
     if len(start) and start.value.iloc[0] != self.fingerprint:
         raise InputError(f"{self.path}: made for another clustering (clusters.parquet changed since); move it away to "
@@ -108,8 +111,8 @@ def _replay(self:Labeller):
 def _apply(self:Labeller, rows:pd.DataFrame, where:str=''):
     "Check the rows of one step against the current state, then apply them."
     action = rows.action.iloc[0]
-    if rows.action.nunique() != 1 or action not in ('name', 'split', 'merge'):
-        raise InputError(f"{where}unknown action {sorted(set(rows.action))}; expected name, split or merge")
+    if rows.action.nunique() != 1 or action not in ACTIONS:
+        raise InputError(f"{where}unknown action {sorted(set(rows.action))}; expected one of {', '.join(ACTIONS)}")
     getattr(self, f'_apply_{action}')(rows, where)
 
 # %% ../../nbs/15_particles.label.ipynb #037d18f8
@@ -182,38 +185,50 @@ def members(self:Labeller, cluster) -> np.ndarray:
 # %% ../../nbs/15_particles.label.ipynb #01854905
 @patch
 def overview(self:Labeller) -> pd.DataFrame:
-    "The current clusters (after splits and merges) in natural order: `cluster, n, class` (None while unnamed)."
-    ids = sorted(self._n, key=_key)
+    "The current clusters in natural order: `cluster, n, class` (name, else commonest class), `open` (unlabelled)."
+    ids, lp = sorted(self._n, key=_key), self.labels_per_particle()
+    by = lp.groupby('label_cluster')['class']
+    top = {c: g.mode().iloc[0] for c, g in by if g.notna().any()}
     return pd.DataFrame({'cluster': ids, 'n': [self._n[c] for c in ids],
-                         'class': pd.Series([self._names.get(c) for c in ids], dtype=object)})
+                         'class': pd.Series([self._names.get(c, top.get(c)) for c in ids], dtype=object),
+                         'open': [int(by.get_group(c).isna().sum()) for c in ids]})
 
 # %% ../../nbs/15_particles.label.ipynb #5fae69da
 @patch(as_prop=True)
-def classes(self:Labeller) -> list: return sorted(set(self._names.values()))
+def classes(self:Labeller) -> list:
+    "The class names in use, sorted."
+    return sorted(set(self._names.values()) | {c for c in self._cls if c is not None})
 
 # %% ../../nbs/15_particles.label.ipynb #20cd65e6
 @patch
 def labels_per_particle(self:Labeller) -> pd.DataFrame:
     "The class of every particle: `particle_id`, K-means `cluster`, `label_cluster` (after splits and merges), `class`."
-    cls = [self._names.get(c) for c in self._of]
+    cls = [k if k is not None else self._names.get(c) for k, c in zip(self._cls, self._of)]
     return pd.DataFrame({'particle_id': self.clusters.particle_id.to_numpy(),
                          'cluster': self.clusters.cluster.to_numpy(),
                          'label_cluster': self._of.copy(), 'class': pd.Series(cls, dtype=object)})
 
+# %% ../../nbs/15_particles.label.ipynb #16885bc7
+@patch
+def _labelled(self:Labeller) -> np.ndarray: # bool per particle
+    "Which particles have a class (validated, grown, or in a named cluster)."
+    return self.labels_per_particle()['class'].notna().to_numpy()
+
 # %% ../../nbs/15_particles.label.ipynb #76d85404
 @patch
 def next_unnamed(self:Labeller, after=None) -> str|None:
-    "The first unnamed cluster after `after` in natural order (wrapping round), or None when all are named."
-    ids = [c for c in sorted(self._n, key=_key) if c not in self._names]
+    "The first cluster with unlabelled particles after `after` in natural order (wrapping round), or None."
+    ov = self.overview()
+    ids = ov.cluster[ov.open > 0].tolist()
     later = [c for c in ids if after is not None and _key(c) > _key(_cid(after))]
     return (later or ids or [None])[0]
 
 # %% ../../nbs/15_particles.label.ipynb #7f27e6f5
 @patch
 def __repr__(self:Labeller):
-    named = sum(n for c, n in self._n.items() if c in self._names)
-    return (f"Labeller('{self.path}': {sum(c in self._names for c in self._n)} of {len(self._n)} clusters named, "
-            f"{named} of {len(self._of)} particles, {self.log.step.max()} actions)")
+    n_lab, ov = int(self._labelled().sum()), self.overview()
+    return (f"Labeller('{self.path}': {(ov.open == 0).sum()} of {len(ov)} clusters labelled, {n_lab} of "
+            f"{len(self._of)} particles, {len(self.classes)} classes, {self.log.step.max()} actions)")
 
 # %% ../../nbs/15_particles.label.ipynb #89b5caa2
 @patch
@@ -235,8 +250,10 @@ def _commit(self:Labeller, action:str, rows:list) -> Labeller:
 # %% ../../nbs/15_particles.label.ipynb #e7dd52e9
 @patch
 def _save(self:Labeller, log:pd.DataFrame):
+    "Write the log, then the `particle → class` table derived from the current state, each atomically."
     with atomic_path(self.path) as tmp: log.to_csv(tmp, index=False)
     self._stamp = self._file_stamp()
+    with atomic_path(self.table_path) as tmp: self.labels_per_particle().to_csv(tmp, index=False)
 
 # %% ../../nbs/15_particles.label.ipynb #993ac732
 @patch
@@ -245,17 +262,25 @@ def name(self:Labeller, cluster, cls:str) -> Labeller:
     return self._commit('name', [(self._leaf(cluster), _class_name(cls), '')])
 
 # %% ../../nbs/15_particles.label.ipynb #b01bdc49
+def _kmeans(X, k:int, random_state, sample_weight=None) -> np.ndarray:
+    "K-means labels: `OverClusterer`, or scikit-learn's `KMeans` where rows are weighted."
+    if sample_weight is None: return OverClusterer(n_clusters=k, random_state=random_state).fit_predict(X)
+    from sklearn.cluster import KMeans
+    return KMeans(k, n_init=1, random_state=random_state).fit_predict(X, sample_weight=sample_weight)
+
+# %% ../../nbs/15_particles.label.ipynb #1c7dced2
 def subcluster(
     X,                  # n × D features of a cluster's particles
     k:int=4,            # sub-clusters wanted (at most n)
     random_state=0,     # K-means seed
+    sample_weight=None, # weight of each row (n,); None: all equal
 ) -> np.ndarray:        # sub-cluster of each row, 0 = the largest
     "Split the rows of `X` into at most `k` K-means clusters numbered by decreasing size."
     X = np.asarray(X, np.float32)
     if len(X) < 2: raise InputError(f"cannot split {len(X)} particle; name it instead")
     if len(np.unique(X, axis=0)) < 2:
         raise InputError(f"cannot split {len(X)} particles with identical features; name them instead")
-    lab = OverClusterer(n_clusters=min(int(k), len(X)), random_state=random_state).fit_predict(X)
+    lab = _kmeans(X, min(int(k), len(X)), random_state, sample_weight)
     order = np.argsort(-np.bincount(lab), kind='stable')
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
@@ -302,8 +327,152 @@ def undo(self:Labeller) -> pd.DataFrame|None:
     if last == 0: return None
     if self._file_stamp() != self._stamp:
         raise InputError(f"{self.path}: changed on disk since it was read; open a new Labeller to continue")
-    done, log = self.log[self.log.step == last], self.log[self.log.step != last].reset_index(drop=True)
-    self._save(log)
-    self.log = log
+    done, self.log = self.log[self.log.step == last], self.log[self.log.step != last].reset_index(drop=True)
     self._replay()
+    self._save(self.log)
     return done
+
+# %% ../../nbs/15_particles.label.ipynb #5dec14e1
+def _parse_ids(text:str, n:int, where:str='') -> np.ndarray:
+    "The particle ids listed in a log row, checked to lie in 0…n-1."
+    try: ids = np.array(str(text).split(), np.int64)
+    except ValueError:
+        raise InputError(f"{where}particle lists must be integers separated by spaces: {str(text)[:30]!r}") from None
+    if not len(ids) or ids.min() < 0 or ids.max() >= n or len(np.unique(ids)) < len(ids):
+        raise InputError(f"{where}particle list {str(text)[:30]!r}: give distinct particle ids from 0 to {n - 1}")
+    return ids
+
+# %% ../../nbs/15_particles.label.ipynb #d8361b8f
+def _ids_text(ids) -> str: return ' '.join(map(str, np.asarray(ids, np.int64).tolist()))
+
+# %% ../../nbs/15_particles.label.ipynb #b8eb14be
+@patch
+def _apply_validate(self:Labeller, rows, where=''):
+    r = rows.iloc[0]
+    c, cls = self._leaf(r.cluster, where), _class_name(r.value, where)
+    ids = _parse_ids(r.particles, len(self._of), where)
+    if len(rows) != 1 or (self._of[ids] != c).any():
+        raise InputError(f"{where}validate of cluster {c}: lists particles that are not in it")
+    self._cls[ids] = cls
+
+# %% ../../nbs/15_particles.label.ipynb #468475e3
+@patch
+def _apply_grow(self:Labeller, rows, where=''):
+    for r in rows.itertuples(): self._cls[_parse_ids(r.particles, len(self._of), where)] = _class_name(r.value, where)
+
+# %% ../../nbs/15_particles.label.ipynb #b4c4c2d0
+@patch
+def _apply_seed(self:Labeller, rows, where=''):
+    if len(rows) != 1 or len(str(rows.particles.iloc[0]).split()) != 1:
+        raise InputError(f"{where}seed: a class starts from exactly one particle")
+    self._apply_grow(rows, where)
+
+# %% ../../nbs/15_particles.label.ipynb #e014f6b9
+@patch
+def _apply_merge_classes(self:Labeller, rows, where=''):
+    for r in rows.itertuples():
+        b, a = _class_name(r.cluster, where), _class_name(r.value, where)
+        if b == a or b not in self.classes:
+            raise InputError(f"{where}merge of class {b!r} into {a!r}: give another existing class ({self.classes})")
+        self._cls[self._cls == b] = a
+        self._names = {c: a if n == b else n for c, n in self._names.items()}
+
+# %% ../../nbs/15_particles.label.ipynb #ce32897b
+@patch
+def _apply_recluster(self:Labeller, rows, where=''):
+    parts = {r.value: _parse_ids(r.particles, len(self._of), where) for r in rows.itertuples()}
+    ids = np.concatenate(list(parts.values()))
+    fresh = all(re.fullmatch(r'r\d+\.\d+', v) and v not in self._n and v not in self._gone for v in parts)
+    if not fresh or len(np.unique(ids)) < len(ids) or self._labelled()[ids].any():
+        raise InputError(f"{where}re-clustering must move unlabelled particles, once each, into new clusters r<step>.j")
+    before = set(self._n)
+    for v, p in parts.items(): self._of[p] = v
+    self._n = Counter(self._of.tolist())
+    for c in before - set(self._n): self._gone[c] = f"re-clustered into {', '.join(parts)}"
+
+# %% ../../nbs/15_particles.label.ipynb #d7ebb9b3
+@patch
+def validate(self:Labeller, cluster, cls:str, drop=()) -> Labeller:
+    "Give the unlabelled particles of `cluster` the class `cls`, leaving the outliers `drop` unlabelled; saved at once."
+    c, drop = self._leaf(cluster), np.asarray(drop, np.int64)
+    ids = self.members(c)
+    if not np.isin(drop, ids).all():
+        raise InputError(f"drop={drop.tolist()}: only particles of cluster {c} can be dropped")
+    keep = ids[~self._labelled()[ids] & ~np.isin(ids, drop)]
+    if not len(keep): raise InputError(f"cluster {c}: no unlabelled particles left to validate")
+    return self._commit('validate', [(c, _class_name(cls), _ids_text(np.sort(keep)))])
+
+# %% ../../nbs/15_particles.label.ipynb #60b282c6
+@patch
+def class_centre(self:Labeller, cls:str) -> np.ndarray:
+    "The mean features of the particles of class `cls`."
+    m = self.labels_per_particle()['class'].to_numpy() == cls
+    if not m.any(): raise InputError(f"class {cls!r} does not exist; classes are {self.classes}")
+    return np.asarray(self.features[m], np.float64).mean(0)
+
+# %% ../../nbs/15_particles.label.ipynb #9343274b
+@patch
+def recommend(self:Labeller, cls:str, n:int=None) -> pd.DataFrame: # particle_id, distance; nearest first
+    "The unlabelled particles nearest the centre of class `cls` (at most `n`)."
+    c, open_ = self.class_centre(cls), np.flatnonzero(~self._labelled())
+    d = np.linalg.norm(np.asarray(self.features[open_], np.float64) - c, axis=1)
+    order = np.argsort(d, kind='stable')[:n]
+    return pd.DataFrame({'particle_id': open_[order], 'distance': d[order]})
+
+# %% ../../nbs/15_particles.label.ipynb #dfca4456
+@patch
+def grow(self:Labeller, cls:str, upto:int, drop=()) -> Labeller:
+    "Give class `cls` to its `upto` first recommendations, except those in `drop`, in one action; saved at once."
+    if int(upto) != upto or upto < 1: raise InputError(f"upto={upto}: accept at least the first recommendation")
+    ids = self.recommend(cls, int(upto)).particle_id.to_numpy()
+    ids = ids[~np.isin(ids, np.asarray(drop, np.int64))]
+    if not len(ids): raise InputError(f"class {cls!r}: no unlabelled particles to grow it with")
+    return self._commit('grow', [('', _class_name(cls), _ids_text(ids))])
+
+# %% ../../nbs/15_particles.label.ipynb #875d1e47
+@patch
+def start_class(self:Labeller, particle:int, cls:str) -> Labeller:
+    "Start class `cls` (or add to it) from the one particle `particle`; saved at once."
+    ids = _parse_ids(str(particle), len(self._of), f"particle {particle}: ")
+    return self._commit('seed', [('', _class_name(cls), _ids_text(ids))])
+
+# %% ../../nbs/15_particles.label.ipynb #bb903e06
+@patch
+def assign(self:Labeller, ids, classes) -> Labeller:
+    "Give the particles `ids` the `classes` (one each, or one for all) in one action; saved at once."
+    df = pd.DataFrame({'id': np.asarray(ids, np.int64).ravel(), 'cls': classes})
+    if not len(df): raise InputError("assign: no particles given")
+    rows = [('', _class_name(c), _ids_text(g.id)) for c, g in df.groupby('cls', sort=True)]
+    for r in rows: _parse_ids(r[2], len(self._of), 'assign: ')
+    return self._commit('grow', rows)
+
+# %% ../../nbs/15_particles.label.ipynb #ce04d926
+@patch
+def merge_classes(self:Labeller, into:str, *others) -> Labeller:
+    "Give the particles and clusters of the classes `others` the class `into`; saved at once."
+    if not others: raise InputError(f"merge into class {into!r}: name at least one other class")
+    return self._commit('merge_classes', [(_class_name(b), _class_name(into), '') for b in others])
+
+# %% ../../nbs/15_particles.label.ipynb #e99377f7
+@patch
+def _far_weights(self:Labeller, ids) -> np.ndarray|None:
+    "Distance of particles `ids` to the nearest class centre, relative to their mean (None without classes)."
+    if not self.classes: return None
+    C = np.stack([self.class_centre(c) for c in self.classes])
+    X = np.asarray(self.features[ids], np.float64)
+    d = np.sqrt(((X[:, None] - C[None]) ** 2).sum(-1)).min(1)
+    return d / d.mean() if d.mean() > 0 else None
+
+# %% ../../nbs/15_particles.label.ipynb #e9edf8c2
+@patch
+def recluster(self:Labeller, k:int, far:bool=False) -> list: # the new cluster ids
+    "Re-cluster the unlabelled particles into `k` new clusters (favouring far-from-labelled ones if `far`); saved."
+    ids = np.flatnonzero(~self._labelled())
+    if int(k) != k or k < 1: raise InputError(f"k={k}: re-cluster into at least 1 cluster")
+    if not len(ids): raise InputError("every particle has a class; nothing to re-cluster")
+    w = self._far_weights(ids) if far else None
+    sub = subcluster(self.features[ids], k, self.random_state, sample_weight=w) if len(ids) > 1 else np.zeros(1, int)
+    step = int(self.log.step.max()) + 1
+    rows = [('', f"r{step}.{j}", _ids_text(ids[sub == j])) for j in range(sub.max() + 1)]
+    self._commit('recluster', rows)
+    return [r[1] for r in rows]

@@ -173,6 +173,7 @@ def read_latent(store) -> np.ndarray:
     if len(store) == 0: raise InputError(f"{store.path}: the store holds no particles; nothing to cluster")
     if not p.is_file():
         raise InputError(f"{p}: no latent features in the store; encode it first (sediment-cluster encode STORE)")
+    store.check_fresh(LATENT)
     X = store.read_array(LATENT, mmap=False)
     if X.ndim != 2 or len(X) != len(store):
         raise InputError(f"{p}: shape {X.shape} does not match the store's {len(store)} particles; encode the store "
@@ -201,15 +202,17 @@ def cluster_store(
     "Overcluster the latent features of `store`; write `clusters.parquet` and the model `overcluster.npz`."
     store = ParticleStore.open(store)
     X = read_latent(store)
-    with tqdm(total=3, desc='cluster', disable=not progress) as bar:
+    with store.locked('cluster run'), tqdm(total=3, desc='cluster', disable=not progress) as bar:
         oc = OverClusterer(k,
                            random_state=random_state).fit(X) if model is None else _model(model, X, store.path/LATENT)
         bar.update()
         lab, dist = oc.assign(X)
         bar.update()
         df = pd.DataFrame({'particle_id': store.table.particle_id.to_numpy(), 'cluster': lab, 'distance': dist})
-        path = store.write_table(CLUSTERS, df)
+        cmd = f"sediment-cluster cluster {store.path}" + (f" --k {k} --seed {random_state}" if model is None else '')
         oc.save(store.path/MODEL)
+        store.record(MODEL, sources=[LATENT], rebuild=cmd)
+        path = store.write_table(CLUSTERS, df, sources=[LATENT, 'particles.parquet'], rebuild=cmd)
         bar.update()
     return path
 
@@ -260,6 +263,7 @@ def _clusters(store:ParticleStore, clusters) -> pd.DataFrame:
     if not (store.path/CLUSTERS).is_file():
         raise InputError(f"{store.path/CLUSTERS}: no clusters yet; run cluster_store (sediment-cluster cluster STORE) "
                          "first")
+    store.check_fresh(CLUSTERS)
     return store.read_table(CLUSTERS)
 
 # %% ../../nbs/14_particles.overcluster.ipynb #a59bf706

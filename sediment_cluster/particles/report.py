@@ -4,7 +4,7 @@
 
 # %% ../../nbs/18_particles.report.ipynb #8bfd2235
 from __future__ import annotations
-import base64, datetime, html, io
+import base64, datetime, html, io, warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import pandas as pd
 from ..core import InputError, atomic_path, check_choice, encode_image
 from .store import ParticleStore
 from .overcluster import crops_at, plot_embedding, tile, umap_embedding
-from .label import LABELS, Labeller
+from .label import LABELS, Labeller, _key
 from .proxies import (UNLABELLED, class_counts, particle_classes, plot_sizes, proxies,
                                                size_stats)
 
@@ -241,11 +241,12 @@ def labels_section(d:ReportData) -> str|None:
     "The expert's classes: counts, clusters, progress, a gallery per class."
     if d.labeller is None: return None
     ov, lp = d.labeller.overview(), d.labeller.labels_per_particle()
-    named = ov[ov['class'].notna()]
-    by = named.groupby('class').agg(clusters=('cluster', lambda c: ', '.join(c)), particles=('n', 'sum'))
-    by = by.sort_values('particles', ascending=False)
-    return (f"<p>{len(named)} of {len(ov)} clusters named, covering {named.n.sum():,} of {len(lp):,} particles "
-            f"({named.n.sum() / len(lp):.0%}); {int(d.labeller.log.step.max())} actions in "
+    done = lp[lp['class'].notna()]
+    by = done.groupby('class').agg(clusters=('label_cluster', lambda c: ', '.join(sorted(set(c), key=_key))),
+                                   particles=('particle_id', 'size')).sort_values('particles', ascending=False)
+    return (f"<p>{(ov.open == 0).sum()} of {len(ov)} clusters fully labelled; {len(by)} classes covering "
+            f"{len(done):,} of {len(lp):,} particles ({len(done) / len(lp):.0%}); {int(d.labeller.log.step.max())} "
+            "actions in "
             f"<code>{html.escape(d.labeller.path.name)}</code>.</p>"
             f"{_table(by.reset_index(), index=False)}<h3>Crops per class</h3>{_class_galleries(d, by, lp)}")
 
@@ -291,6 +292,15 @@ def _page(title:str, sub:str, parts:list, missing:list) -> str:
                f'report</h2><ul>{miss}</ul></section>' if miss else '') + '</body></html>')
 
 # %% ../../nbs/18_particles.report.ipynb #76cbc6c0
+def _stale_note(store:ParticleStore) -> str:
+    "A warning line when the store's clusters were computed from features that have changed since, else ''."
+    if not (store.path/'clusters.parquet').exists() or not (changed := store.stale('clusters.parquet')): return ''
+    note = (f"clusters out of date: computed from an earlier {' and '.join(changed)}; "
+            f"run `sediment-cluster cluster {store.path}` again")
+    warnings.warn(f"{store.path/'clusters.parquet'}: {note}")
+    return note
+
+# %% ../../nbs/18_particles.report.ipynb #e0ad068e
 def write_report(
     store,                   # particle store (or its folder)
     out='report.html',       # HTML file to write
@@ -310,6 +320,7 @@ def write_report(
     made = [(i, t, fns[i](d), how) for i, t, how in SECTIONS]
     now = datetime.datetime.now()
     sub = f"{d.store.path.resolve()} · written {now:%Y-%m-%d %H:%M} by sediment_cluster {_version()}"
+    if note := _stale_note(d.store): sub += f" · WARNING: {note}"
     page = _page(title or f"Particles of {d.store.path.name}", sub, [(i, t, b) for i, t, b, _ in made if b is not None],
                  [(t, how) for i, t, b, how in made if b is None and not (i == 'map' and view is None)])
     with atomic_path(out) as tmp: tmp.write_text(page, encoding='utf-8')

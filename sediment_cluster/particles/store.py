@@ -4,7 +4,7 @@
 
 # %% ../../nbs/12_particles.store.ipynb #533d84ef
 from __future__ import annotations
-import hashlib, inspect, itertools, json, multiprocessing, os, shutil, threading, time, warnings
+import hashlib, inspect, itertools, json, multiprocessing, os, shutil, threading, time, warnings, zlib
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
@@ -16,16 +16,20 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import zarr
+from zarr.storage import LocalStore
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
 from ..core import InputError, _remove, atomic_path, dask_client, find_stacks, read_stack
+from ..core import majority_layers, split_stray
 
 # %% auto #0
-__all__ = ['TABLE', 'CROPS', 'ERRORS', 'META', 'PARTS', 'ZSTD_LEVEL', 'ParticleStore', 'extract_store']
+__all__ = ['TABLE', 'CROPS', 'ERRORS', 'META', 'PARTS', 'MANIFEST', 'SUMS', 'ZSTD_LEVEL', 'check_file', 'ParticleStore',
+           'verify_store', 'extract_store']
 
 # %% ../../nbs/12_particles.store.ipynb #1317b93f
 TABLE, CROPS, ERRORS, META, PARTS = 'particles.parquet', 'crops.zarr', 'errors.csv', 'extract.json', '_parts'
+MANIFEST, SUMS = 'manifest.json', 'crops.sums.npy'  # size and SHA-256 of every file; size and CRC-32 of every chunk
 
 # %% ../../nbs/12_particles.store.ipynb #28d7c219
 ZSTD_LEVEL = 3  # compression of the crop chunks (zstd's default level)
@@ -35,7 +39,8 @@ def _new_crops(path, n:int, n_layers:int, size:int) -> zarr.Array:
     "An empty uint8 zarr array `(n, n_layers, size, size, 3)` at `path`, one chunk per particle."
     return zarr.create_array(store=str(path), shape=(n, n_layers, size, size, 3), chunks=(1, n_layers, size, size, 3),
                              dtype='uint8', fill_value=0, chunk_key_encoding={'name': 'default', 'separator': '.'},
-                             compressors=zarr.codecs.ZstdCodec(level=ZSTD_LEVEL, checksum=False))
+                             compressors=zarr.codecs.ZstdCodec(level=ZSTD_LEVEL, checksum=False),
+                             config={'write_empty_chunks': True})
 
 # %% ../../nbs/12_particles.store.ipynb #7aec3642
 def _encode(crops:np.ndarray) -> list: # bytes of each crop's chunk file
@@ -51,17 +56,169 @@ def _with_ids(table:pd.DataFrame) -> pd.DataFrame:
     return t
 
 # %% ../../nbs/12_particles.store.ipynb #f29cd590
-def _read_meta(path:Path) -> dict:
-    return json.loads((path/META).read_text()) if (path/META).is_file() else {}
+def _read_meta(path:Path, strict:bool=True) -> dict:
+    "The run record `extract.json` at `path` (`{}` if none); a damaged one is an error (`{}` if not `strict`)."
+    p = path/META
+    if not p.is_file(): return {}
+    try: meta = json.loads(p.read_text())
+    except (ValueError, OSError): meta = None
+    if isinstance(meta, dict) and isinstance(meta.get('params', {}), dict): return meta
+    if not strict: return {}
+    raise InputError(f"{p}: damaged (not the JSON record of an extraction); rebuild it with {_extract_cmd(path)}")
+
+# %% ../../nbs/12_particles.store.ipynb #cffd3a2b
+def _extract_cmd(path:Path, meta:dict=None) -> str:
+    "The command (in backticks) that rebuilds the extraction files of the store at `path`, with the run's options."
+    p = (meta if meta is not None else _read_meta(path, strict=False)).get('params', {})
+    opts = [f"--{k.replace('_', '-')} {p[k]}" for k in ('size', 'background', 'pixel_size_um') if p.get(k) is not None]
+    opts += [f"--layers {p['n_layers']}"] if p.get('n_layers') else []
+    opts += [f"--pattern '{p['pattern']}'"] if p.get('pattern') else []
+    return f"`sediment-cluster extract {p.get('photo_dir', 'PHOTO_DIR')} --out {path} {' '.join(opts)} --repair`"
+
+# %% ../../nbs/12_particles.store.ipynb #ed3069fd
+def _sha256(p:Path) -> str:
+    h = hashlib.sha256()
+    with open(p, 'rb') as f:
+        while b := f.read(1 << 20): h.update(b)
+    return h.hexdigest()
+
+# %% ../../nbs/12_particles.store.ipynb #1773b0ab
+def _file_record(p:Path) -> dict: return dict(size=p.stat().st_size, sha256=_sha256(p))
+
+# %% ../../nbs/12_particles.store.ipynb #ff5e4cc5
+def _read_manifest(path:Path, strict:bool=True) -> dict|None:
+    "The manifest `{'files': {name: record}}` of the store at `path`; None when it has none (an older store)."
+    p = path/MANIFEST
+    if not p.is_file(): return None
+    try: m = json.loads(p.read_text())
+    except (ValueError, OSError): m = None
+    if isinstance(m, dict) and isinstance(m.get('files'), dict): return m
+    if not strict: return None
+    raise InputError(f"{p}: damaged (not a store manifest); rebuild it with {_extract_cmd(path)}")
+
+# %% ../../nbs/12_particles.store.ipynb #e9c42894
+@contextmanager
+def _flocked(lock:Path, what:str=None):
+    "Hold an exclusive lock on the file `lock`: wait for it, or (with `what`) refuse at once naming `what`."
+    try: import fcntl
+    except ImportError:
+        yield
+        return  # no advisory locks on this platform
+    with open(lock, 'a') as f:
+        try: fcntl.flock(f, fcntl.LOCK_EX | (fcntl.LOCK_NB if what else 0))
+        except BlockingIOError:
+            raise InputError(f"{lock.parent}: another {what} is writing this store; wait for it to finish") from None
+        yield
+
+# %% ../../nbs/12_particles.store.ipynb #48b0a327
+def _lock_held(lock:Path) -> bool:
+    "Whether a process holds the lock file `lock` now."
+    try: import fcntl
+    except ImportError: return False
+    if not lock.is_file(): return False
+    with open(lock, 'a') as f:
+        try: fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError: return True
+    return False
+
+# %% ../../nbs/12_particles.store.ipynb #1f4bbbdf
+def _update_manifest(path:Path, names=(), sources=(), rebuild:str=None, drop=(), kind:str=None, **info) -> dict:
+    "Record size and SHA-256 of the files `names` of the store at `path` (with the digests of their `sources`)."
+    with _flocked(path/'.manifest.lock'):
+        m = _read_manifest(path, strict=False) or {'format': 'sediment_cluster.manifest/1', 'files': {}}
+        files = {k: v for k, v in m['files'].items() if k not in drop}
+        src = {s: files.get(s, {}).get('sha256') for s in sources}
+        for n in names:
+            files[n] = {**_file_record(path/n), **({'from': src} if sources else {}),
+                        **({'rebuild': rebuild} if rebuild else {}), **info}
+        m['files'] = files
+        if kind: m['kind'] = kind
+        with atomic_path(path/MANIFEST) as tmp: tmp.write_text(json.dumps(m, indent=1))
+    return m
+
+# %% ../../nbs/12_particles.store.ipynb #847125d8
+_CORE = (TABLE, SUMS, f'{CROPS}/zarr.json', ERRORS)  # the extraction's files, rebuilt by `extract --repair`
+
+def _hint(path:Path, name:str, manifest:dict=None) -> str:
+    "How to rebuild the file `name` of the store at `path`: the command recorded with it, or the extract run."
+    rec = ((manifest or _read_manifest(path, strict=False) or {}).get('files') or {}).get(name, {})
+    if rec.get('rebuild'): return f"rebuild it with `{rec['rebuild']}`"
+    if name in (*_CORE, META, MANIFEST) or name.startswith(CROPS):
+        return (f"rebuild it with {_extract_cmd(path)}" if _read_meta(path, strict=False) else
+                "write the store again (ParticleStore.create)")
+    return "write it again"
+
+# %% ../../nbs/12_particles.store.ipynb #d6e1ab43
+def _file_problem(p:Path, rec:dict, full:bool=True) -> str|None:
+    "What is wrong with the file `p` against its manifest record `rec` (None: it is as written)."
+    if not p.is_file(): return 'missing (deleted?)'
+    size = p.stat().st_size
+    if size != rec.get('size'): return f"truncated or changed ({size:,} bytes, {rec.get('size'):,} when written)"
+    if full and _sha256(p) != rec.get('sha256'): return 'damaged (its SHA-256 differs from the one recorded at writing)'
+    return None
+
+# %% ../../nbs/12_particles.store.ipynb #ad9c023f
+def check_file(path, name:str, manifest:dict=None):
+    "Raise a one-line `InputError` naming the file and its rebuild command unless store file `name` is as recorded."
+    path = Path(path)
+    m = manifest or _read_manifest(path)
+    rec = (m or {}).get('files', {}).get(name)
+    if rec is None: return
+    if problem := _file_problem(path/name, rec): raise InputError(f"{path/name}: {problem}; {_hint(path, name, m)}")
+
+# %% ../../nbs/12_particles.store.ipynb #1ca3a3ce
+def _chunk_problem(b:bytes|None, i:int, sums) -> str|None:
+    "What is wrong with the bytes `b` of crop chunk `i` against its recorded (size, CRC-32) (None: nothing)."
+    if b is None: return 'crop chunk missing (deleted?); crops are never read as zeros'
+    if sums is None: return None
+    if i >= len(sums): return f"crop chunk {i} beyond the {len(sums)} recorded"
+    if len(b) != sums[i, 0]:
+        return f"crop chunk truncated or changed ({len(b):,} bytes, {int(sums[i, 0]):,} when written)"
+    if zlib.crc32(b) != sums[i, 1]: return 'crop chunk damaged (its CRC-32 differs from the one recorded at writing)'
+    return None
+
+# %% ../../nbs/12_particles.store.ipynb #3c7eacfd
+class _CheckedStore(LocalStore):
+    "A read-only zarr `LocalStore` that refuses a missing crop chunk and checks each one against its (size, CRC-32)."
+    def __init__(self, root, sums=None, hint:str=''):
+        super().__init__(root, read_only=True)
+        self.sums, self.hint = sums, hint
+    async def get(self, key, prototype=None, byte_range=None):
+        buf = await super().get(key, prototype, byte_range)
+        if key.startswith('c.') and byte_range is None:
+            b = None if buf is None else buf.to_bytes()
+            if problem := _chunk_problem(b, int(key.split('.')[1]), self.sums):
+                raise InputError(f"{self.root/key}: {problem}; {self.hint}")
+        return buf
 
 # %% ../../nbs/12_particles.store.ipynb #2753ad67
 def _check_store(path:Path):
     "Raise a one-line `InputError` unless `path` holds a finished particle store."
     if not path.is_dir(): raise InputError(f"{path}: no such particle store folder")
     if _read_meta(path).get('complete') is False:
+        if _lock_held(path/'.lock'):
+            raise InputError(f"{path}: extraction still running (another process is writing this store); wait for "
+                             "it to finish")
         raise InputError(f"{path}: extraction not finished; run the same extract command again to complete it")
     for name in (TABLE, CROPS):
-        if not (path/name).exists(): raise InputError(f"{path}: not a particle store (missing {name})")
+        if not (path/name).exists():
+            m = _read_manifest(path, strict=False)
+            if m: raise InputError(f"{path/name}: missing (deleted?); {_hint(path, name, m)}")
+            raise InputError(f"{path}: not a particle store (missing {name})")
+
+# %% ../../nbs/12_particles.store.ipynb #f79dbe80
+def _open_crops(path:Path, m:dict|None) -> zarr.Array:
+    "The crop array of the store at `path`, every chunk checked as it is read (against the sums when `m` lists them)."
+    hint = _hint(path, CROPS, m)
+    sums = None
+    if m and SUMS in m['files']:
+        check_file(path, SUMS, m)
+        try: sums = np.load(path/SUMS)
+        except Exception as e: raise InputError(f"{path/SUMS}: not readable ({type(e).__name__}); {hint}") from None
+    try: return zarr.open_array(store=_CheckedStore(path/CROPS, sums, hint), mode='r')
+    except InputError: raise
+    except Exception as e:
+        raise InputError(f"{path/CROPS}: not a readable zarr array ({type(e).__name__}); {hint}") from None
 
 # %% ../../nbs/12_particles.store.ipynb #3f2aad84
 class ParticleStore:
@@ -69,14 +226,25 @@ class ParticleStore:
     def __init__(self, path):
         self.path = Path(path)
         _check_store(self.path)
-        self.crops = zarr.open_array(str(self.path/CROPS), mode='r')
-        n, shape = pq.read_metadata(self.path/TABLE).num_rows, self.crops.shape
+        m = _read_manifest(self.path)
+        for name in _CORE: check_file(self.path, name, m)
+        if m and m.get('kind') == 'extract' and not (self.path/META).is_file():
+            raise InputError(f"{self.path/META}: missing (deleted?); rebuild it with {_extract_cmd(self.path)}")
+        self.crops = _open_crops(self.path, m)
+        try: n = pq.read_metadata(self.path/TABLE).num_rows
+        except Exception as e:
+            raise InputError(f"{self.path/TABLE}: not a readable parquet table ({type(e).__name__}); "
+                             f"{_hint(self.path, TABLE, m)}") from None
+        shape = self.crops.shape
         if self.crops.dtype != np.uint8 or len(shape) != 5 or shape[-1] != 3 or shape[2] != shape[3]:
             raise InputError(f"{self.path/CROPS}: expected a uint8 (N, L, S, S, 3) array, got {shape} "
                              f"{self.crops.dtype}")
         if n != shape[0]:
             raise InputError(f"{self.path}: {TABLE} has {n} rows but {CROPS} holds {shape[0]} crops; extract again "
                              "into a new folder")
+        sums = self.crops.store.sums
+        if sums is not None and len(sums) != n:
+            raise InputError(f"{self.path/SUMS}: {len(sums)} chunk records for {n} crops; {_hint(self.path, SUMS, m)}")
 
     @classmethod
     def open(cls, store) -> ParticleStore:
@@ -123,16 +291,51 @@ def create(
     table:pd.DataFrame,    # one row per particle
     crops:np.ndarray,      # uint8 (N, L, S, S, 3), in the order of `table`
 ) -> ParticleStore:
-    "Write `table` and `crops` as a particle store at `path` (each file atomically) and open it."
+    "Write `table` and `crops` as a particle store at `path` (each file atomically, then the manifest) and open it."
     crops = np.asarray(crops)
     if crops.ndim != 5 or crops.dtype != np.uint8 or crops.shape[-1] != 3 or len(crops) != len(table):
         raise InputError(f"{path}: need uint8 crops (N, L, S, S, 3) with N = {len(table)} table rows, got "
                          f"{crops.shape} {crops.dtype}")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path/CROPS) as tmp: _new_crops(tmp, *crops.shape[:3])[...] = crops
+    with atomic_path(path/CROPS) as tmp:
+        z = _new_crops(tmp, *crops.shape[:3])
+        z[...] = crops
+        sums = _sums([(tmp/z.metadata.encode_chunk_key((i, 0, 0, 0, 0))).read_bytes() for i in range(len(crops))])
     with atomic_path(path/TABLE) as tmp: _with_ids(table).to_parquet(tmp, index=False)
+    _write_sums(path, sums)
+    _update_manifest(path, [TABLE, SUMS, f'{CROPS}/zarr.json'], drop=[ERRORS], kind='create')
     return cls(path)
+
+# %% ../../nbs/12_particles.store.ipynb #694673e0
+def _sums(chunks:list) -> np.ndarray: # n×2 int64: size and CRC-32 of each chunk's bytes
+    return np.array([(len(b), zlib.crc32(b)) for b in chunks], np.int64).reshape(-1, 2)
+
+# %% ../../nbs/12_particles.store.ipynb #7bc8c692
+def _write_sums(path:Path, sums:np.ndarray):
+    with atomic_path(path/SUMS) as tmp, open(tmp, 'wb') as f: np.save(f, sums)
+
+# %% ../../nbs/12_particles.store.ipynb #d8677879
+@patch
+def verify(self:ParticleStore, progress:bool=False) -> list:
+    "Check every file of the store against the manifest, every crop chunk too: a line per problem (empty: intact)."
+    return verify_store(self.path, progress)
+
+# %% ../../nbs/12_particles.store.ipynb #1a37ca45
+def verify_store(path, progress:bool=False) -> list: # one line per damaged or missing file
+    "Check the store folder `path` fully (files, every crop chunk, derived files): a line per problem found."
+    path = Path(path)
+    try:
+        m = _read_manifest(path)
+        if m is None: return [f"{path/MANIFEST}: missing (a store written before manifests, or deleted)"]
+        store = ParticleStore(path)
+    except InputError as e: return [str(e)]
+    out = [f"{path/n}: {p}" for n, r in m['files'].items() if n not in _CORE and (p := _file_problem(path/n, r))]
+    z, sums = store.crops, store.crops.store.sums
+    for i in tqdm(range(len(store)), desc='verify', unit='crop', disable=not progress):
+        f = path/CROPS/z.metadata.encode_chunk_key((i, 0, 0, 0, 0))
+        if problem := _chunk_problem(f.read_bytes() if f.is_file() else None, i, sums): out.append(f"{f}: {problem}")
+    return out
 
 # %% ../../nbs/12_particles.store.ipynb #7d5cc50b
 def _artefact(store:ParticleStore, name:str, exts:tuple) -> Path:
@@ -140,39 +343,90 @@ def _artefact(store:ParticleStore, name:str, exts:tuple) -> Path:
         raise InputError(f"artefact '{name}': use a plain file name ending in {' or '.join(exts)}")
     return store.path/name
 
+# %% ../../nbs/12_particles.store.ipynb #df6794e6
+@patch
+def record(self:ParticleStore,
+    name:str,           # a file of the store just written
+    sources=(),         # the store files it was computed from (their digests are recorded with it)
+    rebuild:str=None,   # the command that writes it again, named when it is found damaged
+    **info,             # more facts to keep in its record
+) -> dict:
+    "Record size and SHA-256 of the store file `name` in the manifest, with what it came from and how to rebuild it."
+    return _update_manifest(self.path, [name], sources, rebuild, **info)['files'][name]
+
 # %% ../../nbs/12_particles.store.ipynb #9cc8510d
 @patch
-def write_table(self:ParticleStore, name:str, df:pd.DataFrame) -> Path:
-    "Write `df` as `name` (`.parquet` or `.csv`) into the store atomically."
+def write_table(self:ParticleStore, name:str, df:pd.DataFrame, sources=(), rebuild:str=None) -> Path:
+    "Write `df` as `name` (`.parquet` or `.csv`) into the store atomically and `record` it."
     p = _artefact(self, name, ('.parquet', '.csv'))
     with atomic_path(p) as tmp:
         if p.suffix == '.parquet': df.to_parquet(tmp, index=False)
         else: df.to_csv(tmp, index=False)
+    self.record(name, sources, rebuild)
     return p
 
 # %% ../../nbs/12_particles.store.ipynb #967b5250
 @patch
-def write_array(self:ParticleStore, name:str, arr:np.ndarray) -> Path:
-    "Write `arr` as `name` (`.npy`) into the store atomically."
+def write_array(self:ParticleStore, name:str, arr:np.ndarray, sources=(), rebuild:str=None) -> Path:
+    "Write `arr` as `name` (`.npy`) into the store atomically and `record` it."
     p = _artefact(self, name, ('.npy',))
     with atomic_path(p) as tmp, open(tmp, 'wb') as f: np.save(f, np.asarray(arr))
+    self.record(name, sources, rebuild)
     return p
+
+# %% ../../nbs/12_particles.store.ipynb #167b9941
+def _checked_artefact(store:ParticleStore, name:str, exts:tuple) -> Path:
+    "The path of artefact `name`, checked against its manifest record (one-line `InputError` when missing or damaged)."
+    p = _artefact(store, name, exts)
+    m = _read_manifest(store.path)
+    if not p.is_file():
+        if name in (m or {}).get('files', {}):
+            raise InputError(f"{p}: missing (deleted?); {_hint(store.path, name, m)}")
+        raise InputError(f"{p}: no such artefact in the store")
+    check_file(store.path, name, m)
+    return p
+
+# %% ../../nbs/12_particles.store.ipynb #d23edf34
+def _load(p:Path, read, hint:str):
+    "`read(p)`, any failure turned into a one-line `InputError` naming the file and `hint`."
+    try: return read(p)
+    except Exception as e:
+        raise InputError(f"{p}: not readable ({type(e).__name__}: {' '.join(str(e).split())[:120]}); {hint}") from None
 
 # %% ../../nbs/12_particles.store.ipynb #3ca398a4
 @patch
 def read_table(self:ParticleStore, name:str) -> pd.DataFrame:
-    "Read the table artefact `name` (`.parquet` or `.csv`)."
-    p = _artefact(self, name, ('.parquet', '.csv'))
-    if not p.is_file(): raise InputError(f"{p}: no such artefact in the store")
-    return pd.read_parquet(p) if p.suffix == '.parquet' else pd.read_csv(p)
+    "Read the table artefact `name` (`.parquet` or `.csv`), checked against the manifest."
+    p = _checked_artefact(self, name, ('.parquet', '.csv'))
+    return _load(p, pd.read_parquet if p.suffix == '.parquet' else pd.read_csv, _hint(self.path, name))
 
 # %% ../../nbs/12_particles.store.ipynb #42279140
 @patch
 def read_array(self:ParticleStore, name:str, mmap:bool=True) -> np.ndarray:
-    "Read the `.npy` artefact `name`, memory-mapped unless `mmap=False`."
-    p = _artefact(self, name, ('.npy',))
-    if not p.is_file(): raise InputError(f"{p}: no such artefact in the store")
-    return np.load(p, mmap_mode='r' if mmap else None)
+    "Read the `.npy` artefact `name` (checked against the manifest), memory-mapped unless `mmap=False`."
+    p = _checked_artefact(self, name, ('.npy',))
+    return _load(p, lambda f: np.load(f, mmap_mode='r' if mmap else None), _hint(self.path, name))
+
+# %% ../../nbs/12_particles.store.ipynb #18cb1b91
+@patch
+def stale(self:ParticleStore, name:str) -> list:
+    "The store files that `name` was computed from and that changed since (empty: up to date, or nothing recorded)."
+    files = (_read_manifest(self.path) or {}).get('files', {})
+    return [s for s, d in files.get(name, {}).get('from', {}).items() if files.get(s, {}).get('sha256') != d]
+
+# %% ../../nbs/12_particles.store.ipynb #5e33115e
+@patch
+def check_fresh(self:ParticleStore, name:str):
+    "Raise a one-line `InputError` when `name` was computed from store files that have changed since."
+    if changed := self.stale(name):
+        raise InputError(f"{self.path/name}: computed from an earlier {' and '.join(changed)}; "
+                         f"{_hint(self.path, name)} to bring it up to date")
+
+# %% ../../nbs/12_particles.store.ipynb #806cc108
+@patch
+def locked(self:ParticleStore, job:str):
+    "A context that holds this store's lock for `job` (e.g. 'cluster run'), refusing a second one at once."
+    return _flocked(self.path/f".{job.replace(' ', '_')}.lock", job)
 
 # %% ../../nbs/12_particles.store.ipynb #93cf4ab6
 @patch(as_prop=True)
@@ -204,15 +458,16 @@ def _checked(df, crops, stack_id:str, n_layers:int, size:int):
 
 # %% ../../nbs/12_particles.store.ipynb #b680a793
 def _extract_one(fn, stack_id:str, paths:list, n_layers:int, kw:dict) -> tuple:
-    "Read and extract one stack: `(stack_id, table, chunk bytes, None)`, or `(stack_id, None, None, reason)`."
+    "Read and extract one stack: `(stack_id, table, chunk bytes, None, info)`, or `(stack_id, None, None, reason, {})`."
     try:
         if isinstance(fn, bytes):
             import cloudpickle
             fn = cloudpickle.loads(fn)  # shipped pickled: a worker that cannot load it fails the stack, not the run
-        df, crops = fn(read_stack(paths, n_layers, stack_id), **kw)
+        stack = read_stack(paths, n_layers, stack_id)
+        df, crops = fn(stack, **kw)
         df, crops = _checked(df, crops, stack_id, n_layers, kw['size'])
-        return stack_id, df, _encode(crops), None
-    except Exception as e: return stack_id, None, None, _reason(e)
+        return stack_id, df, _encode(crops), None, dict(bit_depth=getattr(stack, 'bit_depth', 8))
+    except Exception as e: return stack_id, None, None, _reason(e), {}
 
 # %% ../../nbs/12_particles.store.ipynb #41f7f2f4
 def _run_serial(fn, tasks):
@@ -284,36 +539,71 @@ def _key(stack_id:str) -> str: return quote(stack_id, safe='')
 
 # %% ../../nbs/12_particles.store.ipynb #f96d944e
 def _write_chunks(folder:Path, chunks:list):
+    "The chunk files `0..n-1` in `folder`, with `sums.npy`: the size and CRC-32 of each, to check them later."
     folder.mkdir()
     for j, b in enumerate(chunks): (folder/str(j)).write_bytes(b)
+    np.save(folder/'sums.npy', _sums(chunks))
 
 # %% ../../nbs/12_particles.store.ipynb #a1aaa1ba
 def _committed(parts:Path, ext:str='parquet') -> set:
     return {p.name[:-len(ext) - 1] for p in parts.glob(f'*.{ext}') if not p.name.startswith('.')}
 
 # %% ../../nbs/12_particles.store.ipynb #fbc13cb8
-def _commit(parts:Path, stack_id:str, df, chunks, error):
-    "Write one stack's result into `parts`: its crops' chunks, then the table (the commit); or the `.error` reason."
+def _commit(parts:Path, stack_id:str, df, chunks, error, info:dict=None):
+    "Write one stack's result into `parts`: its crops' chunks and `info`, then the table (the commit); or the `.error`."
     k = _key(stack_id)
     if error is not None:
         with atomic_path(parts/f'{k}.error') as tmp: tmp.write_text(error)
         return
     if len(df):
         with atomic_path(parts/f'{k}.chunks') as tmp: _write_chunks(tmp, chunks)
+    with atomic_path(parts/f'{k}.json') as tmp: tmp.write_text(json.dumps(info or {}))
     with atomic_path(parts/f'{k}.parquet') as tmp: df.to_parquet(tmp, index=False)
+
+# %% ../../nbs/12_particles.store.ipynb #d86d2191
+def _part_problem(parts:Path, k:str) -> str|None:
+    "What is wrong with the committed part `k` (None: whole): its table, its chunk files' sizes against their sums."
+    try: n = pq.read_metadata(parts/f'{k}.parquet').num_rows
+    except Exception as e: return f"{parts/f'{k}.parquet'}: not a readable table ({type(e).__name__})"
+    try: json.loads((parts/f'{k}.json').read_text())
+    except (OSError, ValueError) as e: return f"{parts/f'{k}.json'}: not readable ({type(e).__name__})"
+    if not n: return None
+    ch = parts/f'{k}.chunks'
+    try: sums = np.load(ch/'sums.npy')
+    except Exception as e: return f"{ch/'sums.npy'}: not readable ({type(e).__name__})"
+    if sums.shape != (n, 2): return f"{ch/'sums.npy'}: {sums.shape[0]} chunk records for {n} particles"
+    for j in range(n):
+        f = ch/str(j)
+        size = f.stat().st_size if f.is_file() else None
+        if size != sums[j, 0]: return f"{f}: {'missing' if size is None else f'{size:,} bytes, {sums[j, 0]:,} written'}"
+    return None
+
+# %% ../../nbs/12_particles.store.ipynb #b7f79587
+def _drop_damaged_parts(parts:Path) -> set:
+    "Remove the committed parts that are damaged (each named in a warning, so its stack runs again); the whole keys."
+    for k in sorted(_committed(parts, 'error')):
+        try: (parts/f'{k}.error').read_text()
+        except (OSError, ValueError):
+            warnings.warn(f"{parts/f'{k}.error'}: damaged part; extracting that stack again")
+            _remove(parts/f'{k}.error')
+    for k in sorted(_committed(parts)):
+        if problem := _part_problem(parts, k):
+            warnings.warn(f"{problem}: damaged part; extracting that stack again")
+            for ext in ('parquet', 'json', 'chunks'): _remove(parts/f'{k}.{ext}')
+    return _committed(parts) | _committed(parts, 'error')
 
 # %% ../../nbs/12_particles.store.ipynb #b9c1ebc5
 def _extract_missing(out:Path, stacks:dict, fn, n_layers:int, kw:dict, workers, scheduler, progress:bool):
-    "Extract every stack in `stacks` that has no committed part in `out/_parts`, committing each as it comes."
+    "Extract every stack in `stacks` that has no whole committed part in `out/_parts`, committing each as it comes."
     parts = out/PARTS
     parts.mkdir(exist_ok=True)
     for t in parts.glob('.*.tmp*'): _remove(t)
-    done = _committed(parts) | _committed(parts, 'error')
+    done = _drop_damaged_parts(parts)
     todo = [(sid, paths, n_layers, kw) for sid, paths in stacks.items() if _key(sid) not in done]
     with tqdm(total=len(stacks), initial=len(stacks) - len(todo), desc='extract', unit='stack',
               disable=not progress) as bar:
-        for sid, df, chunks, err in _runner(fn, todo, workers, scheduler):
-            _commit(parts, sid, df, chunks, err)
+        for sid, df, chunks, err, info in _runner(fn, todo, workers, scheduler):
+            _commit(parts, sid, df, chunks, err, info)
             bar.update()
 
 # %% ../../nbs/12_particles.store.ipynb #a774a96d
@@ -331,10 +621,12 @@ def _link_crops(t:Path, parts:Path, keys:list, counts:list, n_layers:int, size:i
 
 # %% ../../nbs/12_particles.store.ipynb #4d208777
 def _consolidate(out:Path, keys:list, n_layers:int, size:int, progress:bool) -> int:
-    "Copy the committed parts `keys`, in order and one at a time, into `crops.zarr` and `particles.parquet`."
+    "Copy the committed parts `keys`, in order and one at a time, into `crops.zarr`, its sums and `particles.parquet`."
     parts = out/PARTS
     counts = [pq.read_metadata(parts/f'{k}.parquet').num_rows for k in keys]
     with atomic_path(out/CROPS) as tmp: _link_crops(tmp, parts, keys, counts, n_layers, size, progress)
+    _write_sums(out, np.concatenate([np.load(parts/f'{k}.chunks'/'sums.npy') for k, n in zip(keys, counts) if n]
+                                    or [_sums([])]))
     tables = [pd.read_parquet(parts/f'{k}.parquet') for k, n in zip(keys, counts) if n]
     tables = tables or [pd.read_parquet(parts/f'{keys[0]}.parquet')]
     with atomic_path(out/TABLE) as tmp: _with_ids(pd.concat(tables, ignore_index=True)).to_parquet(tmp, index=False)
@@ -349,7 +641,7 @@ def _stacks_sha1(stacks:dict) -> str: return hashlib.sha1('\n'.join(stacks).enco
 
 # %% ../../nbs/12_particles.store.ipynb #7d1fe9d8
 def _finish(out:Path, stacks:dict, meta:dict, progress:bool) -> ParticleStore:
-    "Write `errors.csv`, consolidate the parts of `stacks` into the store and mark the run complete."
+    "Write `errors.csv`, consolidate the parts of `stacks`, record the files in the manifest and mark the run complete."
     parts, failed = out/PARTS, _committed(out/PARTS, 'error')
     errors = pd.DataFrame([(s, (parts/f'{_key(s)}.error').read_text()) for s in stacks if _key(s) in failed],
                           columns=['stack_id', 'error'])
@@ -361,11 +653,16 @@ def _finish(out:Path, stacks:dict, meta:dict, progress:bool) -> ParticleStore:
                          f"is in {out/ERRORS})")
     p = meta['params']
     ok = [_key(s) for s in stacks if _key(s) not in failed]
+    depths = Counter(str(json.loads((parts/f'{k}.json').read_text()).get('bit_depth', 8)) for k in ok)
     n = _consolidate(out, ok, p['n_layers'], p['size'], progress)
+    _update_manifest(out, _CORE, kind='extract')
     _write_meta(out, {**meta, 'complete': True, 'n_stacks': len(stacks), 'n_failed': len(errors), 'n_particles': n,
-                      'stacks_sha1': _stacks_sha1(stacks)})
+                      'stacks_sha1': _stacks_sha1(stacks), 'bit_depth': dict(sorted(depths.items()))})
     _remove(parts)
     if len(errors): warnings.warn(f"{len(errors)} of {len(stacks)} stacks skipped; reasons in {out/ERRORS}")
+    if not n:
+        warnings.warn(f"{out}: no particles found on the {len(ok)} stacks read; check the photos, `background` and "
+                      "`threshold` (the store is empty: encode and cluster will refuse it)")
     return ParticleStore(out)
 
 # %% ../../nbs/12_particles.store.ipynb #f825e31d
@@ -375,11 +672,14 @@ def _params(photo_dir, pattern, n_layers:int, fn, kw:dict) -> dict:
     return json.loads(json.dumps(p, default=repr))
 
 # %% ../../nbs/12_particles.store.ipynb #938bf9e8
-def _start(out:Path, params:dict) -> dict:
+def _start(out:Path, params:dict, repair:bool=False) -> dict:
     "The run state in `out`: a new one, or the earlier one when its parameters are the same."
-    meta = _read_meta(out)
+    meta = _read_meta(out, strict=not repair)
     if not meta:
-        if {p.name for p in out.iterdir()} - {ERRORS, '.lock'}:
+        names = {p.name for p in out.iterdir() if not p.name.startswith('.')}
+        if names & {TABLE, CROPS, MANIFEST} and not repair:
+            raise InputError(f"{out/META}: missing (deleted?); rebuild it with {_extract_cmd(out, {'params': params})}")
+        if names - {ERRORS} and not repair:
             raise InputError(f"{out}: folder is not empty and holds no extraction run; pick a new --out folder")
         meta = dict(params=params, complete=False)
         _write_meta(out, meta)
@@ -390,19 +690,28 @@ def _start(out:Path, params:dict) -> dict:
     return meta
 
 # %% ../../nbs/12_particles.store.ipynb #d0a52737
-@contextmanager
 def _locked(out:Path):
     "Hold an exclusive lock on `out` (released when the process dies), refusing a second writer."
-    try: import fcntl
-    except ImportError:
-        yield
-        return  # no advisory locks on this platform
-    with open(out/'.lock', 'a') as f:
-        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InputError(f"{out}: another extraction is writing this store; wait for it or pick a new --out "
-                             "folder") from None
-        yield
+    return _flocked(out/'.lock', 'extraction')
+
+# %% ../../nbs/12_particles.store.ipynb #113591cf
+def _damaged(out:Path, progress:bool) -> list:
+    "The problems `verify_store` finds in the extraction's own files (derived files are only named in a warning)."
+    problems = verify_store(out, progress)
+    core = [p for p in problems if any(p.startswith(str(out/n)) for n in (*_CORE, CROPS, META, MANIFEST))]
+    if other := [p for p in problems if p not in core]:
+        warnings.warn(f"{len(other)} derived file(s) damaged, which extract does not rebuild: {other[0]}")
+    return core
+
+# %% ../../nbs/12_particles.store.ipynb #0fe3e617
+def _reset(out:Path, meta:dict, problems:list) -> dict:
+    "Start the run in `out` afresh (keeping derived files and their records) because of `problems`."
+    warnings.warn(f"{out}: {len(problems)} damaged or missing file(s), e.g. {problems[0]}; extracting again")
+    for name in (TABLE, CROPS, SUMS, ERRORS, PARTS): _remove(out/name)
+    if _read_manifest(out, strict=False) is None: _remove(out/MANIFEST)
+    meta = dict(params=meta['params'], complete=False)
+    _write_meta(out, meta)
+    return meta
 
 # %% ../../nbs/12_particles.store.ipynb #a6072df1
 def _check_args(fn, kw:dict, workers):
@@ -424,31 +733,51 @@ def extract_store(
     scheduler=None,              # 'tcp://host:port' of a dask scheduler to send the work to instead
     pixel_size_um:float=None,    # µm per pixel: adds µm columns
     background:str='saturation', # plate detection, passed to the extractor
-    pattern:str=None,            # regex with groups `stack` and `layer` for a flat photo folder
-    n_layers:int=None,           # layers per stack (default: the most common count); others are errors
+    pattern:str=None,            # flat folder: regex with groups `stack` and `layer`, matching the whole file name
+    n_layers:int=None,           # layers per stack (default: the count most stacks have); others are errors
     progress:bool=True,          # show progress bars
     extractor=None,              # per-stack `(stack, size=, ...) -> (table, crops)`; default `extract_particles`
+    repair:bool=False,           # check a finished store fully and extract again what is damaged or missing
+    plate_image:str=None,        # with background='flat': a photo of the empty plate under the same light
     **extract_kw,                # more keyword arguments for `extractor`
 ) -> ParticleStore:
-    "Extract the particles of every stack under `photo_dir` into the store `out`; resumable and parallel."
+    "Extract the particles of every stack under `photo_dir` into the store `out`; resumable, parallel, repairable."
     if extractor is None: from sediment_cluster.particles.extract import extract_particles as extractor
-    stacks = find_stacks(photo_dir, pattern)
-    n_layers = n_layers or Counter(map(len, stacks.values())).most_common(1)[0][0]
+    stacks, stray = split_stray(find_stacks(photo_dir, pattern))
+    n_layers = n_layers or majority_layers(stacks)
     kw = dict(size=size, background=background, pixel_size_um=pixel_size_um, **extract_kw)
+    if plate_image is not None: kw['plate_image'] = str(Path(plate_image).resolve())
     _check_args(extractor, kw, workers)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with _locked(out):
-        meta = _start(out, _params(photo_dir, pattern, n_layers, extractor, kw))
-        if meta['complete']: return _finished(out, meta, stacks)
+        meta = _start(out, _params(photo_dir, pattern, n_layers, extractor, kw), repair)
+        problems = _damaged(out, progress) if meta['complete'] and repair else []
+        if meta['complete'] and not problems: return _finished(out, meta, stacks)
+        if meta['complete']: meta = _reset(_checked_stacks(out, meta, stacks), meta, problems)
+        if stray: meta['stray_files'] = _stray_note(stray)
         _extract_missing(out, stacks, extractor, n_layers, kw, workers, scheduler, progress)
         return _finish(out, stacks, meta, progress)
+
+# %% ../../nbs/12_particles.store.ipynb #8a1bec7c
+def _stray_note(stray:dict) -> list:
+    "Warn about the files left out of their stacks (`split_stray`), by name; their list for `extract.json`."
+    files = [str(p) for ps in stray.values() for p in ps]
+    warnings.warn(f"{len(files)} stray file(s) left out of their stacks (named unlike the layers): "
+                  f"{', '.join(files[:3])}{' …' if len(files) > 3 else ''}")
+    return files
+
+# %% ../../nbs/12_particles.store.ipynb #ccaf8174
+def _checked_stacks(out:Path, meta:dict, stacks:dict) -> Path:
+    "`out`, if the photo folder still lists the stacks the store in `out` was made from."
+    if meta.get('stacks_sha1') != _stacks_sha1(stacks):
+        raise InputError(f"{out}: holds a finished extraction of {meta.get('n_stacks')} stacks, but the photo folder "
+                         f"now lists {len(stacks)} other ones; extract into a new --out folder")
+    return out
 
 # %% ../../nbs/12_particles.store.ipynb #245b3bfa
 def _finished(out:Path, meta:dict, stacks:dict) -> ParticleStore:
     "The finished store in `out`, if the photo folder still lists the stacks it was made from."
-    if meta.get('stacks_sha1') != _stacks_sha1(stacks):
-        raise InputError(f"{out}: holds a finished extraction of {meta.get('n_stacks')} stacks, but the photo folder "
-                         f"now lists {len(stacks)} other ones; extract into a new --out folder")
+    _checked_stacks(out, meta, stacks)
     _remove(out/PARTS)  # a run killed after its commit mark leaves its parts
     return ParticleStore(out)

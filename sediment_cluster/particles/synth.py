@@ -327,12 +327,13 @@ class Scene:
     def size(self): return self.plate.shape[1], self.plate.shape[0]
 
 # %% ../../nbs/10_particles.synth.ipynb #8e7e7d16
-def _plate(rng, rgb, W:int, H:int):
+def _plate(rng, rgb, W:int, H:int, vignette:float=None):
     "Plate reflectance (mottled `rgb`) and illumination (vignette + gradient, H×W×3) for a W×H frame."
     mottle = 1 + .03 * _texture(rng, (H, W), max(W, H) / 40, cv2.INTER_CUBIC)
     s, D = 8, np.hypot(W, H) / 2  # the illumination is smooth: compute it on a coarse grid
     yy, xx = np.mgrid[:H // s + 2, :W // s + 2].astype(np.float32) * s
     (cx, cy), v, gx, gy = rng.normal([W / 2, H / 2], .1 * D), rng.uniform(.15, .3), *rng.uniform(-.08, .08, 2)
+    v = v if vignette is None else vignette  # drawn all the same, so a given vignette changes nothing else
     illum = (1 - v * ((xx - cx) ** 2 + (yy - cy) ** 2) / D ** 2) * (1 + gx * (xx - W / 2) / D + gy * (yy - H / 2) / D)
     illum = cv2.resize((illum / illum.max()).astype(np.float32), (W + 2 * s, H + 2 * s),
                        interpolation=cv2.INTER_LINEAR)[:H, :W]
@@ -383,13 +384,16 @@ def make_scene(
     min_gap:float=None,       # px between grains that do not touch (default 16 px at 1280×1024)
     blur:float=None,          # defocus blur sigma (px) per unit of height difference (default 16 px at 1280×1024)
     sizes:dict=None,          # class -> (min, max) largest extent in px at 1280×1024 (default `SIZES`)
+    vignette:float=None,      # light lost at the frame's corners (0–0.9; default: random 0.15–0.3)
 ) -> Scene:
     "Draw a plate with grains: everything about one plate position except the camera."
     class_p = CLASS_P if class_p is None else class_p
     _check_scene_args(size, n_layers, density, p_touch, class_p)
     rng, (W, H) = np.random.default_rng(random_state), map(int, size)
     scale = min(W / 1280, H / 1024)
-    plate, illum = _plate(rng, plate_rgb(plate), W, H)
+    if vignette is not None and not 0 <= vignette <= .9:
+        raise InputError(f"vignette={vignette}: give the fraction of light lost at the corners, 0 to 0.9")
+    plate, illum = _plate(rng, plate_rgb(plate), W, H, vignette)
     gap = int(np.ceil((16 if min_gap is None else min_gap) * (scale if min_gap is None else 1)))
     grains = _grain_list(rng, W, H, density, p_touch, class_p, gap, {**SIZES, **(sizes or {})})
     blur = 16 * scale if blur is None else blur

@@ -407,12 +407,16 @@ class Checkpoints(TrackerCallback):
 def _resume_state(ckpt:Path, config:dict, meta:dict) -> dict|None:
     "The checkpoint at `ckpt` if there is one, after checking it belongs to this model and store."
     if not ckpt.is_file(): return None
-    state = torch.load(ckpt, map_location='cpu', weights_only=True)
+    try: state = torch.load(ckpt, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise InputError(f"{ckpt}: damaged checkpoint ({type(e).__name__}); delete it to start training over") from None
+    if not isinstance(state, dict) or {'config', 'meta', 'model', 'opt', 'epoch'} - set(state):
+        raise InputError(f"{ckpt}: not a train-vae checkpoint; delete it to start training over")
     for k, v in [*config.items(), *((k, meta[k]) for k in ('store', 'crop_size'))]:
         was = state['config'].get(k) if k in config else state['meta'].get(k)
         if was != v:
-            raise InputError(f"{ckpt}: checkpoint of a run with {k}={was!r}, not {v!r}; pass resume=False (or delete "
-                             "it) to start over")
+            raise InputError(f"{ckpt}: checkpoint of a run with {k}={was!r}, not {v!r}; delete it to start over "
+                             "(resume=False in Python)")
     return state
 
 # %% ../../nbs/13_particles.vae.ipynb #332260ba
@@ -518,13 +522,25 @@ def encode_store(
 ) -> Path:                  # the `latent.npy` written
     "Write `mu` of every particle of `store` (float32 N × latent, store order) to `latent.npy` in the store."
     store, path = ParticleStore.open(store), None
+    if not len(store): raise InputError(f"{store.path}: the store holds no particles; nothing to encode")
     if not isinstance(model, FocalVAE): path, model = Path(model), load_vae(model)
     mu = encode(model.to(torch_device(device)), store, batch_size, progress)
-    p = store.write_array('latent.npy', mu)
+    cmd = f"sediment-cluster encode {store.path} --model {path.resolve() if path else 'MODEL'}"
+    p = store.write_array('latent.npy', mu, sources=['crops.sums.npy'], rebuild=cmd)
     info = dict(model=str(path.resolve()) if path else None, latent=model.latent,
                 n_particles=len(store), config=model.config)
     with atomic_path(store.path/'latent.json') as tmp: tmp.write_text(json.dumps(info, indent=1))
+    store.record('latent.json', sources=['latent.npy'], rebuild=cmd)
+    _warn_stale(store)
     return p
+
+# %% ../../nbs/13_particles.vae.ipynb #0ddd23d4
+def _warn_stale(store:ParticleStore):
+    "Warn about the store files computed from features that were just replaced (e.g. `clusters.parquet`)."
+    for name in ('clusters.parquet', 'overcluster.npz', 'umap.npy'):
+        if (store.path/name).is_file() and 'latent.npy' in store.stale(name):
+            warnings.warn(f"{store.path/name} was computed from the previous latent.npy and is now stale; run the "
+                          f"step that wrote it again (sediment-cluster cluster {store.path} for the clusters)")
 
 # %% ../../nbs/13_particles.vae.ipynb #07dfa43c
 def reconstruct(model:FocalVAE, crops) -> np.ndarray:

@@ -17,7 +17,7 @@ __all__ = ['LabelWidget']
 
 # %% ../../nbs/15a_particles.widget.ipynb #9e25f5ad
 class LabelWidget:
-    "An ipywidgets face for a `Labeller`: browse clusters with a gallery; name, split, merge, undo."
+    "An ipywidgets face for a `Labeller`: browse clusters with a gallery; name, split, merge, validate, grow, undo."
     def __init__(self,
         labeller:Labeller,   # the labelling state (every button calls one of its methods)
         n_show:int=32,       # crops shown per cluster
@@ -36,6 +36,7 @@ class LabelWidget:
         self.split_button, self.merge_button = W.Button(description='Mixed: split'), W.Button(description='Merge')
         self.undo_button = W.Button(description='Undo', button_style='warning')
         self.next_button = W.Button(description='Next unnamed')
+        self._loop_widgets(W)
         self._wire(W)
         self.refresh(labeller.next_unnamed())
 
@@ -45,11 +46,37 @@ def _wire(self:LabelWidget, W):
     "Connect the buttons to the actions and lay the widgets out."
     buttons = [(self.name_button, self.do_name), (self.split_button, self.do_split), (self.merge_button, self.do_merge),
                (self.undo_button, self.do_undo), (self.next_button, self.do_next)]
+    buttons += [(self.validate_button, self.do_validate), (self.recommend_button, self.do_recommend),
+                (self.more_button, self.do_more), (self.grow_button, self.do_grow), (self.start_button, self.do_start),
+                (self.recluster_button, self.do_recluster), (self.merge_classes_button, self.do_merge_classes)]
     for b, fn in buttons: b.on_click(self._guard(fn))
     self.pick.observe(lambda ch: self.show(ch['new']), names='value')
     self.box = W.VBox([W.HBox([self.pick, self.next_button]), self.info, self.image,
-                       W.HBox([self.name_box, self.name_button]), W.HBox([self.k_box, self.split_button]),
-                       W.HBox([self.merge_box, self.merge_button]), W.HBox([self.undo_button, self.status])])
+                       W.HBox([self.name_box, self.name_button]), W.HBox([self.drop_box, self.validate_button]),
+                       W.HBox([self.recommend_button, self.more_button, self.upto_box, self.grow_button]),
+                       W.HBox([self.particle_box, self.start_button]), W.HBox([self.k_box, self.split_button]),
+                       W.HBox([self.rk_box, self.far_box, self.recluster_button]),
+                       W.HBox([self.merge_box, self.merge_button]),
+                       W.HBox([self.classes_box, self.merge_classes_button]), W.HBox([self.undo_button, self.status])])
+
+# %% ../../nbs/15a_particles.widget.ipynb #fae07121
+@patch
+def _loop_widgets(self:LabelWidget, W):
+    "The boxes and buttons of validate, grow, start class, re-cluster and merge classes."
+    B, box = W.Button, lambda w: W.Layout(width=w)
+    self.drop_box = W.Text(placeholder='outliers: gallery positions, e.g. 3, 17', layout=box('300px'))
+    self.validate_button = B(description='Validate', button_style='success')
+    self.recommend_button, self.more_button = B(description='Recommend'), B(description='More')
+    self.upto_box = W.BoundedIntText(value=1, min=1, max=10**9, description='up to', layout=box('160px'))
+    self.grow_button = B(description='Grow', button_style='success')
+    self.particle_box = W.BoundedIntText(value=0, min=0, max=10**9, description='particle', layout=box('180px'))
+    self.start_button = B(description='Start class')
+    self.rk_box = W.BoundedIntText(value=10, min=1, max=10**6, description='K', layout=box('140px'))
+    self.far_box = W.Checkbox(value=True, description='far from classes')
+    self.recluster_button = B(description='Re-cluster rest')
+    self.classes_box = W.Text(placeholder='classes to merge into the named one, e.g. dark grain, dark_')
+    self.merge_classes_button = B(description='Merge classes')
+    self.page = 0
 
 # %% ../../nbs/15a_particles.widget.ipynb #45eea5ca
 @patch
@@ -81,7 +108,7 @@ def refresh(self:LabelWidget, select=None):
 def show(self:LabelWidget, cluster):
     "Show the gallery and facts of `cluster`."
     if cluster is None: return
-    ids, cls = self.lab.members(cluster), self.lab._names.get(cluster)
+    ids, cls = self.lab.members(cluster), self.lab.overview().set_index('cluster')['class'].get(cluster)
     self.image.value = encode_image(tile(crops_at(self.lab.store, ids[:self.n_show], self.layer), self.ncols))
     self.info.value = (f"<b>cluster {cluster}</b>: {len(ids)} particles, "
                        f"{'class <b>' + html.escape(cls) + '</b>' if cls else 'unnamed'}"
@@ -94,7 +121,7 @@ def do_name(self:LabelWidget) -> str:
     c = self.pick.value
     self.lab.name(c, self.name_box.value)
     self.refresh(self.lab.next_unnamed(after=c))
-    return f"named {c} '{self.lab._names[c]}'"
+    return f"named {c} '{self.lab.overview().set_index('cluster').loc[c, 'class']}'"
 
 # %% ../../nbs/15a_particles.widget.ipynb #7218fb15
 @patch
@@ -127,3 +154,75 @@ def do_next(self:LabelWidget) -> str:
     if nxt is None: return 'every cluster is named'
     self.refresh(nxt)
     return ''
+
+# %% ../../nbs/15a_particles.widget.ipynb #59e2e48a
+def _numbers(text:str) -> list: return [int(x) for x in re.split(r'[\s,;]+', text.strip()) if x]
+
+# %% ../../nbs/15a_particles.widget.ipynb #f6a91e69
+@patch
+def do_validate(self:LabelWidget) -> str:
+    c, shown = self.pick.value, self.lab.members(self.pick.value)[:self.n_show]
+    try: drop = [shown[i - 1] for i in _numbers(self.drop_box.value)]
+    except (ValueError, IndexError):
+        raise InputError(f"outliers {self.drop_box.value!r}: give gallery positions 1–{len(shown)}") from None
+    cls = self.name_box.value
+    self.lab.validate(c, cls, drop=drop)
+    self.drop_box.value = ''
+    self.refresh(self.lab.next_unnamed(after=c))
+    return f"validated {c} as '{cls}'" + (f", {len(drop)} outliers left out" if drop else '')
+
+# %% ../../nbs/15a_particles.widget.ipynb #0116c50a
+@patch
+def show_recommendations(self:LabelWidget, cls:str, page:int=0) -> str:
+    "Show page `page` of the recommendations for class `cls` in the gallery."
+    rec = self.lab.recommend(cls, (page + 1) * self.n_show).particle_id.to_numpy()[page * self.n_show:]
+    if not len(rec): return f"no more recommendations for '{cls}'"
+    self.image.value = encode_image(tile(crops_at(self.lab.store, rec, self.layer), self.ncols))
+    first = page * self.n_show + 1
+    self.info.value = (f"<b>recommended for {html.escape(cls)}</b>: ranks {first}–{first + len(rec) - 1}, "
+                       "nearest the class centre first; accept up to a rank with <b>Grow</b>")
+    self.page, self.upto_box.value = page, first + len(rec) - 1
+    return ''
+
+# %% ../../nbs/15a_particles.widget.ipynb #ef6103e5
+@patch
+def do_recommend(self:LabelWidget) -> str: return self.show_recommendations(self.name_box.value, 0)
+
+# %% ../../nbs/15a_particles.widget.ipynb #ccff03cb
+@patch
+def do_more(self:LabelWidget) -> str: return self.show_recommendations(self.name_box.value, self.page + 1)
+
+# %% ../../nbs/15a_particles.widget.ipynb #25e40dcd
+@patch
+def do_grow(self:LabelWidget) -> str:
+    cls, n = self.name_box.value, self.upto_box.value
+    self.lab.grow(cls, n)
+    self.refresh()
+    self.name_box.value = cls
+    self.show_recommendations(cls, 0)
+    return f"grew '{cls}' by its {n} nearest recommendations"
+
+# %% ../../nbs/15a_particles.widget.ipynb #407c46be
+@patch
+def do_start(self:LabelWidget) -> str:
+    cls = self.name_box.value
+    self.lab.start_class(self.particle_box.value, cls)
+    self.refresh()
+    self.name_box.value = cls
+    return f"started '{cls}' from particle {self.particle_box.value}"
+
+# %% ../../nbs/15a_particles.widget.ipynb #7583cf09
+@patch
+def do_recluster(self:LabelWidget) -> str:
+    new = self.lab.recluster(self.rk_box.value, far=self.far_box.value)
+    self.refresh(new[0])
+    return f"re-clustered the unlabelled particles into {', '.join(new)}"
+
+# %% ../../nbs/15a_particles.widget.ipynb #0d65107e
+@patch
+def do_merge_classes(self:LabelWidget) -> str:
+    into, others = self.name_box.value, [s.strip() for s in self.classes_box.value.split(',') if s.strip()]
+    self.lab.merge_classes(into, *others)
+    self.classes_box.value = ''
+    self.refresh()
+    return f"merged {', '.join(others)} into '{into}'"
