@@ -23,7 +23,7 @@ def spectra(n=600, c=C, seed=0, k=3):
     mean = 1 + 40 * np.exp(-.5 * ((ch[None] - pos[y][:, None]) / 2) ** 2)
     return rng.poisson(mean).astype(np.float32), y
 
-FAST = dict(latent=3, encoding=8, n_hidden=1, batch_size=100, lr=3e-3, k_range=(2, 5), verbose=False)
+FAST = dict(latent=3, encoding=8, n_hidden=1, batch_size=100, lr=3e-3, k_range=(2, 5), verbose=False, preprocessor=None)
 
 @pytest.fixture(scope='module')
 def data(): return spectra()
@@ -31,7 +31,8 @@ def data(): return spectra()
 @pytest.fixture(scope='module')
 def model(data):
     X, _ = data
-    return DeepSpectralClustering(epochs=18, gamma=Ramp(0., 1., 12, 14), random_state=0, **FAST).fit(X)
+    return DeepSpectralClustering(epochs=18, gamma=Ramp(0., 1., 12, 14), clustering='kmeans', random_state=0,
+                                  **FAST).fit(X)
 
 @pytest.fixture(scope='module')
 def cube(data):
@@ -101,13 +102,14 @@ def test_sum_mode_follows_the_ramp(model):
 def test_pretraining_runs_to_the_end_despite_early_stopping(data):
     "patience=1 cannot stop training while γ = 0: the term always starts."
     X, _ = data
-    m = DeepSpectralClustering(epochs=12, gamma=Ramp(0., 1., 6, 7), patience=1, random_state=0, **FAST).fit(X)
+    m = DeepSpectralClustering(epochs=12, gamma=Ramp(0., 1., 6, 7), patience=1, clustering='kmeans', random_state=0,
+                               **FAST).fit(X)
     assert len(m.history_) >= 8 and m.history_.k.notna().any()
 
 def test_reduce_lr_on_plateau_and_early_stopping(data):
     X, _ = data
-    m = DeepSpectralClustering(**{**FAST, 'lr': 3e-2}, epochs=60, gamma=0.5, patience=4, lr_patience=1,
-                               random_state=0).fit(X)
+    m = DeepSpectralClustering(**{**FAST, 'lr': 3e-2}, epochs=60, gamma=Ramp(0., .5, 0, 1), patience=4, lr_patience=1,
+                               clustering='kmeans', random_state=0).fit(X)
     h = m.history_
     assert len(h) < 60 and h.lr.iloc[-1] < h.lr.iloc[0]
 
@@ -129,7 +131,8 @@ def test_nan_codes_during_training_stop_with_training_diverged(data):
 def test_save_load_round_trip_with_preprocessor(data, tmp_path):
     X, _ = data
     pp = SpectraPreprocessor(n_bins=16, log1p=True)
-    m = DeepSpectralClustering(epochs=3, preprocessor=pp, gamma=Ramp(0., .5, 1, 2), random_state=0, **FAST).fit(X)
+    m = DeepSpectralClustering(epochs=3, gamma=Ramp(0., .5, 1, 2), random_state=0,
+                               **{**FAST, 'preprocessor': pp}).fit(X)
     back = DeepSpectralClustering.load(m.save(tmp_path/'m.pt'), device='cpu')
     np.testing.assert_array_equal(back.transform(X), m.transform(X))
     np.testing.assert_array_equal(back.predict(X), m.predict(X))
