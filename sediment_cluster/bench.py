@@ -14,7 +14,7 @@ import cv2
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['bench_extract', 'bench_cube_file', 'bench_cube']
+__all__ = ['XRF_PHOTOS', 'bench_extract', 'bench_cube_file', 'bench_cube', 'cluster_datasets', 'bench_cluster']
 
 # %% ../nbs/91_bench.ipynb #6d78b266
 from .core import InputError, FocalStack
@@ -314,3 +314,107 @@ def bench_cube(
     if verbose and 'ikmeans' in r: _print_ikmeans(r['ikmeans'], k_range)
     if verbose and 'segment' in r: _print_segment(r['segment'], k_range)
     return r
+
+# %% ../nbs/91_bench.ipynb #0b1f177e
+XRF_PHOTOS = ('rocket', 'immunohistochemistry', 'retina')   # scikit-image photos the package was not tuned on
+
+def cluster_datasets(
+    names=('digits', *XRF_PHOTOS),  # 'digits' and/or scikit-image photo names (low-count XRF cubes)
+    size:int=96,                # XRF cubes: the photo shrunk to size × size pixels
+    counts:float=200,           # XRF: mean photons per pixel
+    n_channels:int=1024,        # XRF: energy channels
+    k:int=4,                    # XRF: RGB classes (the reference labels)
+    mixing:float=0.05,          # XRF: per-pixel pigment mixing σ
+    count_spread:float=0.3,     # XRF: spread of the expected count per pixel
+    random_state:int=0,
+) -> dict:                      # name → (H×W×C cube, C axis or None, H×W reference labels)
+    "The benchmark data: `digits` as a 1797×1×64 cube, and low-count XRF cubes from photos."
+    from sediment_cluster.cubes.synth_xrf import xrf_cube_from_rgb, demo_rgb
+    out = {}
+    for n in names:
+        if n == 'digits':
+            from sklearn.datasets import load_digits
+            X, y = load_digits(return_X_y=True)
+            out[n] = (X.reshape(-1, 1, 64).astype(np.float32), None, y.reshape(-1, 1))
+            continue
+        sc = xrf_cube_from_rgb(demo_rgb(n, size), n_channels, counts, (k, k), mixing=mixing,
+                               count_spread=count_spread, random_state=random_state)
+        out[n] = (sc.cube, sc.axis, sc.labels)
+    return out
+
+# %% ../nbs/91_bench.ipynb #4031c297
+def _scores(pred, ref) -> dict:
+    "NMI, ARI and weighted F1 of `pred` against `ref`."
+    from sediment_cluster.metrics import evaluate_labels
+    m = evaluate_labels(pred, ref)
+    return dict(nmi=m['nmi'], ari=m['ari'], f1_w=m['f1']['weighted'])
+
+# %% ../nbs/91_bench.ipynb #8940f7b2
+def _k_found(S:np.ndarray, k_range:tuple, seed:int) -> int:
+    "The k the silhouette picks (`IKMeans` in `k_range`) on points `S`."
+    from sediment_cluster.ikmeans import IKMeans
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return int(IKMeans(k_range=k_range, random_state=seed).fit(S).n_clusters_)
+
+# %% ../nbs/91_bench.ipynb #ecf7bcb0
+def _deep_row(cube, axis, ref, k, k_range, seed, workdir, deep_kwargs, progress) -> dict:
+    "The command line's protocol: `train_spectral` on the cube file, `segment` at k and with k in `k_range`."
+    from sediment_cluster.cubes.datacube import write_cube
+    from sediment_cluster.cubes.deepcluster import train_spectral
+    from sediment_cluster.cubes.segment import segment
+    from sediment_cluster.cubes.baselines import BaselineWarning
+    with tempfile.TemporaryDirectory(dir=workdir) as d:
+        path = write_cube(Path(d)/'cube.npy', cube, axis)
+        t0 = time.perf_counter()
+        model = train_spectral(path, Path(d)/'model.pt', random_state=seed, progress=progress, **deep_kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', BaselineWarning)
+            seg = segment(path, model, k_range=(k, k), progress=False, random_state=seed)
+            secs = time.perf_counter() - t0
+            found = segment(path, model, k_range=k_range, progress=False, baseline=False, random_state=seed).n_clusters
+    return dict(**_scores(seg.labels, ref), seconds=secs, k_found=found,
+                guard=bool(seg.baseline is not None and seg.baseline.baseline_better))
+
+# %% ../nbs/91_bench.ipynb #fd71174a
+def _simple_rows(X, ref, k, k_range, seed) -> dict:
+    "The PCA baseline and k-means on the raw spectra: scores, seconds, k found."
+    from sklearn.cluster import KMeans
+    from sediment_cluster.cubes.baselines import PCAKMeans
+    rows = {}
+    t0 = time.perf_counter()
+    base = PCAKMeans(k, random_state=seed).fit(X)
+    rows['pca'] = dict(**_scores(base.labels_, ref), seconds=time.perf_counter() - t0,
+                       k_found=_k_found(base.transform(X), k_range, seed))
+    t0 = time.perf_counter()
+    lab = KMeans(k, n_init=10, random_state=seed).fit_predict(X)
+    rows['kmeans'] = dict(**_scores(lab, ref), seconds=time.perf_counter() - t0, k_found=_k_found(X, k_range, seed))
+    return rows
+
+# %% ../nbs/91_bench.ipynb #73c93f64
+def bench_cluster(
+    datasets=('digits', *XRF_PHOTOS),   # 'digits' and scikit-image photo names (low-count XRF cubes)
+    methods=('deep', 'pca', 'kmeans'),  # the deep model (command-line defaults), the PCA baseline, raw k-means
+    k_range:tuple=(2, 15),      # k range for the "k found" column
+    size:int=96,                # XRF cubes: size × size pixels
+    counts:float=200,           # XRF cubes: mean photons per pixel
+    random_state:int=0,         # seed of the data, the models and the baselines
+    workdir=None,               # folder for the temporary cube and model files (default: the system's)
+    progress:bool=False,        # training progress bars
+    verbose:bool=True,          # print the table
+    **deep_kwargs,              # `train_spectral` parameters to change from its defaults (for ablations)
+) -> pd.DataFrame:              # one row per dataset and method
+    "Score the deep segmentation, the PCA baseline and raw k-means against the reference on data not tuned on."
+    if bad := set(methods) - {'deep', 'pca', 'kmeans'}:
+        raise InputError(f"methods {sorted(bad)}: use 'deep', 'pca' and/or 'kmeans'")
+    rows = []
+    for name, (cube, axis, ref) in cluster_datasets(datasets, size, counts, random_state=random_state).items():
+        k, X = len(np.unique(ref)), cube.reshape(-1, cube.shape[-1]).astype(np.float32)
+        found = {}
+        if 'deep' in methods:
+            found['deep'] = _deep_row(cube, axis, ref, k, k_range, random_state, workdir, deep_kwargs, progress)
+        if {'pca', 'kmeans'} & set(methods): found.update(_simple_rows(X, ref.ravel(), k, k_range, random_state))
+        rows += [dict(dataset=name, method=m, k_true=k, **found[m]) for m in methods]
+    table = pd.DataFrame(rows)
+    if verbose: print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return table

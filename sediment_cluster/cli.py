@@ -36,6 +36,7 @@ _TARGETS = {  # command → 'module:function' it calls
     'evaluate': 'sediment_cluster.metrics:evaluate_labels',
     'bench extract': 'sediment_cluster.bench:bench_extract',
     'bench cube': 'sediment_cluster.bench:bench_cube',
+    'bench cluster': 'sediment_cluster.bench:bench_cluster',
 }
 
 def target(command:str):
@@ -325,8 +326,8 @@ def _add_rgb_cluster(p, fn):
     p.add_argument('--out', required=True, type=Path, help='label map to write (.npy)')
 
 # %% ../nbs/90_cli.ipynb #7cf47a51
-_CLUSTERING = ['kmeans', 'silhouette', 'soft_silhouette', None]
-_CLUSTERING_METAVAR = '{kmeans,silhouette,soft_silhouette,none}'
+_CLUSTERING = ['idec', 'kmeans', 'silhouette', 'soft_silhouette', None]
+_CLUSTERING_METAVAR = '{idec,kmeans,silhouette,soft_silhouette,none}'
 
 @command('train-spectral', 'train a deep spectral clustering model on one or more datacubes',
          'Train an autoencoder on pixel spectra jointly with a clustering loss (reconstruction + beta(t) MMD + '
@@ -375,6 +376,7 @@ def _bench(fn, kw:dict, args) -> list:
     import json
     from sediment_cluster.core import atomic_path
     r = fn(**kw)
+    if hasattr(r, 'to_dict'): r = r.to_dict('records')    # a table: one JSON record per row
     if args.out is None: return []
     with atomic_path(args.out) as tmp: tmp.write_text(json.dumps(r, indent=1, default=float))
     return [args.out]
@@ -400,8 +402,19 @@ def _add_bench_cube(p, fn):
                 random_state=Opt('--seed'), device=Opt())
 
 # %% ../nbs/90_cli.ipynb #a544d5d8
+#| export
+
+# %% ../nbs/90_cli.ipynb #977642cd
+def _add_bench_cluster(p, fn):
+    add_options(p, fn, datasets=Opt(nargs='+'), methods=Opt(nargs='+', choices=['deep', 'pca', 'kmeans']),
+                k_range=Opt('--k-min', '--k-max', help=('smallest k tried', 'largest k tried')), size=Opt(),
+                counts=Opt(), random_state=Opt('--seed'))
+
+# %% ../nbs/90_cli.ipynb #743246d3
 _BENCHES = {'extract': ('extraction: ours vs scikit-image SLIC at full resolution on all layers', _add_bench_extract),
-            'cube': ('IKMeans vs scikit-learn k selection; segmentation spectra/s vs UMAP+KMeans', _add_bench_cube)}
+            'cube': ('IKMeans vs scikit-learn k selection; segmentation spectra/s vs UMAP+KMeans', _add_bench_cube),
+            'cluster': ('deep clustering vs PCA + k-means and raw k-means on data not tuned on (NMI/ARI/F1)',
+                        _add_bench_cluster)}
 
 @command('bench', 'benchmarks: our pipeline against a library baseline in the same run',
          'Run a benchmark and print seconds, ratios and quality for both paths.', run=_bench)

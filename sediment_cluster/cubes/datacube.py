@@ -12,13 +12,14 @@ from typing import Any, Iterator
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_array
-from fastcore.basics import patch
+from fastcore.basics import patch, store_attr
 
-from ..core import InputError, atomic_path
+from ..core import InputError, atomic_path, check_choice
 
 # %% auto #0
-__all__ = ['CUBE_EXTS', 'Datacube', 'cube_format', 'write_cube', 'open_cube', 'read_cube', 'write_labels', 'read_labels',
-           'iter_spectra', 'integrate', 'rebin', 'rebin_axis', 'SpectraPreprocessor']
+__all__ = ['CUBE_EXTS', 'STABILIZERS', 'NORMALIZE', 'Datacube', 'cube_format', 'write_cube', 'open_cube', 'read_cube',
+           'write_labels', 'read_labels', 'iter_spectra', 'integrate', 'rebin', 'rebin_axis', 'signal_range',
+           'SpectraPreprocessor']
 
 # %% ../../nbs/20_cubes.datacube.ipynb #19c53855
 def _check_cube_shape(shape, what) -> tuple:
@@ -270,33 +271,61 @@ def _check_spectra(X, what='X') -> np.ndarray:
     except ValueError as e: raise InputError(f"{what}: {e}".splitlines()[0])
 
 # %% ../../nbs/20_cubes.datacube.ipynb #26da8b59
-def _clean(X:np.ndarray) -> tuple:
-    "`X` as float with NaN/inf/negatives set to 0, and the two counts."
-    X = X.astype(np.float64, copy=True)
+def _clean(X:np.ndarray, dtype=np.float64) -> tuple:
+    "`X` as float `dtype` with NaN/inf/negatives set to 0, and the two counts (unsigned integers: nothing to clean)."
+    if X.dtype.kind == 'u': return X.astype(dtype), 0, 0
+    X = X.astype(dtype, copy=True)
     bad = ~np.isfinite(X)
     n_bad = int(bad.sum())
-    X[bad] = 0
+    if n_bad: X[bad] = 0
     neg = X < 0
     n_neg = int(neg.sum())
-    X[neg] = 0
+    if n_neg: X[neg] = 0
     if n_bad or n_neg: warnings.warn(f"SpectraPreprocessor: set {n_bad} NaN/inf and {n_neg} negative values to 0")
     return X, n_bad, n_neg
 
 # %% ../../nbs/20_cubes.datacube.ipynb #58cac3f1
+STABILIZERS = {None: None, 'log1p': np.log1p, 'sqrt': np.sqrt, 'anscombe': lambda x: 2 * np.sqrt(x + 0.375)}
+NORMALIZE = (None, False, True, 'max', 'total', 'poisson')
+
+# %% ../../nbs/20_cubes.datacube.ipynb #c42a1bc3
+def signal_range(X:np.ndarray, keep:float=0.999) -> tuple:
+    "`(first, stop)`: the narrowest channel range holding a fraction `keep` of the counts of spectra `X` (N×C)."
+    m = np.asarray(X, np.float64).sum(0)
+    if m.sum() <= 0: return 0, len(m)
+    c = np.cumsum(m) / m.sum()
+    lo = int(np.searchsorted(c, (1 - keep) / 2))
+    hi = int(np.searchsorted(c, 1 - (1 - keep) / 2)) + 1
+    return lo, max(hi, lo + 1)
+
+# %% ../../nbs/20_cubes.datacube.ipynb #f00bc309
 class SpectraPreprocessor(TransformerMixin, BaseEstimator):
-    "Clean, rebin, log-compress and max-normalise N×C spectra."
+    "Clean, cut, rebin, count-normalise, variance-stabilise and max-normalise N×C spectra."
     def __init__(self,
-        n_bins:int=None,        # rebin to this many channels (sums, none dropped); None keeps C
-        log1p:bool=False,       # apply log(1 + x) after rebinning
-        normalize:bool=True,    # divide each spectrum by its maximum (all-zero spectra stay 0)
-    ): self.n_bins, self.log1p, self.normalize = n_bins, log1p, normalize
+        n_bins:int=None,        # rebin to this many channels (sums, none dropped; with the 'auto' cut: at most)
+        log1p:bool=False,       # apply log(1 + x) (the same as `stabilize='log1p'`)
+        normalize=True,         # per spectrum: True/'max' (÷ maximum, last), 'total', 'poisson' or False/None
+        stabilize:str=None,     # variance-stabilising transform after rebinning: None, 'sqrt', 'anscombe', 'log1p'
+        channel_range=None,     # channels kept: None (all), (first, stop) indices, or 'auto' (99.9 % of the counts)
+    ): store_attr()
 
     def fit(self, X, y=None):
-        "Learn the channel count and binning from `X`; count bad values and empty spectra."
+        "Learn the channel cut, the binning and the mean spectrum from `X`; count bad values and empty spectra."
+        check_choice('stabilize', self.stabilize, STABILIZERS)
+        check_choice('normalize', self.normalize, NORMALIZE)
+        if self.log1p and self.stabilize not in (None, 'log1p'):
+            raise InputError(f"log1p=True and stabilize='{self.stabilize}': choose one transform")
         X, self.n_nonfinite_, self.n_negative_ = _clean(_check_spectra(X))
         self.n_features_in_ = X.shape[1]
-        self.bin_starts_ = _bin_starts(X.shape[1], self.n_bins or X.shape[1])
+        self.channels_ = self._channels(X)
+        X = X[:, slice(*self.channels_)]
+        n = min(self.n_bins, X.shape[1]) if self.n_bins and self.channel_range == 'auto' else self.n_bins
+        self.bin_starts_ = _bin_starts(X.shape[1], n or X.shape[1])   # ('auto' cut: at most n_bins)
         self.n_zero_spectra_ = int((X.max(1) <= 0).sum())
+        X = np.add.reduceat(X, self.bin_starts_, axis=1)
+        self.mean_total_ = float(X.sum(1).mean()) or 1.
+        m = X.mean(0)
+        self.root_mean_ = np.sqrt(np.where(m > 0, m / max(m.mean(), 1e-300), 1.)).astype(np.float32)
         return self
 
     def __sklearn_tags__(self):
@@ -305,20 +334,46 @@ class SpectraPreprocessor(TransformerMixin, BaseEstimator):
         return tags
 
 # %% ../../nbs/20_cubes.datacube.ipynb #d49308b7
-def _sp_transform(self, X) -> np.ndarray: # N×n_bins float64
-    "Apply clean → rebin → log1p → max-normalise to spectra `X`."
+def _sp_channels(self, X:np.ndarray) -> tuple:
+    "The `(first, stop)` channels kept, from `channel_range` and (for 'auto') the spectra `X`."
+    C, r = X.shape[1], self.channel_range
+    if r is None: return 0, C
+    if r == 'auto': return signal_range(X)
+    try: lo, hi = (int(v) for v in r)
+    except (TypeError, ValueError): lo = hi = -1
+    if not 0 <= lo < hi <= C:
+        raise InputError(f"channel_range={r!r}: use None, 'auto' or (first, stop) with 0 <= first < stop <= {C}")
+    return lo, hi
+
+# %% ../../nbs/20_cubes.datacube.ipynb #76692ce8
+SpectraPreprocessor._channels = _sp_channels
+
+# %% ../../nbs/20_cubes.datacube.ipynb #f271b7e5
+def _sp_transform(self, X, dtype=np.float64) -> np.ndarray: # N×n_bins
+    "Apply clean → cut → rebin → count normalisation → transform → max normalisation to spectra `X`."
     if not hasattr(self, 'n_features_in_'): raise InputError("SpectraPreprocessor: call fit before transform")
     X = _check_spectra(X)
     if X.shape[1] != self.n_features_in_:
         raise InputError(f"X has {X.shape[1]} features, but SpectraPreprocessor is expecting {self.n_features_in_} "
                          "features as input (channels); fit it on spectra like these")
-    X = np.add.reduceat(_clean(X)[0], self.bin_starts_, axis=1)
-    if self.log1p: X = np.log1p(X)
-    if not self.normalize: return X
+    X = _clean(X[:, slice(*getattr(self, 'channels_', (0, X.shape[1])))], dtype)[0]
+    X = rebin(X, len(self.bin_starts_)) if len(self.bin_starts_) < X.shape[1] else X
+    if self.normalize in ('total', 'poisson'): X = _count_normalise(self, X)
+    f = STABILIZERS['log1p' if self.log1p else self.stabilize]
+    if f is not None: X = f(X)
+    if self.normalize not in (True, 'max'): return X
     m = X.max(1, keepdims=True)
     zero = m[:, 0] <= 0
     if zero.any(): warnings.warn(f"SpectraPreprocessor: {int(zero.sum())} all-zero spectra stay zero")
     return np.divide(X, m, out=np.zeros_like(X), where=m > 0)
+
+# %% ../../nbs/20_cubes.datacube.ipynb #a2995bfe
+def _count_normalise(self, X:np.ndarray) -> np.ndarray:
+    "'total': each spectrum scaled to the mean total count; 'poisson': ÷ √(total · mean spectrum) (HyperSpy)."
+    t = X.sum(1, keepdims=True) / self.mean_total_
+    t[t <= 0] = 1
+    if self.normalize == 'total': return X / t
+    return X / np.sqrt(t) / getattr(self, 'root_mean_', 1.)
 
 # %% ../../nbs/20_cubes.datacube.ipynb #b2b7d6c0
 SpectraPreprocessor.transform = _sp_transform
@@ -326,7 +381,7 @@ SpectraPreprocessor.transform = _sp_transform
 # %% ../../nbs/20_cubes.datacube.ipynb #abc54466
 def _sp_transform_axis(self, axis) -> np.ndarray:
     "The channel axis that goes with `transform`'s output (bin centres)."
-    return rebin_axis(axis, len(self.bin_starts_))
+    return rebin_axis(np.asarray(axis)[slice(*getattr(self, 'channels_', (0, len(axis))))], len(self.bin_starts_))
 
 # %% ../../nbs/20_cubes.datacube.ipynb #381b3565
 SpectraPreprocessor.transform_axis = _sp_transform_axis

@@ -22,14 +22,15 @@ from ..ikmeans import IKMeans
 from ..latent import Ramp
 from .datacube import SpectraPreprocessor, iter_spectra, open_cube, rebin, rebin_axis
 from .spectral import AUTO_BETA, SpectralAE, check_spectra, _param_from_plain, _param_to_plain
-from .losses import CLUSTER_LOSSES, ClusteringLoss
+from .losses import CLUSTER_LOSSES, ClusteringLoss, IDECLoss
 
 # %% auto #0
-__all__ = ['CLUSTERINGS', 'AE_PARAMS', 'DeepSpectralClustering', 'check_latents', 'cluster_latents', 'within_between',
-           'train_spectral']
+__all__ = ['CLUSTERINGS', 'AUTO_GAMMA', 'AE_PARAMS', 'DeepSpectralClustering', 'auto_preprocessor', 'check_latents',
+           'cluster_latents', 'within_between', 'train_spectral']
 
 # %% ../../nbs/26_cubes.deepcluster.ipynb #e010b98e
-CLUSTERINGS = (None, *CLUSTER_LOSSES)
+CLUSTERINGS = (None, *CLUSTER_LOSSES, 'idec')
+AUTO_GAMMA = {'idec': 0.1, 'kmeans': 1., 'silhouette': 1., 'soft_silhouette': 1.}   # γ of the clustering phase
 
 # %% ../../nbs/26_cubes.deepcluster.ipynb #c081bde0
 class DeepSpectralClustering(ClusterMixin, TransformerMixin, BaseEstimator):
@@ -38,23 +39,27 @@ class DeepSpectralClustering(ClusterMixin, TransformerMixin, BaseEstimator):
         latent:int=8, encoding:int=32, n_hidden:int=4, rule:str='divide',   # architecture (`layer_widths`)
         kind:str='mlp', variant:str='ae', dropout:float=0.1, out_activation:str='linear',
         beta='auto', kernel:str='gaussian',     # KL/MMD weight and kernel (see `SpectralAE`)
-        gamma='auto',                # clustering weight γ(t): 'auto' = Ramp(0, 1, 20, 30), a number or `epoch -> float`
-        clustering:str='kmeans',     # 'kmeans', 'silhouette', 'soft_silhouette' or None (autoencoder only)
+        gamma='auto',                # γ of the clustering phase ('auto': `AUTO_GAMMA`); a `Ramp`: one phase, γ(epoch)
+        clustering:str='idec',       # 'idec', 'kmeans', 'silhouette', 'soft_silhouette' or None (no term)
         mode:str='sum',              # 'sum' (eq. 6) or 'product'
         temperature:float=1.,        # soft-silhouette temperature
         k_range:tuple=(2, 12), n_clusters:int=None,  # k tried by IKMeans (or a fixed k)
         cluster_sample:int=5_000,    # codes clustered by IKMeans at each epoch start (the final clustering: ≤ 100,000)
         n_bins:int=None,             # sum channels into this many bins before the network
-        preprocessor=None,           # or a `SpectraPreprocessor` (then leave `n_bins` None)
-        scale='rms', epochs:int=100, batch_size:int=1024, lr:float=1e-3, weight_decay:float=0.,
+        preprocessor='auto',         # 'auto' (`auto_preprocessor`), a `SpectraPreprocessor`, or None (n_bins)
+        scale='rms',
+        max_steps:int=4000,          # step budget of the autoencoder's pretraining (early stopping usually ends it)
+        cluster_steps:int=None,      # step budget of the clustering phase (None: max_steps // 2)
+        epochs:int=None, batch_size:int=None,  # optional epoch cap; spectra per step (None: `auto_batch_size`)
+        lr:float=1e-3, weight_decay:float=0.,
         val_fraction:float=0.1, patience:int=10, lr_patience:int=3, lr_factor:float=0.5,
         device='auto', verbose:bool=True, random_state=None,
     ): store_attr(store_args=False)
 
 # %% ../../nbs/26_cubes.deepcluster.ipynb #93bf3ecd
 AE_PARAMS = ('latent', 'encoding', 'n_hidden', 'rule', 'kind', 'variant', 'dropout', 'out_activation', 'beta', 'kernel',
-             'scale', 'epochs', 'batch_size', 'lr', 'weight_decay', 'val_fraction', 'patience', 'lr_patience',
-             'lr_factor', 'device', 'verbose')   # the parameters passed on to `SpectralAE`
+             'scale', 'max_steps', 'epochs', 'batch_size', 'lr', 'weight_decay', 'val_fraction', 'patience',
+             'lr_patience', 'lr_factor', 'device', 'verbose')   # the parameters passed on to `SpectralAE`
 
 # %% ../../nbs/26_cubes.deepcluster.ipynb #738c182c
 @patch
@@ -62,16 +67,37 @@ def _check_params(self:DeepSpectralClustering):
     "Refuse settings that cannot work, before any training."
     check_choice('clustering', self.clustering, CLUSTERINGS)
     check_choice('mode', self.mode, ('sum', 'product'))
-    if self.preprocessor is not None and not isinstance(self.preprocessor, SpectraPreprocessor):
-        raise InputError(f"preprocessor={self.preprocessor!r}: use a SpectraPreprocessor or None")
-    if self.preprocessor is not None and self.n_bins:
+    if self.preprocessor not in (None, 'auto') and not isinstance(self.preprocessor, SpectraPreprocessor):
+        raise InputError(f"preprocessor={self.preprocessor!r}: use 'auto', a SpectraPreprocessor or None")
+    if isinstance(self.preprocessor, SpectraPreprocessor) and self.n_bins:
         raise InputError("give n_bins or a preprocessor (with its own n_bins), not both")
     if self.n_bins is not None and (int(self.n_bins) != self.n_bins or self.n_bins < 1):
         raise InputError(f"n_bins={self.n_bins}: use a positive integer or None")
 
 # %% ../../nbs/26_cubes.deepcluster.ipynb #7a7893dd
 @patch
-def _gamma(self:DeepSpectralClustering): return Ramp(0., 1., 20, 30) if self.gamma == 'auto' else self.gamma
+def _two_phase(self:DeepSpectralClustering) -> bool:
+    "Pretrain to convergence, then the clustering phase ('auto' or a number); a schedule `γ(epoch)` is one phase."
+    return self.clustering is not None and (self.gamma == 'auto' or isinstance(self.gamma, (int, float)))
+
+# %% ../../nbs/26_cubes.deepcluster.ipynb #470111cf
+@patch
+def _gamma(self:DeepSpectralClustering):
+    return AUTO_GAMMA.get(self.clustering, 1.) if self.gamma == 'auto' else self.gamma
+
+# %% ../../nbs/26_cubes.deepcluster.ipynb #379b587d
+def auto_preprocessor(X:np.ndarray, n_bins:int=None) -> SpectraPreprocessor|None:
+    "The default preprocessing of photon counts: cut to the signal, ≤ 128 bins, total-count normalisation, √x."
+    if X.min() < 0: return None        # not counts (e.g. a background-subtracted flux): rebinning only
+    n = n_bins or (128 if X.shape[1] > 256 else None)
+    return SpectraPreprocessor(n_bins=n, channel_range='auto', normalize='total', stabilize='sqrt').fit(X)
+
+# %% ../../nbs/26_cubes.deepcluster.ipynb #fdf86138
+@patch
+def _preprocessor(self:DeepSpectralClustering, X:np.ndarray):
+    "The fitted preprocessor for training spectra `X` (None: rebinning with `n_bins` or nothing)."
+    if self.preprocessor == 'auto': return auto_preprocessor(X, self.n_bins)
+    return None if self.preprocessor is None else clone(self.preprocessor).fit(X)
 
 # %% ../../nbs/26_cubes.deepcluster.ipynb #0992f7af
 @patch
@@ -118,9 +144,11 @@ def cluster_latents(
 
 # %% ../../nbs/26_cubes.deepcluster.ipynb #b7110034
 @patch
-def _clustering_term(self:DeepSpectralClustering, random_state:int) -> ClusteringLoss|None:
-    "The `ClusteringLoss` for the training loop (None without a clustering term)."
+def _clustering_term(self:DeepSpectralClustering, random_state:int) -> ClusteringLoss|IDECLoss|None:
+    "The clustering term for the training loop (None without one)."
     if self.clustering is None: return None
+    if self.clustering == 'idec':
+        return IDECLoss(self._gamma(), self.k_range, self.n_clusters, random_state=random_state)
     beta = AUTO_BETA[self.variant] if self.beta == 'auto' else self.beta
     return ClusteringLoss(self._gamma(), self.clustering, self.mode, beta, self.kernel, self.k_range, self.n_clusters,
                           self.temperature, self.cluster_sample, random_state)
@@ -135,19 +163,30 @@ def fit(self:DeepSpectralClustering, X, y=None):
     self.n_features_in_ = X.shape[1]
     if self.n_bins and self.n_bins > X.shape[1]:
         raise InputError(f"n_bins={self.n_bins}: more than the {X.shape[1]} channels")
-    self.preprocessor_ = None if self.preprocessor is None else clone(self.preprocessor).fit(X)
+    self.preprocessor_ = self._preprocessor(X)
     Xm = self._prep(X)
     s_ae, s_term, s_km = check_random_state(self.random_state).randint(2**31 - 1, size=3)
     term = self._clustering_term(int(s_term))
-    self.ae_ = SpectralAE(**{k: getattr(self, k) for k in AE_PARAMS}, extra_loss=term, random_state=int(s_ae))
-    try: self.ae_.fit(Xm)
-    finally:
-        if term is not None: term.finish()
-    self.ae_.set_params(extra_loss=None)
+    self._train(Xm, term, int(s_ae))
     self.history_ = self.ae_.history_
     if term is not None and term.log:
         self.history_ = self.history_.merge(pd.DataFrame(term.log), on='epoch', how='left')
     return self._cluster(self.ae_.transform(Xm), int(s_km))
+
+# %% ../../nbs/26_cubes.deepcluster.ipynb #74a9ba0a
+@patch
+def _train(self:DeepSpectralClustering, Xm:np.ndarray, term, seed:int):
+    "Train `ae_`: pretraining to convergence then the clustering phase (two phases), or one phase with `term`."
+    two = self._two_phase()
+    self.ae_ = SpectralAE(**{k: getattr(self, k) for k in AE_PARAMS}, extra_loss=None if two else term,
+                          random_state=seed)
+    try:
+        self.ae_.fit(Xm)
+        self.pretrain_epochs_ = len(self.ae_.history_) if two else 0
+        if two: self.ae_.fit_more(Xm, term, self.cluster_steps or max(1, self.max_steps // 2), restore_best=False)
+    finally:
+        if hasattr(term, 'finish'): term.finish()
+    self.ae_.set_params(extra_loss=None)
 
 # %% ../../nbs/26_cubes.deepcluster.ipynb #75e6127b
 @patch
@@ -198,7 +237,8 @@ def within_between(Z:np.ndarray, labels:np.ndarray) -> float:
 # %% ../../nbs/26_cubes.deepcluster.ipynb #c897078d
 def _plain_params(est) -> dict:
     p = est.get_params(deep=False)
-    if p['preprocessor'] is not None: p['preprocessor'] = {'SpectraPreprocessor': p['preprocessor'].get_params()}
+    if isinstance(p['preprocessor'], SpectraPreprocessor):
+        p['preprocessor'] = {'SpectraPreprocessor': p['preprocessor'].get_params()}
     return {k: _param_to_plain(k, v) for k, v in p.items()}
 
 # %% ../../nbs/26_cubes.deepcluster.ipynb #c8c157e3
@@ -220,7 +260,28 @@ def save(self:DeepSpectralClustering, path) -> Path:
         'kmeans': {'params': {k: _param_to_plain(k, v) for k, v in km.get_params().items()},
                    'cluster_centers_': torch.as_tensor(km.cluster_centers_), 'scores_': km.scores_,
                    'score_se_': km.score_se_, 'n_clusters_': km.n_clusters_},
-        'labels_': torch.as_tensor(self.labels_), 'history_': self.history_.to_dict('list')})
+        'labels_': torch.as_tensor(self.labels_), 'history_': self.history_.to_dict('list'),
+        'preprocessor_': _pp_state(self.preprocessor_)})
+
+# %% ../../nbs/26_cubes.deepcluster.ipynb #e83befb6
+_PP_FITTED = ('n_features_in_', 'n_nonfinite_', 'n_negative_', 'n_zero_spectra_', 'channels_', 'bin_starts_',
+              'mean_total_', 'root_mean_')   # what `SpectraPreprocessor.fit` learns
+
+def _pp_state(pp) -> dict|None:
+    "The fitted `SpectraPreprocessor` as its parameters and fitted values (plain values and tensors; None: none)."
+    if pp is None: return None
+    fitted = {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else (list(v) if isinstance(v, tuple) else v)
+              for k in _PP_FITTED if (v := getattr(pp, k, None)) is not None}
+    return {'params': pp.get_params(), 'fitted': fitted}
+
+# %% ../../nbs/26_cubes.deepcluster.ipynb #63ec2650
+def _pp_from_state(pp, st:dict|None, n_features:int):
+    "The fitted preprocessor from its saved state (older files without one: `pp` refitted on a blank spectrum)."
+    if st is None: return None if not isinstance(pp, SpectraPreprocessor) else clone(pp).fit(np.zeros((1, n_features)))
+    out = SpectraPreprocessor(**st['params'])
+    for k, v in st['fitted'].items():
+        setattr(out, k, v.numpy() if isinstance(v, torch.Tensor) else (tuple(v) if isinstance(v, list) else v))
+    return out
 
 # %% ../../nbs/26_cubes.deepcluster.ipynb #cf6284e0
 def _ikmeans_from_state(k:dict) -> IKMeans:
@@ -239,8 +300,7 @@ def load(cls:DeepSpectralClustering, path, device='auto') -> DeepSpectralCluster
     est = cls(**_params_from_plain(state['params']))
     est.n_features_in_ = state['n_features_in_']
     est.ae_ = SpectralAE._from_state(state['ae'], device)
-    blank = np.zeros((1, est.n_features_in_), np.float32)   # its fit learns only the channel count and binning
-    est.preprocessor_ = None if est.preprocessor is None else clone(est.preprocessor).fit(blank)
+    est.preprocessor_ = _pp_from_state(est.preprocessor, state.get('preprocessor_'), est.n_features_in_)
     km = _ikmeans_from_state(state['kmeans'])
     est.kmeans_, est.labels_, est.history_ = km, state['labels_'].numpy(), pd.DataFrame(state['history_'])
     est.cluster_centers_, est.n_clusters_, est.scores_ = km.cluster_centers_, km.n_clusters_, km.scores_
@@ -289,13 +349,15 @@ def train_spectral(
     out,                        # model file to write (torch file; written atomically)
     latent:int=8,               # latent dimension
     variant:str='ae',           # 'ae', 'vae' or 'infovae'
-    clustering:str='kmeans',    # 'kmeans', 'silhouette', 'soft_silhouette' or None
+    clustering:str='idec',      # 'idec', 'kmeans', 'silhouette', 'soft_silhouette' or None
     mode:str='sum',             # 'sum' (eq. 6) or 'product'
-    gamma:float=1.,             # final clustering weight γ
-    gamma_ramp:tuple=(20, 30),  # γ rises from 0 at the first epoch to `gamma` at the second; None: constant
+    gamma:float=None,           # clustering weight γ (None: `AUTO_GAMMA` of the term)
+    gamma_ramp:tuple=None,      # None: pretrain, then the clustering phase; (a, b): one phase, γ from 0 at epoch a to b
     k_range:tuple=(2, 12),      # k tried by IKMeans
     n_bins:int=None,            # sum channels into this many bins first
-    epochs:int=50, batch_size:int=1024, lr:float=1e-3,
+    epochs:int=None,            # at most this many epochs (None: the step budget `max_steps`)
+    batch_size:int=None,        # spectra per step (None: `auto_batch_size` of the sample)
+    lr:float=1e-3,
     max_spectra:int=100_000,    # spectra sampled from all cubes together
     chunk_rows:int=16,          # image rows read at a time
     random_state:int=0,         # seed of the sample and the training
@@ -306,7 +368,8 @@ def train_spectral(
     paths = [cubes] if isinstance(cubes, (str, Path)) else list(cubes)
     if not paths: raise InputError("no cube given; pass at least one cube file")
     if max_spectra < 2: raise InputError(f"max_spectra={max_spectra}: need at least 2 spectra")
-    g = Ramp(0., gamma, *gamma_ramp) if gamma_ramp else gamma
+    g_end = AUTO_GAMMA.get(clustering, 1.) if gamma is None else gamma
+    g = Ramp(0., g_end, *gamma_ramp) if gamma_ramp else ('auto' if gamma is None else gamma)
     est = DeepSpectralClustering(latent=latent, variant=variant, clustering=clustering, mode=mode, gamma=g,
                                  k_range=tuple(k_range), n_bins=n_bins, epochs=epochs, batch_size=batch_size, lr=lr,
                                  verbose=progress, random_state=random_state, **kwargs)

@@ -17,7 +17,7 @@ from ..latent import TrainingDiverged, kl_divergence, mmd, reconstruction_loss, 
 from .spectral import LossTerm
 
 # %% auto #0
-__all__ = ['CLUSTER_LOSSES', 'kmeans_loss', 'silhouette_loss', 'ClusteringLoss']
+__all__ = ['CLUSTER_LOSSES', 'kmeans_loss', 'silhouette_loss', 'ClusteringLoss', 'student_t', 'sharpen', 'IDECLoss']
 
 # %% ../../nbs/25_cubes.losses.ipynb #edb87ae4
 def kmeans_loss(
@@ -142,3 +142,93 @@ def __call__(self:ClusteringLoss, model, x, out, epoch) -> dict:
         self._s[1] += len(x)
     if self.mode == 'sum': return {'clust': g * S}
     return {'clust': self._base_loss(model, x, out, epoch) * g * (S - 1) / (1 + g)}   # total = L·(1 + γS)/(1 + γ)
+
+# %% ../../nbs/25_cubes.losses.ipynb #92860322
+def student_t(
+    z:torch.Tensor,         # (N, d) codes
+    centres:torch.Tensor,   # (K, d) centres
+    scale:float=1.,         # squared distances are divided by this
+    alpha:float=1.,         # degrees of freedom
+) -> torch.Tensor:          # (N, K) soft assignments, rows summing to 1
+    "DEC's soft assignment: q ∝ (1 + ‖z − μ‖²/(α·scale))^−(α+1)/2, normalised per row."
+    logits = -(alpha + 1) / 2 * torch.log1p(sqdist(z, centres).clamp(min=0) / (alpha * scale))
+    return torch.softmax(logits, 1)
+
+# %% ../../nbs/25_cubes.losses.ipynb #5cf1a8ef
+def sharpen(q:torch.Tensor, f:torch.Tensor=None) -> torch.Tensor:
+    "DEC's target distribution p ∝ q²/f (f: soft cluster sizes, by default those of `q`), rows summing to 1."
+    f = q.sum(0) if f is None else f
+    p = q ** 2 / f.clamp(min=1e-12)
+    return p / p.sum(1, keepdim=True)
+
+# %% ../../nbs/25_cubes.losses.ipynb #179d3f30
+class IDECLoss(LossTerm):
+    "IDEC: γ·KL(P‖Q) of Student-t soft assignments Q to trainable centres and their sharpened target P."
+    def __init__(self,
+        gamma:float=0.1,            # γ, the weight of the KL beside the reconstruction (IDEC's default)
+        k_range:tuple=(2, 12), n_clusters:int=None,  # k of the initial k-means (by silhouette) or fixed
+        alpha:float=1.,             # Student-t degrees of freedom
+        update_steps:int=140,       # recompute the target P at the first epoch start this many steps after the last
+        tol:float=1e-3,             # stop when fewer than this fraction of the assignments change
+        sample_size:int=100_000,    # codes used for the initial k-means and each target update
+        random_state=None,          # seed of the samples and of the k-means
+    ):
+        super().__init__()
+        store_attr()
+        self.centres, self.p, self._idx, self._changed, self.log, self._steps = None, None, None, math.inf, [], 0
+        self._rng = np.random.default_rng(random_state)
+
+    def weights(self, epoch:int) -> tuple: return (weight_at(self.gamma, epoch),)
+    def parameters(self) -> list: return [] if self.centres is None else [self.centres]
+    def on_batch(self, idx:torch.Tensor): self._idx, self._steps = idx, self._steps + 1
+    def should_stop(self) -> bool: return len(self.log) > 1 and self._changed < self.tol
+
+# %% ../../nbs/25_cubes.losses.ipynb #4df93739
+@patch
+def _init_centres(self:IDECLoss, model, X:torch.Tensor):
+    "Centres from k-means on the codes (k by silhouette in `k_range`, or `n_clusters`); the kernel scale s."
+    idx = np.sort(self._rng.choice(len(X), min(len(X), self.sample_size), replace=False))
+    Z = _codes(model, X, idx)
+    if not torch.isfinite(Z).all(): raise TrainingDiverged("training diverged: NaN latent codes before the IDEC phase")
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        seed = int(self._rng.integers(2**31))
+        km = IKMeans(self.k_range, self.n_clusters, random_state=seed, device=str(Z.device)).fit(Z)
+        if km.n_clusters_ > 1 and self.n_clusters is None:     # IDEC's init: k-means with restarts at that k
+            km = IKMeans(n_clusters=km.n_clusters_, n_init=4, random_state=seed, device=str(Z.device)).fit(Z)
+    C = torch.as_tensor(km.cluster_centers_, device=Z.device)
+    self.scale = float(sqdist(Z, C).min(1).values.mean().clamp(min=1e-12))
+    self.centres = torch.nn.Parameter(C.clone())
+    self.k, self.labels = len(C), None
+
+# %% ../../nbs/25_cubes.losses.ipynb #0ffa82f4
+@patch
+def on_epoch_begin(self:IDECLoss, model, epoch:int, X:torch.Tensor):
+    "Every `update_steps` steps (from the first epoch with γ > 0): Q of all training spectra, the target P, changes."
+    if weight_at(self.gamma, epoch) == 0: return
+    if self.centres is None: self._init_centres(model, X)
+    if self.p is not None and self._steps - self._last < self.update_steps: return
+    self._last = self._steps
+    with torch.no_grad():
+        Z = _codes(model, X, np.arange(len(X)))
+        q = student_t(Z, self.centres.detach(), self.scale, self.alpha)
+        self.p, self.f = sharpen(q), q.sum(0)
+        lab = q.argmax(1)
+    self._changed = math.inf if self.labels is None else float((lab != self.labels).float().mean())
+    self.labels = lab
+    sizes = torch.bincount(lab, minlength=self.k)
+    self.log.append({'epoch': epoch, 'k': self.k, 'changed': self._changed,
+                     'smallest_cluster': float(sizes.min()) / len(lab)})
+    model.train()
+
+# %% ../../nbs/25_cubes.losses.ipynb #7a554da6
+@patch
+def __call__(self:IDECLoss, model, x, out, epoch) -> dict:
+    "γ·KL(P‖Q) of the batch: P looked up for training rows, else sharpened from the batch's own Q."
+    g = weight_at(self.gamma, epoch)
+    if g == 0 or self.centres is None: return {'clust': out.mu.new_zeros(())}
+    q = student_t(out.mu, self.centres, self.scale, self.alpha)
+    if model.training and self._idx is not None and self.p is not None: p = self.p[self._idx.to(self.p.device)]
+    else: p = sharpen(q.detach(), getattr(self, 'f', None))
+    kl = (p * (torch.log(p.clamp(min=1e-12)) - torch.log(q.clamp(min=1e-12)))).sum(1).mean()
+    return {'clust': g * kl}

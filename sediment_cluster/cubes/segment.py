@@ -4,7 +4,7 @@
 
 # %% ../../nbs/27_cubes.segment.ipynb #4d59e6db
 from __future__ import annotations
-import math, time
+import math, sys, time, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -17,13 +17,14 @@ from tqdm.auto import tqdm
 
 from ..core import InputError, dask_client
 from ..ikmeans import IKMeans
-from .datacube import Datacube, cube_format, iter_spectra, open_cube, write_labels
+from .datacube import Datacube, cube_format, iter_spectra, open_cube, rebin, write_labels
 from .synth_xrf import SynthCube
+from .baselines import BaselineCheck, BaselineWarning, compare_with_baseline
 from .deepcluster import DeepSpectralClustering, check_latents, cluster_latents
 
 # %% auto #0
-__all__ = ['CubeSegmentation', 'dask_scheduler', 'segment', 'plot_cluster_spectra', 'plot_barycentres', 'plot_integrated',
-           'plot_cluster_masks', 'segment_file']
+__all__ = ['CubeSegmentation', 'baseline_input', 'dask_scheduler', 'segment', 'plot_cluster_spectra', 'plot_barycentres',
+           'plot_integrated', 'plot_cluster_masks', 'segment_file']
 
 # %% ../../nbs/27_cubes.segment.ipynb #6e208f84
 @dataclass(eq=False)
@@ -44,6 +45,7 @@ class CubeSegmentation:
     unit: str = 'channel'       # unit of the axes
     flat: dict = field(default_factory=dict)  # 'pixels', 'input', 'decoded': evenly spaced rows of the flattened cubes
     info: dict = field(default_factory=dict)  # backend, blocks, timings
+    baseline: BaselineCheck = None  # the PCA + k-means baseline at the same k (`compare_with_baseline`), or None
 
     @property
     def n_clusters(self) -> int: return len(self.centres)
@@ -65,12 +67,22 @@ def _block_spectra(X, C:int, r0:int, W:int) -> np.ndarray:
     return np.asarray(X, np.float32).reshape(-1, C)
 
 # %% ../../nbs/27_cubes.segment.ipynb #f7d9b8f7
-def _encode_block(model, X, r0:int, W:int) -> dict:
-    "Pass 1 on a block: codes and the energy-integrated input."
+def _encode_block(model, X, r0:int, W:int, base:np.ndarray=None) -> dict:
+    "Pass 1 on a block: codes, the energy-integrated input, and the rows `base` as the baseline's input."
     X = _block_spectra(X, model.n_features_in_, r0, W)
     Xm = model._prep(X)
     img = (X if model.preprocessor_ is not None else Xm).sum(1, dtype=np.float64)
-    return {'z': model.ae_.transform(Xm), 'img': img}
+    out = {'z': model.ae_.transform(Xm), 'img': img}
+    if base is not None: out['base'] = baseline_input(model, X[base])
+    return out
+
+# %% ../../nbs/27_cubes.segment.ipynb #d595095a
+def baseline_input(model, X:np.ndarray) -> np.ndarray:
+    "Spectra `X` as the baseline sees them: raw counts in the model's channels and bins (cut and summed, no transform)."
+    pp = model.preprocessor_
+    if pp is not None: X, n = X[:, slice(*getattr(pp, 'channels_', (0, X.shape[1])))], len(pp.bin_starts_)
+    else: n = model.n_bins
+    return rebin(X, n) if n and n < X.shape[1] else X
 
 # %% ../../nbs/27_cubes.segment.ipynb #f13f7e1d
 def _cluster_sums(A:np.ndarray, labels:torch.Tensor, K:int) -> np.ndarray:
@@ -78,7 +90,8 @@ def _cluster_sums(A:np.ndarray, labels:torch.Tensor, K:int) -> np.ndarray:
     return torch.zeros(K, A.shape[1]).index_add_(0, labels, torch.from_numpy(np.ascontiguousarray(A))).double().numpy()
 
 # %% ../../nbs/27_cubes.segment.ipynb #114fc089
-def _summarise_block(model, X, r0:int, W:int, z:np.ndarray, lab:np.ndarray, K:int, flat:np.ndarray) -> dict:
+def _summarise_block(model, X, r0:int, W:int, z:np.ndarray, lab:np.ndarray, K:int, flat:np.ndarray,
+                     base=None) -> dict:
     "Pass 2 on a block: per-cluster sums of input (raw and model space) and decoded spectra, decoded image, flat rows."
     X = _block_spectra(X, model.n_features_in_, r0, W)
     lt, D = torch.from_numpy(lab.astype(np.int64)), model.inverse_transform(z)
@@ -86,9 +99,11 @@ def _summarise_block(model, X, r0:int, W:int, z:np.ndarray, lab:np.ndarray, K:in
     linear = model.preprocessor_ is None
     raw = sums(X)
     Xm = model._prep(X[flat] if linear else X)
-    return {'raw': raw, 'input': model._prep(raw) if linear else sums(Xm), 'decoded': sums(D),
-            'count': np.bincount(lab, minlength=K), 'img': D.sum(1, dtype=np.float64),
-            'flat_input': Xm if linear else Xm[flat], 'flat_decoded': D[flat]}
+    out = {'raw': raw, 'input': model._prep(raw) if linear else sums(Xm), 'decoded': sums(D),
+           'count': np.bincount(lab, minlength=K), 'img': D.sum(1, dtype=np.float64),
+           'flat_input': Xm if linear else Xm[flat], 'flat_decoded': D[flat]}
+    if base is not None: out['base_labels'] = base.predict(baseline_input(model, X))
+    return out
 
 # %% ../../nbs/27_cubes.segment.ipynb #b7240011
 def _stream_map(fn, cube:Datacube, chunk_rows:int, args_of, progress:bool, desc:str) -> list:
@@ -187,6 +202,8 @@ def segment(
     fit_size:int=100_000,       # IKMeans is fitted on at most this many codes (seeded sample), then assigns all
     n_flat:int=1000,            # evenly spaced pixels kept for the flattened-cube backgrounds of the figures
     random_state=0,             # seed of IKMeans and its sample
+    baseline:bool=True,         # also run PCA + k-means at the same k; warn and keep its labels when it scores better
+    baseline_sample:int=10_000, # evenly spaced pixels the baseline is fitted and compared on
 ) -> CubeSegmentation:
     "Segment `cube` with `model`: encode every pixel spectrum, cluster the codes, summarise the clusters."
     t0, model = time.perf_counter(), _as_model(model)
@@ -199,7 +216,8 @@ def segment(
         with (dask_scheduler(scheduler) if use_dask else _no_scheduler()) as sched:
             run = (partial(_dask_map, model=model, sched=sched) if use_dask else
                    lambda fn, **kw: _stream_map(partial(fn, model), **kw))
-            res = _segment_passes(run, cube, model, k_range, chunk_rows, fit_size, n_flat, random_state, progress, name)
+            res = _segment_passes(run, cube, model, k_range, chunk_rows, fit_size, n_flat, random_state, progress, name,
+                                  baseline_sample if baseline else 0)
     except InputError as e:
         raise InputError(str(e) if str(e).startswith(name) else f"{name}: {e}") from None
     finally:
@@ -207,6 +225,8 @@ def segment(
     seconds = time.perf_counter() - t0
     res.info.update(backend='dask' if use_dask else 'stream', chunk_rows=int(chunk_rows), seconds=seconds,
                     spectra_per_s=H * W / seconds)
+    if res.baseline is not None and res.baseline.baseline_better:
+        warnings.warn(f"{name}: {res.baseline.message}", BaselineWarning, stacklevel=2)
     return res
 
 # %% ../../nbs/27_cubes.segment.ipynb #7ac06ef8
@@ -239,18 +259,31 @@ def _assemble(cube, model, km, labels, Z, p1:list, p2:list, flat:np.ndarray, k_r
 
 # %% ../../nbs/27_cubes.segment.ipynb #b70bb0df
 def _segment_passes(run, cube, model, k_range, chunk_rows, fit_size, n_flat, random_state, progress,
-                    name) -> CubeSegmentation:
-    "Encode, cluster and summarise `cube` with the block runner `run`."
+                    name, baseline_sample:int=0) -> CubeSegmentation:
+    "Encode, cluster and summarise `cube` with the block runner `run`; check against the baseline on a sample."
     H, W, C = cube.shape
-    p1 = run(_encode_block, cube=cube, chunk_rows=chunk_rows, args_of=lambda r: (), progress=progress, desc='encode')
+    bpx = _flat_pixels(H * W, baseline_sample) if baseline_sample else None
+    inside = lambda px, r: px[(px >= r.start * W) & (px < r.stop * W)] - r.start * W
+    p1 = run(_encode_block, cube=cube, chunk_rows=chunk_rows, progress=progress, desc='encode',
+             args_of=lambda r: () if bpx is None else (inside(bpx, r),))
     Z = np.concatenate([p['z'] for p in p1])
     km, labels = _cluster_codes(model, Z, k_range, fit_size, random_state, name)
     K, flat = len(km.cluster_centers_), _flat_pixels(H * W, n_flat)
+    t0, check, base = time.perf_counter(), None, None
+    if bpx is not None and K > 1 and len(bpx) > K:
+        Xb = np.concatenate([p['base'] for p in p1])
+        check, base = compare_with_baseline(Xb, Z[bpx], labels[bpx], K, random_state=random_state)
+        base = base if check.baseline_better else None     # the whole cube's baseline labels only when needed
+    t_base = time.perf_counter() - t0
     def args_of(r):
         i0, i1 = r.start * W, r.stop * W
-        return Z[i0:i1], labels[i0:i1], K, flat[(flat >= i0) & (flat < i1)] - i0
+        return Z[i0:i1], labels[i0:i1], K, inside(flat, r), base
     p2 = run(_summarise_block, cube=cube, chunk_rows=chunk_rows, args_of=args_of, progress=progress, desc='summarise')
-    return _assemble(cube, model, km, labels, Z, p1, p2, flat, k_range)
+    res = _assemble(cube, model, km, labels, Z, p1, p2, flat, k_range)
+    if base is not None: check.labels = np.concatenate([p['base_labels'] for p in p2]).reshape(H, W)
+    res.baseline = check
+    res.info['baseline_s'] = t_base
+    return res
 
 # %% ../../nbs/27_cubes.segment.ipynb #eb46f1ba
 def _backdrop(ax, A:np.ndarray, x:np.ndarray, ylim:tuple):
@@ -361,5 +394,26 @@ def segment_file(
     if out.suffix != '.npy':
         raise InputError(f"{out}: the label map is written as .npy; name it {out.with_suffix('.npy').name}")
     k_range = None if k_range is None else tuple(k_range)
-    seg = segment(cube_path, model_path, k_range, chunk_rows, scheduler, progress, use_dask)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', BaselineWarning)      # said below, in one line
+        seg = segment(cube_path, model_path, k_range, chunk_rows, scheduler, progress, use_dask)
+    chk = seg.baseline
+    base = out.with_name(f'{out.stem}_baseline.npy')
+    if chk is not None and chk.baseline_better:
+        write_labels(base, chk.labels.astype(np.int32))
+        print(f"warning: {chk.message} ({base.name})", file=sys.stderr)
+    else: base.unlink(missing_ok=True)
+    _write_summary(out.with_suffix('.json'), seg, out, base if chk is not None and chk.baseline_better else None)
     return write_labels(out, seg.labels.astype(np.int32))
+
+# %% ../../nbs/27_cubes.segment.ipynb #d9751e46
+def _write_summary(path:Path, seg:CubeSegmentation, labels:Path, base:Path|None) -> Path:
+    "The JSON beside a label map: k, silhouettes per k, the baseline check, timings."
+    import json
+    from sediment_cluster.core import atomic_path
+    info = {k: v for k, v in seg.info.items() if isinstance(v, (int, float, str, list, type(None)))}
+    d = {'labels': labels.name, 'k': seg.n_clusters, 'silhouette_by_k': {str(k): v for k, v in seg.scores.items()},
+         'counts': seg.counts.tolist(), 'baseline': None if seg.baseline is None else seg.baseline.to_dict(),
+         'baseline_labels': None if base is None else base.name, 'info': info}
+    with atomic_path(path) as tmp: tmp.write_text(json.dumps(d, indent=1, default=float))
+    return path

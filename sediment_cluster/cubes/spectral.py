@@ -26,7 +26,7 @@ from ..latent import (KERNELS, Ramp, TrainingDiverged, kl_divergence, mmd, recon
 # %% auto #0
 __all__ = ['KINDS', 'VARIANTS', 'OUT_ACTIVATIONS', 'AUTO_BETA', 'layer_widths', 'init_linear', 'dense_block', 'AEOutput',
            'SpectralAutoencoder', 'autoencoder_loss', 'LossTerm', 'as_loss_term', 'run_epoch', 'train_autoencoder',
-           'check_spectra', 'SpectralAE']
+           'check_spectra', 'auto_batch_size', 'n_epochs', 'SpectralAE']
 
 # %% ../../nbs/24_cubes.spectral.ipynb #02982ecc
 def layer_widths(
@@ -168,6 +168,16 @@ class LossTerm:
     def weights(self, epoch:int) -> tuple:
         "Epoch-dependent weights of this term (restart the monitoring when they change)."
         return ()
+    def on_train_begin(self, model:SpectralAutoencoder, X:torch.Tensor):
+        "Called once before the optimiser is made, with the (scaled) training spectra."
+    def parameters(self) -> list:
+        "Tensors of the term optimised together with the network."
+        return []
+    def on_batch(self, idx:torch.Tensor):
+        "Called before each training batch with the indices of its rows in the training spectra."
+    def should_stop(self) -> bool:
+        "Checked after each epoch: True ends training."
+        return False
 
 # %% ../../nbs/24_cubes.spectral.ipynb #a73b206a
 def as_loss_term(f) -> LossTerm:
@@ -194,12 +204,14 @@ def run_epoch(
     model:SpectralAutoencoder, X:torch.Tensor, loss_fn:Callable, epoch:int, batch_size:int=1024,
     opt:torch.optim.Optimizer=None,  # train with it; None: evaluate in eval mode without gradients
     device='cpu', generator:torch.Generator=None,
+    on_batch:Callable=None,          # called with the row indices of each training batch
 ) -> dict:                           # mean of every loss term over `X`
     "One pass over spectra `X`: a training epoch when `opt` is given, else an evaluation."
     model.train(opt is not None)
     sums = {}
     with torch.set_grad_enabled(opt is not None):
         for idx in _batches(len(X), batch_size, shuffle=opt is not None):
+            if on_batch is not None and opt is not None: on_batch(idx)
             x = X[idx].to(device, non_blocking=True)
             terms = loss_fn(model, x, model(x), epoch, generator=generator)
             if opt is not None:
@@ -259,33 +271,47 @@ def train_autoencoder(
     lr_patience:int=3, lr_factor:float=0.5,  # ReduceLROnPlateau
     device='cpu', verbose:bool=True,
     random_state:int=0,         # seed of the validation prior sample (the same every epoch)
+    start_epoch:int=0,          # number of the first epoch (to continue a history)
+    restore_best:bool=True,     # end with the weights of the best epoch (False: the last epoch's)
 ) -> list:                      # one dict of mean loss terms per epoch
     "Train `model` with Adam + ReduceLROnPlateau + early stopping, restore the best weights, return the history."
     extra = as_loss_term(extra_loss)
     X, X_val = _to_device(X, device), _to_device(X_val, device)
     loss_fn = partial(autoencoder_loss, beta=beta, kernel=kernel, extra_loss=extra)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    extra.on_train_begin(model, X)
+    opt = torch.optim.Adam([*model.parameters(), *extra.parameters()], lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=lr_factor, patience=lr_patience)
     best, history = _Best(model, patience), []
-    for epoch in (bar := tqdm(range(epochs), disable=not verbose, desc='train', unit='epoch')):
+    epochs = range(start_epoch, start_epoch + epochs)
+    for epoch in (bar := tqdm(epochs, disable=not verbose, desc='train', unit='epoch')):
         key = (weight_at(beta, epoch), *extra.weights(epoch))
         extra.on_epoch_begin(model, epoch, X)
-        try: row = _train_one(model, X, X_val, loss_fn, epoch, batch_size, opt, device, random_state)
+        _add_params(opt, sched, extra.parameters())
+        try: row = _train_one(model, X, X_val, loss_fn, epoch, batch_size, opt, device, random_state, extra)
         except _NonFinite as e:
             best.restore()
             raise _diverged(e, epoch, best, opt.param_groups[0]['lr'], history) from None
         history.append(row := {'epoch': epoch, **row, 'beta': key[0], 'lr': opt.param_groups[0]['lr']})
         stop = _after_epoch(sched, best, row, key, epoch)
         bar.set_postfix(loss=f"{row['loss']:.4g}", val=f"{row.get('val_loss', math.nan):.4g}", best=best.epoch)
-        if stop: break
-    best.restore()
+        if stop or extra.should_stop(): break
+    if restore_best: best.restore()
     model.eval()
     return history
 
+# %% ../../nbs/24_cubes.spectral.ipynb #e2b62b4c
+def _add_params(opt, sched, params:list):
+    "Put tensors of `params` that `opt` does not optimise yet into it, as a new group at the current learning rate."
+    have = {id(p) for g in opt.param_groups for p in g['params']}
+    new = [p for p in params if id(p) not in have]
+    if not new: return
+    opt.add_param_group({'params': new, 'lr': opt.param_groups[0]['lr']})
+    sched.min_lrs.append(sched.min_lrs[0])       # ReduceLROnPlateau keeps one floor per group
+
 # %% ../../nbs/24_cubes.spectral.ipynb #b0172e69
-def _train_one(model, X, X_val, loss_fn, epoch, batch_size, opt, device, random_state) -> dict:
+def _train_one(model, X, X_val, loss_fn, epoch, batch_size, opt, device, random_state, extra=None) -> dict:
     "One training epoch and, when `X_val` is given, its validation (`val_` prefixed terms)."
-    row = run_epoch(model, X, loss_fn, epoch, batch_size, opt, device)
+    row = run_epoch(model, X, loss_fn, epoch, batch_size, opt, device, on_batch=extra and extra.on_batch)
     if X_val is not None and len(X_val):
         gen = torch.Generator().manual_seed(random_state)  # the same prior sample every epoch
         val = run_epoch(model, X_val, loss_fn, epoch, batch_size, None, device, gen)
@@ -318,6 +344,18 @@ def check_spectra(
 AUTO_BETA = {'ae': 0., 'vae': 1e-2, 'infovae': 1e-1}
 
 # %% ../../nbs/24_cubes.spectral.ipynb #0e796ddd
+def auto_batch_size(n:int) -> int:
+    "Batch size for `n` training spectra: the power of two nearest below n/25, clipped to 32…1024."
+    return int(min(1024, max(32, 2 ** math.floor(math.log2(max(n, 1) / 25))))) if n >= 64 else max(2, n)
+
+# %% ../../nbs/24_cubes.spectral.ipynb #551f3963
+def n_epochs(n:int, batch_size:int, max_steps:int=None, epochs:int=None) -> int:
+    "Epochs (passes over `n` spectra in batches of `batch_size`) that spend `max_steps` steps, capped at `epochs`."
+    per = max(1, math.ceil(n / batch_size))
+    e = math.ceil(max_steps / per) if max_steps else math.inf
+    return max(1, int(min(e, epochs or math.inf)))
+
+# %% ../../nbs/24_cubes.spectral.ipynb #2d31d6b7
 class SpectralAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     "Autoencoder (AE, VAE or InfoVAE) that maps N×C spectra to an N×`latent` code, trained with early stopping."
     def __init__(self,
@@ -328,21 +366,27 @@ class SpectralAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         beta='auto',             # KL/MMD weight: 'auto', a number, or `epoch -> float` (e.g. `Ramp`)
         kernel:str='gaussian',   # InfoVAE MMD kernel: 'gaussian' or 'imq'
         scale='rms',             # divide spectra by: 'rms' or 'max' of the training spectra, a number, or None
-        epochs:int=100, batch_size:int=1024, lr:float=1e-3, weight_decay:float=0.,
+        max_steps:int=4000,      # budget in optimiser steps (early stopping usually ends sooner)
+        epochs:int=None,         # at most this many passes over the data as well (None: the step budget alone)
+        batch_size:int=None,     # spectra per step; None: `auto_batch_size` of the training set
+        lr:float=1e-3, weight_decay:float=0.,
         val_fraction:float=0.1,  # seeded validation split for early stopping (0: monitor training loss)
         patience:int=10, lr_patience:int=3, lr_factor:float=0.5,
         extra_loss=None,         # extra loss term (callable or `LossTerm`), e.g. a clustering loss
         device='auto', verbose:bool=True, random_state=None,
     ): store_attr(store_args=False)
 
-# %% ../../nbs/24_cubes.spectral.ipynb #551f3963
+# %% ../../nbs/24_cubes.spectral.ipynb #27c868c0
 @patch
 def _check_params(self:SpectralAE):
     "Refuse hyperparameters that cannot work, before any training."
     check_choice('variant', self.variant, VARIANTS)
     check_choice('kind', self.kind, KINDS)
     check_choice('kernel', self.kernel, KERNELS)
-    if self.batch_size < 2: raise InputError(f"batch_size={self.batch_size}: use at least 2 (the MMD needs pairs)")
+    if self.batch_size is not None and self.batch_size < 2:
+        raise InputError(f"batch_size={self.batch_size}: use at least 2 (the MMD needs pairs) or None (automatic)")
+    if not (self.max_steps or self.epochs):
+        raise InputError(f"max_steps={self.max_steps}, epochs={self.epochs}: give a step budget or a number of epochs")
     if not 0 <= self.val_fraction < 1: raise InputError(f"val_fraction={self.val_fraction}: use a number in [0, 1)")
     if not 0 <= self.dropout < 1: raise InputError(f"dropout={self.dropout}: use a probability in [0, 1)")
 
@@ -391,25 +435,56 @@ def fit(self:SpectralAE, X, y=None):
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         self.model_ = self._build(X.shape[1]).to(self.device_)
-        self._train(Xtr, Xval, beta, seed)
+        self._train(Xtr, Xval, beta, seed, self.extra_loss)
     return self
 
 # %% ../../nbs/24_cubes.spectral.ipynb #f4508acb
 @patch
-def _train(self:SpectralAE, Xtr:np.ndarray, Xval:np.ndarray, beta, seed:int):
-    "Run `train_autoencoder` on `model_`; the history is kept also when training diverges."
-    try: hist = train_autoencoder(self.model_, Xtr, Xval, beta, self.kernel, self.extra_loss, self.epochs,
-                self.batch_size, self.lr, self.weight_decay, self.patience, self.lr_patience, self.lr_factor,
-                self.device_, self.verbose, seed)
+def _train(self:SpectralAE, Xtr:np.ndarray, Xval:np.ndarray, beta, seed:int, extra=None, max_steps:int=None,
+           start_epoch:int=0, restore_best:bool=True, patience:int=None) -> list:
+    "Run `train_autoencoder` on `model_` for the step budget; the history is kept also when training diverges."
+    bs = self.batch_size or auto_batch_size(len(Xtr))
+    self.batch_size_ = bs = min(bs, len(Xtr))
+    epochs = n_epochs(len(Xtr), bs, self.max_steps if max_steps is None else max_steps, self.epochs)
+    try: hist = train_autoencoder(self.model_, Xtr, Xval, beta, self.kernel, extra, epochs, bs, self.lr,
+                self.weight_decay, patience or self.patience, self.lr_patience, self.lr_factor, self.device_,
+                self.verbose, seed, start_epoch, restore_best)
     except TrainingDiverged as e:
-        self._set_history(e.history)
+        self._set_history(getattr(self, '_hist0', []) + e.history)
         raise
-    self._set_history(hist)
+    self._set_history(getattr(self, '_hist0', []) + hist)
+    return hist
 
 # %% ../../nbs/24_cubes.spectral.ipynb #1cd56d80
 @patch
 def _set_history(self:SpectralAE, hist:list):
     self.history_, self.best_epoch_ = pd.DataFrame(hist), (int(hist[-1]['best_epoch']) if hist else -1)
+
+# %% ../../nbs/24_cubes.spectral.ipynb #be8d23f1
+@patch
+def fit_more(self:SpectralAE,
+    X,                          # the spectra of `fit` (N×C)
+    extra_loss=None,            # extra term for this phase (callable or `LossTerm`)
+    max_steps:int=None,         # step budget of this phase (default `max_steps`)
+    restore_best:bool=True,     # end with the best epoch's weights (False: the last epoch's)
+    patience:int=None,          # early-stopping patience of this phase (default `patience`)
+):
+    "Continue training the fitted network on `X` (same scale and split), appending to `history_`. Returns `self`."
+    check_is_fitted(self, 'model_')
+    X = check_spectra(X, self.n_features_in_, 'X')
+    rng = check_random_state(self.random_state)
+    seed = int(rng.randint(2**31 - 1))
+    Xtr, Xval = self._split(X / self.scale_, rng)
+    beta = AUTO_BETA[self.variant] if self.beta == 'auto' else self.beta
+    self._hist0 = self.history_.to_dict('records')
+    start = int(self.history_.epoch.max()) + 1 if len(self.history_) else 0
+    cuda = [self.device_.index or torch.cuda.current_device()] if self.device_.type == 'cuda' else []
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(seed + start)
+            self._train(Xtr, Xval, beta, seed, extra_loss, max_steps, start, restore_best, patience)
+    finally: del self._hist0
+    return self
 
 # %% ../../nbs/24_cubes.spectral.ipynb #7423c91b
 @patch

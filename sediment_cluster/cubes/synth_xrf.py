@@ -21,7 +21,7 @@ __all__ = ['AIR', 'LINES', 'SynthCube', 'load_pigments', 'parse_recipe', 'XRFSet
            'tube_spectrum', 'fluorescence_lines', 'compton_energy', 'scatter_lines', 'scatter_continuum', 'energy_axis',
            'gaussian_peaks', 'pigment_lines', 'pigment_spectrum', 'main_peaks', 'plot_xrf', 'resize_rgb', 'demo_rgb',
            'cluster_rgb', 'colour_similarity', 'match_pigments', 'mixture_spectrum', 'sample_counts',
-           'xrf_cube_from_rgb']
+           'sample_mixed_counts', 'xrf_cube_from_rgb']
 
 # %% ../../nbs/21_cubes.synth_xrf.ipynb #dc70e0cc
 @dataclass(eq=False)
@@ -393,6 +393,46 @@ def sample_counts(
     for j in np.unique(labels): out[labels == j] = rng.poisson(lam[j], ((labels == j).sum(), P.shape[1]))
     return out
 
+# %% ../../nbs/21_cubes.synth_xrf.ipynb #32e71a01
+def _pixel_weights(rgb:np.ndarray, km, mixing:float) -> np.ndarray|None:
+    "N×k mixing weights of each pixel from its colour's distances to the cluster centres (None when `mixing` = 0)."
+    if not mixing: return None
+    c = rgb.reshape(-1, 3).astype(float) / 255
+    d2 = ((c[:, None] - np.asarray(km.cluster_centers_, float)[None]) ** 2).sum(-1)
+    d2 = d2 - d2[np.arange(len(d2)), km.labels_][:, None]          # 0 for the own centre: no underflow
+    w = np.exp(-d2 / (2 * mixing ** 2))
+    return w / w.sum(1, keepdims=True)
+
+# %% ../../nbs/21_cubes.synth_xrf.ipynb #fbedb4c7
+def _pixel_counts(W:np.ndarray, Y:np.ndarray, counts_per_pixel:float, yield_weighted:bool, count_spread:float,
+                  random_state) -> np.ndarray:
+    "Expected photons of each pixel: the mean count, times the weighted yield and a Gamma factor when asked."
+    n = np.full(len(W), float(counts_per_pixel))
+    if yield_weighted:
+        y = W @ Y
+        n *= y / y.mean()
+    if count_spread:
+        rng = np.random.default_rng([int(random_state or 0), 7])       # its own stream: the counts' draws stay put
+        n *= rng.gamma(1 / count_spread ** 2, count_spread ** 2, len(W))
+    return n
+
+# %% ../../nbs/21_cubes.synth_xrf.ipynb #e2602c9c
+def sample_mixed_counts(
+    P:np.ndarray,               # k×C class spectra (probability per channel)
+    W:np.ndarray,               # N×k mixing weights per pixel (rows sum to 1)
+    counts,                     # N expected photons per pixel (or one number)
+    random_state,               # seed or `np.random.Generator` of the Poisson draws
+    chunk:int=8192,             # pixels drawn at a time
+) -> np.ndarray:                # N×C counts (uint16, or uint32 if needed)
+    "Poisson photon counts for pixels whose spectrum is the `W`-weighted mixture of the class spectra `P`."
+    rng = np.random.default_rng(random_state)
+    W, P = np.asarray(W, float), np.asarray(P, float)
+    n = np.broadcast_to(np.asarray(counts, float), (len(W),))
+    top = n.max() * P.max()
+    out = np.zeros((len(W), P.shape[1]), np.uint16 if top + 10 * np.sqrt(top) + 10 < 2**16 else np.uint32)
+    for s in range(0, len(W), chunk): out[s:s + chunk] = rng.poisson(n[s:s + chunk, None] * (W[s:s + chunk] @ P))
+    return out
+
 # %% ../../nbs/21_cubes.synth_xrf.ipynb #8d4bfa66
 def xrf_cube_from_rgb(
     rgb,                        # H×W×3 uint8 image or an image file
@@ -405,6 +445,8 @@ def xrf_cube_from_rgb(
     pigments:pd.DataFrame=None, # palette; default `load_pigments()`
     random_state=0,             # seed of the clustering and the photon counts
     clusterer=None,             # unfitted IKMeans-like estimator replacing the default
+    mixing:float=0.,            # per-pixel mixing: RGB distance scale (0–1 units) of the weights; 0: pure classes
+    count_spread:float=0.,      # coefficient of variation of each pixel's expected count (Gamma); 0: all equal
 ) -> SynthCube:
     "A synthetic MA-XRF cube from an RGB image by the ganX method (cluster, match pigments, count photons)."
     rgb = _as_rgb8(rgb)
@@ -412,24 +454,32 @@ def xrf_cube_from_rgb(
     if n_channels < 16 or counts_per_pixel <= 0:
         raise InputError(f"n_channels={n_channels}, counts_per_pixel={counts_per_pixel}: "
                          "need at least 16 channels and positive counts")
+    if mixing < 0 or count_spread < 0:
+        raise InputError(f"mixing={mixing}, count_spread={count_spread}: use numbers >= 0 (0 turns each off)")
     km = cluster_rgb(rgb, k_range, random_state, clusterer)
     return _xrf_from_clusters(km, (H, W), n_channels, counts_per_pixel, threshold, yield_weighted, setup, pigments,
-                              random_state)
+                              random_state, _pixel_weights(rgb, km, mixing), count_spread)
 
 # %% ../../nbs/21_cubes.synth_xrf.ipynb #837ad3f8
 def _xrf_from_clusters(km, hw, n_channels, counts_per_pixel, threshold, yield_weighted, setup, pigments,
-                       random_state) -> SynthCube:
+                       random_state, weights=None, count_spread=0.) -> SynthCube:
     "The cube of the fitted RGB clustering `km`: pigment mixtures, their spectra, photon counts, the record."
     centres = np.clip(km.cluster_centers_ * 255, 0, 255)
     mixes = [match_pigments(c, threshold, pigments) for c in centres]
     E = energy_axis(n_channels)
     P, Y = map(np.array, zip(*[mixture_spectrum(m, E, setup, pigments) for m in mixes]))
-    cpp = counts_per_pixel * Y / Y[km.labels_].mean() if yield_weighted else counts_per_pixel
-    cube = sample_counts(P, km.labels_, cpp, random_state).reshape(*hw, n_channels)
+    if weights is None and not count_spread:   # ganX: one spectrum per class
+        cpp = counts_per_pixel * Y / Y[km.labels_].mean() if yield_weighted else counts_per_pixel
+        cube = sample_counts(P, km.labels_, cpp, random_state)
+    else:
+        W = np.eye(len(P))[km.labels_] if weights is None else weights
+        cube = sample_mixed_counts(P, W, _pixel_counts(W, Y, counts_per_pixel, yield_weighted, count_spread,
+                                                         random_state), random_state)
     labels = km.labels_.reshape(hw).astype(np.int64)
     classes = [' + '.join(f'{w:.2f} {n}' for n, w in m.items()) for m in mixes]
     info = dict(kind='xrf', k=int(km.n_clusters_), scores={int(k): float(v) for k, v in km.scores_.items()},
                 mixtures=mixes, centres=centres.round(1).tolist(), counts_per_pixel=counts_per_pixel,
-                threshold=threshold,
-                yields=Y.tolist(), yield_weighted=yield_weighted)
-    return SynthCube(cube, E, 'keV', 'energy', labels, centres.round().astype(np.uint8)[labels], classes, info)
+                threshold=threshold, yields=Y.tolist(), yield_weighted=yield_weighted,
+                mixing=None if weights is None else float(np.mean(weights.max(1) < 0.9)), count_spread=count_spread)
+    return SynthCube(cube.reshape(*hw, n_channels), E, 'keV', 'energy', labels,
+                     centres.round().astype(np.uint8)[labels], classes, info)
