@@ -10,20 +10,14 @@ from sediment_cluster.core import InputError
 from sediment_cluster.particles.ecotaxa import (ecotaxa_problems, export_ecotaxa, import_ecotaxa_labels, read_ecotaxa,
                                                 validate_ecotaxa)
 from sediment_cluster.particles.label import Labeller
-from sediment_cluster.particles.overcluster import cluster_store, pixel_features
-from sediment_cluster.particles.store import ParticleStore, extract_store
-from sediment_cluster.particles.synth import synth_plates
+from sediment_cluster.particles.store import ParticleStore
 
 
 @pytest.fixture(scope='module')
-def base(tmp_path_factory):
+def base(tmp_path_factory, make_clustered_store):
     "A clustered store (folder name with capitals) of 4 small synthetic plates, 2 µm per pixel."
-    root = tmp_path_factory.mktemp('eco')
-    plates = synth_plates(root/'plates', n_stacks=4, random_state=3, size=(256, 192), progress=False)
-    store = extract_store(plates, root/'My Store', size=32, workers=1, progress=False, pixel_size_um=2.)
-    store.write_array('latent.npy', pixel_features(store, n_components=6))
-    cluster_store(store, k=4, random_state=0, progress=False)
-    return store.path
+    return make_clustered_store(tmp_path_factory.mktemp('eco'), 'My Store', n_stacks=4, random_state=3,
+                                size=(256, 192), k=4, n_components=6)
 
 
 @pytest.fixture

@@ -15,22 +15,16 @@ from sediment_cluster.particles.proxies import (UNLABELLED, class_counts, partic
                                                 stack_samples, wilson, write_sample_tables)
 from sediment_cluster.particles.ecotaxa import export_ecotaxa
 from sediment_cluster.particles.evaluate import simulate_expert
-from sediment_cluster.particles.overcluster import cluster_store, pixel_features
-from sediment_cluster.particles.store import ParticleStore, extract_store
-from sediment_cluster.particles.synth import synth_plates
+from sediment_cluster.particles.store import ParticleStore
 
 K = 6
 
 
 @pytest.fixture(scope='module')
-def base(tmp_path_factory):
+def base(tmp_path_factory, make_clustered_store):
     "A clustered store of 8 small synthetic plates (pixel size 2 µm), with pixel features as latents."
-    root = tmp_path_factory.mktemp('label')
-    plates = synth_plates(root/'plates', n_stacks=8, random_state=5, size=(320, 256), progress=False)
-    store = extract_store(plates, root/'store', size=32, workers=1, progress=False, pixel_size_um=2.)
-    store.write_array('latent.npy', pixel_features(store, n_components=8))
-    cluster_store(store, k=K, random_state=0, progress=False)
-    return store.path
+    return make_clustered_store(tmp_path_factory.mktemp('label'), 'store', n_stacks=8, random_state=5,
+                                size=(320, 256), k=K, n_components=8)
 
 
 @pytest.fixture
