@@ -12,6 +12,7 @@ statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Produ
 lic = licenses[cfg['license']]
 requirements = cfg.get('requirements', '').split()
 dev_requirements = cfg.get('dev_requirements', '').split()
+formats_requirements = cfg.get('formats_requirements', '').split()  # FITS, Bruker, HyperSpy files and interop
 
 setuptools.setup(
     name=cfg['lib_name'],
@@ -35,7 +36,7 @@ setuptools.setup(
     include_package_data=True,
     package_data={'sediment_cluster': ['data/*']},
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require={'dev': dev_requirements, 'formats': formats_requirements},
     python_requires='>=' + cfg['min_python'],
     zip_safe=False,
     entry_points={
