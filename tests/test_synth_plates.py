@@ -71,3 +71,35 @@ def test_bad_args(tmp_path, kwargs, msg):
 
 def test_refuses_non_empty_folder(plates):
     with pytest.raises(InputError, match='folder is not empty'): synth_plates(plates, n_stacks=1, progress=False)
+
+
+def test_hard_plates(tmp_path):
+    from sediment_cluster.particles.synth import HARD_CLASSES, make_scene
+    out = synth_plates(tmp_path / 'hard', n_stacks=2, random_state=3, size=(320, 256), density=.3, classes='hard',
+                       progress=False)
+    t = pd.read_parquet(out / 'truth.parquet')
+    assert list(t.columns) == TRUTH_COLUMNS and len(t) > 5
+    assert set(t.cls) <= set(HARD_CLASSES)
+    sc = make_scene(4, size=(640, 512), density=.3, classes='hard')
+    assert {g.cls for g in sc.grains} == set(HARD_CLASSES)
+    thick = {g.cls: g.thickness for g in sc.grains}
+    assert thick['flake'] < .05 < .45 < thick['porous_sphere']
+
+
+def test_easy_is_default():
+    a, ta = render_stack(9, size=SIZE)
+    b, tb = render_stack(9, size=SIZE, classes='easy')
+    np.testing.assert_array_equal(a.layers, b.layers)
+    pd.testing.assert_frame_equal(ta, tb)
+    assert set(ta.cls) <= {'quartz', 'dark', 'foram', 'fragment', 'other'}
+
+
+@pytest.mark.parametrize('kwargs, msg', [
+    (dict(classes='medium'), "classes='medium': choose one of 'easy', 'hard'"),
+    (dict(classes='hard', class_p=dict(quartz=1)), "class_p={'quartz': 1}: give non-negative weights for some of "
+                                                   "rounded_grain"),
+])
+def test_bad_classes(tmp_path, kwargs, msg):
+    with pytest.raises(InputError) as e: synth_plates(tmp_path / 'x', n_stacks=1, size=SIZE, progress=False, **kwargs)
+    assert msg in str(e.value) and '\n' not in str(e.value)
+    assert not (tmp_path / 'x').exists()

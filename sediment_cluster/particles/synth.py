@@ -21,9 +21,9 @@ from tqdm.auto import tqdm
 from ..core import InputError, FocalStack, atomic_path, check_choice, write_image
 
 # %% auto #0
-__all__ = ['CLASSES', 'CLASS_P', 'SIZES', 'PLATES', 'RECIPES', 'TOUCH', 'TRUTH_COLUMNS', 'CLASS_COLORS', 'plate_rgb', 'Grain',
-           'make_grain', 'Scene', 'make_scene', 'scene_truth', 'label_map', 'render_layers', 'render_stack',
-           'show_truth', 'synth_plates']
+__all__ = ['CLASSES', 'CLASS_P', 'SIZES', 'PLATES', 'HARD_CLASSES', 'HARD_CLASS_P', 'HARD_SIZES', 'THICKNESS', 'CLASS_SETS',
+           'RECIPES', 'TOUCH', 'TRUTH_COLUMNS', 'CLASS_COLORS', 'plate_rgb', 'Grain', 'make_grain', 'Scene',
+           'make_scene', 'scene_truth', 'label_map', 'render_layers', 'render_stack', 'show_truth', 'synth_plates']
 
 # %% ../../nbs/10_particles.synth.ipynb #1fd3e6de
 CLASSES = ('quartz', 'dark', 'foram', 'fragment', 'other')
@@ -160,12 +160,13 @@ def _chambers(rng, d:float):
     return xy * d / ext, r * d / ext
 
 # %% ../../nbs/10_particles.synth.ipynb #7f510ad7
-def _foram(rng, d:float):
+def _foram(rng, d:float, colour=None):
     xy, r = _chambers(rng, d)
     a = np.linspace(0, 2 * np.pi, 48, endpoint=False)
     mask, polys = _raster([c + rk * np.c_[np.cos(a), np.sin(a)] for c, rk in zip(xy, r)])
     xy = np.array([q.mean(0) for q in polys])
-    base, col = _jitter(rng, (236, 228, 208), 9), np.zeros(mask.shape + (3,), np.float32)
+    base = _jitter(rng, (236, 228, 208), 9) if colour is None else colour(rng)
+    col = np.zeros(mask.shape + (3,), np.float32)
     for (cx, cy), rk in zip(xy, r):  # oldest first: newer chambers overlap older ones
         y0, x0 = max(int(cy - rk), 0), max(int(cx - rk), 0)
         yy, xx = np.mgrid[y0:min(int(cy + rk) + 2, mask.shape[0]), x0:min(int(cx + rk) + 2, mask.shape[1])]
@@ -195,8 +196,8 @@ def _cut(rng, mask, spread:float=.35):
     return keep
 
 # %% ../../nbs/10_particles.synth.ipynb #5571d74f
-def _fragment(rng, d:float):
-    mask, col, alpha = _foram(rng, d * rng.uniform(1.2, 1.7))
+def _fragment(rng, d:float, colour=None):
+    mask, col, alpha = _foram(rng, d * rng.uniform(1.2, 1.7), colour)
     for _ in range(20):
         keep = mask.copy()
         for _ in range(rng.integers(1, 3)): keep &= _cut(rng, mask)
@@ -219,19 +220,92 @@ def _other(rng, d:float):
     alpha = mask * (np.float32(rng.uniform(.35, .6)) + .3 * _rim(mask, .04 * d) if kind == 1 else np.float32(1))
     return mask, np.clip(col, 0, 1), np.clip(alpha, 0, 1).astype(np.float32)
 
+# %% ../../nbs/10_particles.synth.ipynb #0a688df3
+HARD_CLASSES = ('rounded_grain', 'angular_grain', 'porous_sphere', 'flake', 'whole_foram', 'broken_foram')
+HARD_CLASS_P = dict.fromkeys(HARD_CLASSES, 1 / 6)  # equal frequencies
+HARD_SIZES = dict.fromkeys(HARD_CLASSES, (120, 420))  # one size range for all
+THICKNESS = dict(rounded_grain=(.2, .35), angular_grain=(.15, .3), porous_sphere=(.5, .7), flake=(0, .03),
+                 whole_foram=(.3, .45), broken_foram=(.2, .35))  # fraction of the focal range, per class
+CLASS_SETS = dict(easy=(CLASSES, CLASS_P), hard=(HARD_CLASSES, HARD_CLASS_P))  # `classes=` -> (names, frequencies)
+
+# %% ../../nbs/10_particles.synth.ipynb #54b45d96
+def _shared_colour(rng):
+    "The one colour distribution of the hard classes: a pale sandy tone with per-grain jitter."
+    return _jitter(rng, (196, 180, 152), 14, (.75, 1.2))
+
+# %% ../../nbs/10_particles.synth.ipynb #3fd08e0b
+def _frost(rng, shape, amount:float=.05):
+    "Fine multiplicative surface noise (1 ± `amount`), H×W×1."
+    return (1 + amount * _texture(rng, shape, 1))[..., None]
+
+# %% ../../nbs/10_particles.synth.ipynb #1b402d33
+def _rounded_grain(rng, d:float):
+    p = _outline(rng, rng.integers(7, 12), .15, rng.uniform(1, 1.5), 3, d)
+    mask, (p,) = _raster([p])
+    shade = _facets(mask.shape, p, p.mean(0) + rng.normal(0, .05 * d, 2), rng.uniform(.4, .6))
+    col = _shared_colour(rng) * (.7 + .4 * shade[..., None]) * _frost(rng, mask.shape)
+    return mask, np.clip(col, 0, 1), mask * np.float32(.97)
+
+# %% ../../nbs/10_particles.synth.ipynb #ee5e6654
+def _angular_grain(rng, d:float):
+    p = _outline(rng, rng.integers(4, 7), .3, rng.uniform(1, 1.8), 0, d)
+    mask, (p,) = _raster([p])
+    shade = _facets(mask.shape, p, p.mean(0) + rng.normal(0, .15 * d, 2), rng.uniform(.6, .9))
+    col = _shared_colour(rng) * (.6 + .55 * shade[..., None]) * _frost(rng, mask.shape)
+    dark = tuple(map(float, col[mask > 0].mean(0) * .6))
+    for _ in range(rng.integers(1, 3)):  # cracks
+        a, b = p[rng.integers(0, len(p), 2)]
+        cv2.line(col, tuple(np.int32(a)), tuple(np.int32(b)), dark, 1, cv2.LINE_AA)
+    return mask, np.clip(col, 0, 1), mask * np.float32(.97)
+
+# %% ../../nbs/10_particles.synth.ipynb #5b563a00
+def _porous_sphere(rng, d:float):
+    p = _outline(rng, 32, .03, rng.uniform(1, 1.12), 1, d)
+    mask, (p,) = _raster([p])
+    dt = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
+    nz = np.sqrt(1 - (1 - dt / max(dt.max(), 1)) ** 2)  # a dome: 0 at the rim, 1 in the middle
+    gy, gx = np.gradient(nz)
+    lam = np.clip((-gx * _LIGHT[0] - gy * _LIGHT[1]) * d / 4 + nz * _LIGHT[2], 0, 1)
+    pores = cv2.GaussianBlur((_texture(rng, mask.shape, max(d / 40, 1.5)) > 1.1).astype(np.float32), (0, 0), .8)
+    col = _shared_colour(rng) * ((.5 + .45 * lam + .15 * nz) * (1 - .45 * pores))[..., None] * _frost(rng, mask.shape)
+    return mask, np.clip(col, 0, 1), mask * np.float32(.98)
+
+# %% ../../nbs/10_particles.synth.ipynb #9cf646cb
+def _flake(rng, d:float):
+    p = _outline(rng, rng.integers(5, 9), .25, rng.uniform(1.4, 2.4), 1, d)
+    mask, (p,) = _raster([p])
+    yy, xx = np.mgrid[:mask.shape[0], :mask.shape[1]].astype(np.float32)
+    t, period = rng.uniform(0, np.pi), max(d / rng.uniform(12, 20), 3)
+    stria = np.sin(2 * np.pi * (xx * np.cos(t) + yy * np.sin(t)) / period)
+    col = _shared_colour(rng) * (.92 + .06 * stria)[..., None] * _frost(rng, mask.shape)
+    return mask, np.clip(col, 0, 1), mask * np.float32(.97)
+
+# %% ../../nbs/10_particles.synth.ipynb #201351b9
+def _whole_foram(rng, d:float):
+    mask, col, alpha = _foram(rng, d, _shared_colour)
+    return mask, np.clip(col * _frost(rng, mask.shape), 0, 1), alpha
+
+# %% ../../nbs/10_particles.synth.ipynb #5c186419
+def _broken_foram(rng, d:float):
+    mask, col, alpha = _fragment(rng, d, _shared_colour)
+    return mask, np.clip(col * _frost(rng, mask.shape), 0, 1), alpha
+
 # %% ../../nbs/10_particles.synth.ipynb #92990c71
-RECIPES = dict(quartz=_quartz, dark=_dark, foram=_foram, fragment=_fragment, other=_other)
+RECIPES = dict(quartz=_quartz, dark=_dark, foram=_foram, fragment=_fragment, other=_other,
+               rounded_grain=_rounded_grain, angular_grain=_angular_grain, porous_sphere=_porous_sphere, flake=_flake,
+               whole_foram=_whole_foram, broken_foram=_broken_foram)
 
 # %% ../../nbs/10_particles.synth.ipynb #25ae36ff
 @dataclass
 class Grain:
-    "One grain: class `cls`, uint8 `mask`, premultiplied float32 `rgba` patch at offset (`x`, `y`), `height` 0–1."
+    "One grain: class `cls`, uint8 `mask`, premultiplied RGBA patch at (`x`, `y`), `height` and `thickness` (0–1)."
     cls: str
     mask: np.ndarray
     rgba: np.ndarray
     height: float
     x: int = 0
     y: int = 0
+    thickness: float = 0.
     @property
     def box(self): return (self.x, self.y, self.x + self.mask.shape[1], self.y + self.mask.shape[0])
     @cached_property
@@ -247,8 +321,10 @@ class Grain:
 # %% ../../nbs/10_particles.synth.ipynb #6652aa54
 def make_grain(random_state, cls:str, d:float, height:float=.5) -> Grain:
     "Draw one grain of class `cls` with largest extent about `d` px (not yet placed), seeded by `random_state`."
-    mask, col, alpha = RECIPES[cls](np.random.default_rng(random_state), d)
-    return Grain(cls, mask, np.dstack([col * alpha[..., None], alpha]).astype(np.float32), height)
+    rng = np.random.default_rng(random_state)
+    mask, col, alpha = RECIPES[cls](rng, d)
+    t = float(rng.uniform(*THICKNESS[cls])) if cls in THICKNESS else 0.
+    return Grain(cls, mask, np.dstack([col * alpha[..., None], alpha]).astype(np.float32), height, thickness=t)
 
 # %% ../../nbs/10_particles.synth.ipynb #df05c5a9
 def _dist_to(g:Grain, others:list, W:int, H:int, reach:int) -> np.ndarray:
@@ -362,15 +438,18 @@ def _grain_list(rng, W, H, density, p_touch, class_p, gap, sizes):
     return grains
 
 # %% ../../nbs/10_particles.synth.ipynb #e87e2baa
-def _check_scene_args(size, n_layers, density, p_touch, class_p):
+def _check_scene_args(size, n_layers, density, p_touch, class_p, classes:str='easy'):
     if len(size) != 2 or min(size) < 64: raise InputError(f"size {size}: expected (width, height), both ≥ 64 px")
     if int(n_layers) != n_layers or n_layers < 1: raise InputError(f"n_layers={n_layers}: need an integer ≥ 1")
     if not 0 < density <= .6:
         raise InputError(f"density={density}: the covered fraction of the frame must be in (0, 0.6]")
     if not 0 <= p_touch <= 1: raise InputError(f"p_touch={p_touch}: a probability in [0, 1] is needed")
-    bad = set(class_p) - set(CLASSES)
+    check_choice('classes', classes, tuple(CLASS_SETS))
+    names = CLASS_SETS[classes][0]
+    bad = set(class_p) - set(names)
     if bad or not class_p or min(class_p.values()) < 0 or sum(class_p.values()) <= 0:
-        raise InputError(f"class_p={class_p}: give non-negative weights for some of {', '.join(CLASSES)}")
+        raise InputError(f"class_p={class_p}: give non-negative weights for some of {', '.join(names)} "
+                         f"(classes='{classes}')")
 
 # %% ../../nbs/10_particles.synth.ipynb #bf1657ab
 def make_scene(
@@ -385,17 +464,18 @@ def make_scene(
     blur:float=None,          # defocus blur sigma (px) per unit of height difference (default 16 px at 1280×1024)
     sizes:dict=None,          # class -> (min, max) largest extent in px at 1280×1024 (default `SIZES`)
     vignette:float=None,      # light lost at the frame's corners (0–0.9; default: random 0.15–0.3)
+    classes:str='easy',       # 'easy' (`CLASSES`) or 'hard' (`HARD_CLASSES`: one colour, told apart by shape and focus)
 ) -> Scene:
     "Draw a plate with grains: everything about one plate position except the camera."
-    class_p = CLASS_P if class_p is None else class_p
-    _check_scene_args(size, n_layers, density, p_touch, class_p)
+    class_p = CLASS_SETS.get(classes, (0, CLASS_P))[1] if class_p is None else class_p
+    _check_scene_args(size, n_layers, density, p_touch, class_p, classes)
     rng, (W, H) = np.random.default_rng(random_state), map(int, size)
     scale = min(W / 1280, H / 1024)
     if vignette is not None and not 0 <= vignette <= .9:
         raise InputError(f"vignette={vignette}: give the fraction of light lost at the corners, 0 to 0.9")
     plate, illum = _plate(rng, plate_rgb(plate), W, H, vignette)
     gap = int(np.ceil((16 if min_gap is None else min_gap) * (scale if min_gap is None else 1)))
-    grains = _grain_list(rng, W, H, density, p_touch, class_p, gap, {**SIZES, **(sizes or {})})
+    grains = _grain_list(rng, W, H, density, p_touch, class_p, gap, {**SIZES, **HARD_SIZES, **(sizes or {})})
     blur = 16 * scale if blur is None else blur
     return Scene(plate, illum, grains, (np.arange(n_layers) + .5) / n_layers, blur)
 
@@ -482,7 +562,7 @@ def render_layers(scene:Scene, random_state, noise:float=3.) -> np.ndarray: # L�
         canvas = scene.plate.copy()
         for i in order:
             g = scene.grains[i]
-            patch, pad = _defocus(g.rgba, scene.blur * abs(g.height - z) + .3)
+            patch, pad = _defocus(g.rgba, scene.blur * max(abs(g.height - z) - g.thickness / 2, 0) + .3)
             _over(canvas, patch, g.x - pad, g.y - pad)
         layers[l] = _camera(rng, canvas, scene.illum, noise)
     return layers
@@ -504,7 +584,9 @@ def render_stack(
     return (stack, scene_truth(scene, stack_id)) + ((scene,) if return_scene else ())
 
 # %% ../../nbs/10_particles.synth.ipynb #5a58b3ea
-CLASS_COLORS = dict(quartz='tab:cyan', dark='black', foram='tab:orange', fragment='tab:red', other='tab:purple')
+CLASS_COLORS = dict(quartz='tab:cyan', dark='black', foram='tab:orange', fragment='tab:red', other='tab:purple',
+                    rounded_grain='tab:blue', angular_grain='tab:cyan', porous_sphere='tab:green', flake='tab:purple',
+                    whole_foram='tab:orange', broken_foram='tab:red')
 
 # %% ../../nbs/10_particles.synth.ipynb #104abcc2
 def show_truth(stack:FocalStack, truth:pd.DataFrame, layer:int=None, ax=None, figsize=(6, 4.8)):
@@ -569,7 +651,9 @@ def synth_plates(
     "Render `n_stacks` synthetic focal stacks into `out` in the photo layout, with `truth.parquet`."
     _check_write_args(n_stacks, random_state, fmt, jpeg_quality)
     plate_rgb(plate)
-    _check_scene_args(size, n_layers, density, kwargs.get('p_touch', .15), kwargs.get('class_p') or CLASS_P)
+    classes = kwargs.get('classes', 'easy')
+    _check_scene_args(size, n_layers, density, kwargs.get('p_touch', .15),
+                      kwargs.get('class_p') or CLASS_SETS.get(classes, (0, CLASS_P))[1], classes)
     out = Path(out)
     _clear(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
