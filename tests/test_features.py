@@ -1,0 +1,68 @@
+"Feature sets in the store (write/read/list, staleness, the VAE's latent.npy as 'vae') and the handcrafted bank."
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sediment_cluster.core import InputError
+from sediment_cluster.particles.features import feature_sets, read_feature_set, write_feature_set
+from sediment_cluster.particles.store import ParticleStore
+
+
+def tiny_store(path, n=20, L=3, S=16, random_state=0):
+    rng = np.random.default_rng(random_state)
+    return ParticleStore.create(path, pd.DataFrame({'stack_id': ['s0'] * n}),
+                                rng.integers(0, 255, (n, L, S, S, 3), dtype=np.uint8))
+
+
+def test_round_trip_and_description(tmp_path):
+    st = tiny_store(tmp_path/'s')
+    X = np.arange(60, dtype=np.float64).reshape(20, 3)
+    p = write_feature_set(st, 'abc', X, made_by='test', params=dict(a=1))
+    assert p.name == 'features_abc.npy'
+    np.testing.assert_array_equal(read_feature_set(st.path, 'abc'), X.astype(np.float32))
+    d = feature_sets(st)['abc']
+    assert d['dim'] == 3 and d['n_particles'] == 20 and d['made_by'] == 'test' and d['params'] == {'a': 1}
+    assert d['stale'] == [] and d['file'] == 'features_abc.npy'
+    assert json.loads((st.path/'features_abc.json').read_text())['name'] == 'abc'
+    assert st.verify() == []                                     # both files recorded in the manifest
+
+
+def test_vae_is_latent(tmp_path):
+    st = tiny_store(tmp_path/'s')
+    with pytest.raises(InputError, match="no feature set 'vae'.*encode it first"): read_feature_set(st, 'vae')
+    mu = np.ones((20, 5), np.float32)
+    st.write_array('latent.npy', mu, sources=['crops.sums.npy'])
+    np.testing.assert_array_equal(read_feature_set(st), mu)     # the default set is 'vae'
+    assert list(feature_sets(st)) == ['vae']
+    with pytest.raises(InputError, match="'vae' is latent.npy"): write_feature_set(st, 'vae', mu)
+
+
+def test_stale_follows_sources(tmp_path):
+    st = tiny_store(tmp_path/'s')
+    write_feature_set(st, 'a', np.ones((20, 2)))
+    write_feature_set(st, 'b', np.ones((20, 2)), sources=['features_a.npy'])
+    write_feature_set(st, 'a', np.zeros((20, 2)))                # a changed: b is stale, a is not
+    assert feature_sets(st)['b']['stale'] == ['features_a.npy'] and feature_sets(st)['a']['stale'] == []
+    with pytest.raises(InputError, match='computed from an earlier features_a.npy'): read_feature_set(st, 'b')
+
+
+@pytest.mark.parametrize('name, X, msg', [
+    ('x', np.ones((19, 2)), "feature set 'x': shape (19, 2), expected (20, D)"),
+    ('x', np.ones(20), "feature set 'x': shape (20,)"),
+    ('x', np.full((20, 2), np.nan), '20 rows with NaN'),
+    ('Bad Name', np.ones((20, 2)), "feature set name 'Bad Name'"),
+])
+def test_bad_input(tmp_path, name, X, msg):
+    st = tiny_store(tmp_path/'s')
+    with pytest.raises(InputError) as e: write_feature_set(st, name, X)
+    assert msg in str(e.value) and '\n' not in str(e.value)
+    assert not list(st.path.glob('features_*'))
+
+
+def test_missing_set_names_the_others(tmp_path):
+    st = tiny_store(tmp_path/'s')
+    write_feature_set(st, 'a', np.ones((20, 2)))
+    with pytest.raises(InputError, match="no feature set 'zz' in the store; the store has: a"):
+        read_feature_set(st, 'zz')
