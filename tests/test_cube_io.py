@@ -61,7 +61,7 @@ def test_convert_lazily_between_formats(tmp_path, cube):
 
 @pytest.mark.parametrize('make,call,needle', [
     (None, lambda p: open_cube(p/'cube.tif'), "unknown cube extension '.tif'"),
-    (None, lambda p: write_cube(p/'cube.fits', np.zeros((2, 2, 2))), "unknown cube extension '.fits'"),
+    (None, lambda p: write_cube(p/'cube.fits', np.zeros((2, 2, 2))), "'.fits' to write (.fits is read only)"),
     (None, lambda p: open_cube(p/'missing.h5'), 'no such cube file'),
     (None, lambda p: write_cube(p/'flat.h5', np.zeros((4, 5))), 'must be 3-D (H, W, C)'),
     (None, lambda p: write_cube(p/'x.npy', np.zeros((2, 3, 4, 5))), 'must be 3-D (H, W, C)'),

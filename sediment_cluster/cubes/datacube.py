@@ -17,9 +17,9 @@ from fastcore.basics import patch, store_attr
 from ..core import InputError, atomic_path, check_choice
 
 # %% auto #0
-__all__ = ['CUBE_EXTS', 'STABILIZERS', 'NORMALIZE', 'Datacube', 'cube_format', 'write_cube', 'open_cube', 'read_cube',
-           'write_labels', 'read_labels', 'iter_spectra', 'integrate', 'rebin', 'rebin_axis', 'signal_range',
-           'SpectraPreprocessor']
+__all__ = ['CUBE_EXTS', 'READ_EXTS', 'STABILIZERS', 'NORMALIZE', 'Datacube', 'cube_format', 'write_cube', 'open_cube',
+           'read_cube', 'write_labels', 'read_labels', 'iter_spectra', 'integrate', 'rebin', 'rebin_axis',
+           'signal_range', 'SpectraPreprocessor']
 
 # %% ../../nbs/20_cubes.datacube.ipynb #19c53855
 def _check_cube_shape(shape, what) -> tuple:
@@ -29,6 +29,15 @@ def _check_cube_shape(shape, what) -> tuple:
     return tuple(int(s) for s in shape)
 
 # %% ../../nbs/20_cubes.datacube.ipynb #c6601be3
+def _check_extra(cube, shape:tuple):
+    "Refuse a `mask` that is not H×W or H×W×C, or a `variance` that is not H×W×C."
+    for name, ok in (('mask', (shape[:2], shape)), ('variance', (shape,))):
+        a = getattr(cube, name)
+        if a is not None and tuple(a.shape) not in ok:
+            raise InputError(f"{cube.path or 'cube'}: the {name} has shape {tuple(a.shape)}, the cube {shape}; "
+                             f"give a {name} of shape {' or '.join('×'.join(map(str, s)) for s in ok)}")
+
+# %% ../../nbs/20_cubes.datacube.ipynb #2059ba04
 @dataclass(eq=False)
 class Datacube:
     "An H×W×C spectral cube: `data` (array-like, possibly on disk) and its channel `axis` in `unit`."
@@ -37,7 +46,10 @@ class Datacube:
     unit: str = 'channel'           # unit of `axis`
     quantity: str = 'energy'        # what `axis` measures: 'energy' or 'wavelength'
     path: Path = None               # the file it came from, if any
-    _handle: Any = field(default=None, repr=False)  # open HDF5 file to close
+    _handle: Any = field(default=None, repr=False)  # open file to close (HDF5, FITS)
+    mask: Any = None                # optional H×W or H×W×C bool, True = bad (numpy.ma convention)
+    variance: Any = None            # optional H×W×C variance of `data`
+    meta: dict = field(default_factory=dict)  # spatial axes, title, signal type, WCS header: what readers know
 
     def __post_init__(self):
         H, W, C = _check_cube_shape(getattr(self.data, 'shape', ()), self.path or 'cube')
@@ -46,6 +58,7 @@ class Datacube:
         if self.axis.shape != (C,):
             raise InputError(f"{self.path or 'cube'}: the {self.quantity} axis has {self.axis.size} values "
                              f"but the cube has {C} channels")
+        _check_extra(self, (H, W, C))
 
 # %% ../../nbs/20_cubes.datacube.ipynb #9f8562b5
 @patch(as_prop=True)
@@ -68,10 +81,18 @@ def close(self:Datacube):
         self._handle = None
 
 # %% ../../nbs/20_cubes.datacube.ipynb #03f75e59
+def _in_memory(a):
+    "Array-like `a` (h5py, zarr, dask, memmap) as a numpy array of its own (no view of a mapped file); None stays."
+    if a is None: return None
+    x = np.asarray(a[...])
+    return x if x.flags.owndata else x.copy()
+
+# %% ../../nbs/20_cubes.datacube.ipynb #839fc776
 @patch
 def load(self:Datacube) -> Datacube:
-    "Read the whole cube into memory and close any file behind it."
-    cube = Datacube(np.asarray(self.data[...]), self.axis, self.unit, self.quantity, self.path)
+    "Read the whole cube (and its mask and variance) into memory and close any file behind it."
+    cube = Datacube(_in_memory(self.data), self.axis, self.unit, self.quantity, self.path, None, _in_memory(self.mask),
+                    _in_memory(self.variance), dict(self.meta))
     self.close()
     return cube
 
@@ -87,19 +108,32 @@ def __exit__(self:Datacube, *exc): self.close()
 @patch
 def __repr__(self:Datacube):
     src = f", {Path(self.path).name}" if self.path else ''
-    return (f"Datacube({'×'.join(map(str, self.shape))} {self.dtype}, {self.quantity} "
+    extra = ''.join(f' + {n}' for n in ('mask', 'variance') if getattr(self, n) is not None)
+    return (f"Datacube({'×'.join(map(str, self.shape))} {self.dtype}{extra}, {self.quantity} "
             f"{self.axis[0]:.4g}–{self.axis[-1]:.4g} {self.unit}{src})")
 
-# %% ../../nbs/20_cubes.datacube.ipynb #daf104f9
-CUBE_EXTS = {'.npy': 'npy', '.h5': 'h5', '.hdf5': 'h5', '.hdf': 'h5', '.zarr': 'zarr'}
-
 # %% ../../nbs/20_cubes.datacube.ipynb #df3a3348
-def cube_format(path) -> str:
-    "The cube format of `path` ('npy', 'h5' or 'zarr') from its extension."
-    path = Path(path)
-    if path.suffix.lower() not in CUBE_EXTS:
-        raise InputError(f"{path}: unknown cube extension '{path.suffix}'; use .npy, .h5/.hdf5 or .zarr")
-    return CUBE_EXTS[path.suffix.lower()]
+CUBE_EXTS = {'.npy': 'npy', '.h5': 'h5', '.hdf5': 'h5', '.hdf': 'h5', '.zarr': 'zarr'}
+READ_EXTS = {'.bcf': 'bruker', '.hspy': 'hspy', '.zspy': 'zspy', '.rpl': 'ripple', '.raw': 'ripple', '.emd': 'emd',
+             '.nxs': 'nexus', '.nx5': 'nexus', '.fits': 'fits', '.fit': 'fits', '.fts': 'fits', '.fits.gz': 'fits'}
+
+# %% ../../nbs/20_cubes.datacube.ipynb #457194c6
+def _ext(path:Path) -> str:
+    "The lower-case extension of `path`, two deep for '.fits.gz'."
+    two = ''.join(path.suffixes[-2:]).lower()
+    return two if two in READ_EXTS else path.suffix.lower()
+
+# %% ../../nbs/20_cubes.datacube.ipynb #a74ae1fe
+def cube_format(path, write:bool=True) -> str:
+    "The cube format of `path` from its extension: one `write_cube` writes or (`write=False`) `open_cube` reads."
+    path, ext = Path(path), _ext(Path(path))
+    if ext in CUBE_EXTS: return CUBE_EXTS[ext]
+    if ext in READ_EXTS and not write: return READ_EXTS[ext]
+    if ext in READ_EXTS:
+        raise InputError(f"{path}: unknown cube extension '{ext}' to write ({ext} is read only); "
+                         "use .npy, .h5/.hdf5 or .zarr")
+    raise InputError(f"{path}: unknown cube extension '{path.suffix}'; use .npy, .h5/.hdf5, .zarr or one of "
+                     f"{' '.join(sorted(set(READ_EXTS)))} (read only)")
 
 # %% ../../nbs/20_cubes.datacube.ipynb #d6e4be07
 def _row_blocks(H:int, chunk_rows:int) -> Iterator[slice]:
@@ -112,7 +146,7 @@ def _axis_meta(axis, unit, quantity) -> dict:
 # %% ../../nbs/20_cubes.datacube.ipynb #5c79b491
 def _write_npy(tmp:Path, data, axis, unit, quantity, chunk_rows):
     out = np.lib.format.open_memmap(tmp, mode='w+', dtype=data.dtype, shape=data.shape)
-    for rows in _row_blocks(data.shape[0], chunk_rows): out[rows] = data[rows]
+    for rows in _row_blocks(data.shape[0], chunk_rows): out[rows] = np.asarray(data[rows])
     out.flush()
     del out
     return _axis_meta(axis, unit, quantity)
@@ -124,7 +158,7 @@ def _write_h5(tmp:Path, data, axis, unit, quantity, chunk_rows):
     with h5py.File(tmp, 'w') as f:
         img = f.create_dataset('img', shape=data.shape, dtype=data.dtype, chunks=(min(H, chunk_rows), W, C),
                                compression='gzip', compression_opts=4, shuffle=True)
-        for rows in _row_blocks(H, chunk_rows): img[rows] = data[rows]
+        for rows in _row_blocks(H, chunk_rows): img[rows] = np.asarray(data[rows])
         if unit != 'channel': f.create_dataset('energy', data=axis).attrs.update(units=unit, quantity=quantity)
 
 # %% ../../nbs/20_cubes.datacube.ipynb #a8b4c523
@@ -133,7 +167,7 @@ def _write_zarr(tmp:Path, data, axis, unit, quantity, chunk_rows):
     H, W, C = data.shape
     g = zarr.open_group(tmp, mode='w')
     img = g.create_array('img', shape=data.shape, dtype=data.dtype, chunks=(min(H, chunk_rows), W, C))
-    for rows in _row_blocks(H, chunk_rows): img[rows] = data[rows]
+    for rows in _row_blocks(H, chunk_rows): img[rows] = np.asarray(data[rows])
     if unit != 'channel':
         g.create_array('energy', data=np.asarray(axis), attributes={'units': unit, 'quantity': quantity})
 
@@ -169,13 +203,28 @@ def _open_npy(path:Path) -> Datacube:
     return Datacube(data, m['values'], m['units'], m['quantity'], path)
 
 # %% ../../nbs/20_cubes.datacube.ipynb #a59def31
+def _h5_flavour(f) -> str|None:
+    "'hspy', 'nexus' or 'emd' when the open HDF5 file `f` was written by HyperSpy, as NeXus or as EMD; else None."
+    a = f.attrs
+    if str(a.get('file_format', '')).lower() == 'hyperspy': return 'hspy'
+    if 'NX_class' in a or any('NX_class' in g.attrs for g in f.values()): return 'nexus'
+    return 'emd' if 'version_major' in a else None
+
+# %% ../../nbs/20_cubes.datacube.ipynb #f07acc63
+def _read_elsewhere(path:Path, fmt:str) -> Datacube:
+    "Open `path` with `cubes.formats.load_cube` (imported here: it imports this module)."
+    from sediment_cluster.cubes.formats import load_cube
+    return load_cube(path, fmt=fmt)
+
+# %% ../../nbs/20_cubes.datacube.ipynb #52e2b9d7
 def _open_h5(path:Path) -> Datacube:
     import h5py
     try: f = h5py.File(path, 'r')
     except OSError: raise InputError(f"{path}: not a readable HDF5 file")
     if 'img' not in f:
-        names = ', '.join(f.keys()) or 'nothing'
+        names, flavour = ', '.join(f.keys()) or 'nothing', _h5_flavour(f)
         f.close()
+        if flavour: return _read_elsewhere(path, flavour)
         raise InputError(f"{path}: no dataset 'img' (found: {names}); store the H×W×C cube as dataset 'img'")
     ax = f['energy'] if 'energy' in f else f.get('wavelength')
     if ax is None: cube = Datacube(f['img'], path=path, _handle=f)
@@ -196,10 +245,11 @@ def _open_zarr(path:Path) -> Datacube:
 
 # %% ../../nbs/20_cubes.datacube.ipynb #00863548
 def open_cube(path) -> Datacube:
-    "Open the cube at `path` lazily (memmap, HDF5 or zarr array); close it with `.close()` or `with`."
-    path, fmt = Path(path), cube_format(path)
+    "Open the cube at `path` lazily (memmap, HDF5, zarr or dask array); close it with `.close()` or `with`."
+    path, fmt = Path(path), cube_format(path, write=False)
     if not path.exists(): raise InputError(f"{path}: no such cube file")
     if fmt == 'h5' and path.is_dir(): raise InputError(f"{path}: is a folder, not an HDF5 file")
+    if fmt in READ_EXTS.values(): return _read_elsewhere(path, fmt)
     return {'npy': _open_npy, 'h5': _open_h5, 'zarr': _open_zarr}[fmt](path)
 
 # %% ../../nbs/20_cubes.datacube.ipynb #88dc2cd6

@@ -1,0 +1,194 @@
+"Cube formats of other tools: real files written by HyperSpy/rosettasciio and astropy, read back through `load_cube`."
+import subprocess, sys, shutil, warnings
+from pathlib import Path
+import numpy as np, pytest
+from sediment_cluster.core import InputError
+from sediment_cluster.cubes.datacube import iter_spectra, open_cube, read_cube
+from sediment_cluster.cubes.formats import load_cube, quiet
+
+hs = pytest.importorskip('hyperspy.api')
+fits = pytest.importorskip('astropy.io.fits')
+from astropy.wcs import WCS  # noqa: E402
+
+EXE = shutil.which('sediment-cluster', path=str(Path(sys.executable).parent))
+AXES = [('y', 7, .25, 0., 'µm', True), ('x', 5, .5, 2., 'µm', True), ('Energy', 48, .02, .1, 'keV', False)]
+
+def one_line(call, *needles):
+    "`call` raises a one-line InputError holding every needle; its message."
+    with pytest.raises(InputError) as e: call()
+    msg = str(e.value)
+    assert '\n' not in msg and all(n in msg for n in needles), msg
+    return msg
+
+@pytest.fixture(scope='module')
+def signal():
+    data = np.random.default_rng(0).poisson(3, (7, 5, 48)).astype(np.uint16)
+    axes = [dict(name=n, size=N, scale=s, offset=o, units=u, navigate=nav) for n, N, s, o, u, nav in AXES]
+    with quiet():
+        s = hs.signals.Signal1D(data, axes=axes)
+        s.set_signal_type('EDS_SEM')
+    return s
+
+def save(signal, path):
+    with quiet(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        signal.save(path, overwrite=True)
+    return path
+
+def check_cube(c, data):
+    assert c.shape == (7, 5, 48) and (c.unit, c.quantity) == ('keV', 'energy')
+    assert np.allclose(c.axis, .1 + .02 * np.arange(48))
+    sp = c.meta['spatial']
+    assert [a['scale'] for a in sp] == [.25, .5] and [a['offset'] for a in sp] == [0., 2.]
+    assert [a['units'] for a in sp] in (['µm', 'µm'], ['um', 'um'])
+    assert np.array_equal(np.concatenate([X for _, X in iter_spectra(c, 3)]), data.reshape(-1, 48))
+
+@pytest.mark.parametrize('name', ['s.hspy', 's.rpl', 's.nxs', 's.emd'])
+def test_hyperspy_written_files_read_back_with_axes_and_units(tmp_path, signal, name):
+    c = load_cube(save(signal, tmp_path/name))
+    check_cube(c, signal.data)
+    assert type(c.data).__module__.startswith('dask')            # lazy: blocks read on demand
+    assert np.array_equal(read_cube(tmp_path/name).data, signal.data)   # open_cube/read_cube dispatch here
+
+def test_hspy_keeps_title_and_signal_type_and_loads_eagerly(tmp_path, signal):
+    s = signal.deepcopy()
+    s.metadata.General.title = 'painting'
+    c = load_cube(save(s, tmp_path/'t.hspy'), lazy=False)
+    assert isinstance(c.data, np.ndarray) and c.meta['title'] == 'painting' and c.meta['signal_type'] == 'EDS_SEM'
+
+def test_raw_is_read_through_its_rpl(tmp_path, signal):
+    save(signal, tmp_path/'s.rpl')
+    check_cube(load_cube(tmp_path/'s.raw'), signal.data)
+
+def test_hdf5_written_by_hyperspy_opens_under_h5_name(tmp_path, signal):
+    save(signal, tmp_path/'s.hspy').rename(tmp_path/'s.h5')
+    check_cube(open_cube(tmp_path/'s.h5'), signal.data)
+
+def test_image_stack_with_energy_first_becomes_hwc(tmp_path, signal):
+    with quiet(): stack = signal.as_signal2D((0, 1))      # (E | y, x): energy navigates
+    check_cube(load_cube(save(stack, tmp_path/'stack.hspy')), signal.data)
+
+# ---- FITS
+
+def memory_mapped(a) -> bool:
+    "Whether array `a` is a view of a memory-mapped file (astropy's memmap=True)."
+    import mmap
+    while isinstance(a, np.ndarray): a = a.base
+    return isinstance(a, mmap.mmap)
+
+def ifu_header(ctype='AWAV', cunit='Angstrom', crval=4750., cdelt=1.25, si=False):
+    "A celestial + spectral header as instruments write it (CUNIT3 as given), or as wcslib normalises it (`si`)."
+    w = WCS(naxis=3)
+    w.wcs.ctype, w.wcs.cunit = ['RA---TAN', 'DEC--TAN', ctype], ['deg', 'deg', cunit]
+    w.wcs.cdelt, w.wcs.crval, w.wcs.crpix = [-5.6e-5, 5.6e-5, cdelt], [150., 2., crval], [1, 1, 1]
+    h = w.to_header()           # wcslib writes the spectral axis in SI units
+    if not si: h['CUNIT3'], h['CDELT3'], h['CRVAL3'] = cunit, cdelt, crval
+    return h
+
+@pytest.fixture
+def flux(): return np.random.default_rng(1).gamma(2, 1, (30, 6, 4)).astype(np.float32)   # (λ, y, x)
+
+def test_fits_ifu_with_wcs_variance_and_mask(tmp_path, flux):
+    h, dq = ifu_header(), (np.random.default_rng(2).random(flux.shape) < .1).astype(np.int16)
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(flux, h, name='DATA'), fits.ImageHDU(flux * .2, h, name='STAT'),
+                  fits.ImageHDU(dq, name='DQ')]).writeto(tmp_path/'muse.fits')
+    with load_cube(tmp_path/'muse.fits') as c:
+        assert c.shape == (6, 4, 30) and (c.unit, c.quantity) == ('Å', 'wavelength') and c.meta['hdu'] == 'DATA'
+        assert np.allclose(c.axis, 4750 + 1.25 * np.arange(30))
+        assert np.array_equal(np.asarray(c.data), np.moveaxis(flux, 0, -1))
+        assert np.allclose(np.asarray(c.variance), np.moveaxis(flux * .2, 0, -1))
+        assert np.array_equal(np.asarray(c.mask), np.moveaxis(dq != 0, 0, -1))
+        assert np.allclose([a['scale'] for a in c.meta['spatial']], .2016) and 'RA---TAN' in c.meta['wcs']
+        assert memory_mapped(c.data)
+    c = load_cube(tmp_path/'muse.fits', lazy=False, variance_hdu=False, mask_hdu=False)
+    assert c.variance is None and c.mask is None and not memory_mapped(c.data)
+
+@pytest.mark.parametrize('ext,factor', [('ERR', lambda f: f ** 2), ('IVAR', lambda f: 1 / f)])
+def test_fits_errors_and_inverse_variances_become_variances(tmp_path, flux, ext, factor):
+    fits.HDUList([fits.PrimaryHDU(flux, ifu_header()), fits.ImageHDU(flux, name=ext)]).writeto(tmp_path/'c.fits')
+    c = load_cube(tmp_path/'c.fits', hdu=0)
+    assert np.allclose(np.asarray(c.variance), np.moveaxis(factor(flux.astype('f8')), 0, -1))
+
+def test_fits_wavelength_units_and_energy_axes(tmp_path, flux):
+    fits.PrimaryHDU(flux, ifu_header('WAVE', 'um', 1.6, 0.001)).writeto(tmp_path/'nir.fits')
+    c = load_cube(tmp_path/'nir.fits')
+    assert (c.unit, c.quantity) == ('um', 'wavelength') and np.allclose(c.axis[:2], [1.6, 1.601])
+    fits.PrimaryHDU(flux, ifu_header('ENER', 'keV', 0.5, 0.02)).writeto(tmp_path/'x.fits')
+    c = load_cube(tmp_path/'x.fits')
+    assert (c.unit, c.quantity) == ('keV', 'energy') and np.allclose(c.axis[:2], [.5, .52])
+    fits.PrimaryHDU(flux, ifu_header(si=True)).writeto(tmp_path/'si.fits')   # SI metres in the header → Å
+    assert load_cube(tmp_path/'si.fits').unit == 'Å' and np.isclose(load_cube(tmp_path/'si.fits').axis[0], 4750)
+
+def test_fits_without_spectral_wcs_numbers_channels_and_hdu_by_name(tmp_path, flux):
+    fits.HDUList([fits.PrimaryHDU(flux[:, :2, :2]), fits.ImageHDU(flux, name='SCI')]).writeto(tmp_path/'p.fits')
+    assert load_cube(tmp_path/'p.fits').shape == (2, 2, 30)                # the first 3-D HDU
+    c = load_cube(tmp_path/'p.fits', hdu='SCI')
+    assert c.shape == (6, 4, 30) and c.unit == 'channel' and np.array_equal(c.axis, np.arange(30))
+    assert load_cube(tmp_path/'p.fits', hdu='1').shape == (6, 4, 30)      # an index from the command line
+    one_line(lambda: load_cube(tmp_path/'p.fits', hdu='FLUX'), "no HDU 'FLUX'", 'SCI')
+
+# ---- bad files: one line naming the file
+
+def truncate(path, keep=.5):
+    b = path.read_bytes()
+    path.write_bytes(b[:int(len(b) * keep)])
+    return path
+
+def test_truncated_and_wrong_files_are_one_line(tmp_path, signal, flux):
+    one_line(lambda: load_cube(truncate(save(signal, tmp_path/'t.hspy'))), 't.hspy', 'not a readable hspy file')
+    save(signal, tmp_path/'r.rpl')
+    truncate(tmp_path/'r.raw')
+    one_line(lambda: load_cube(tmp_path/'r.rpl'), 'r.rpl', 'not a readable ripple file')
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(flux, name='DATA'), fits.ImageHDU(flux, name='STAT')]
+                 ).writeto(tmp_path/'t.fits')
+    one_line(lambda: load_cube(truncate(tmp_path/'t.fits', .7)), 't.fits', 'truncated or damaged')
+    for name in ('junk.fits', 'junk.nxs', 'junk.emd', 'junk.hspy', 'junk.bcf'):
+        (tmp_path/name).write_bytes(b'\x00not a cube\x01' * 50)
+        one_line(lambda: open_cube(tmp_path/name), name)
+    fits.PrimaryHDU(flux[0]).writeto(tmp_path/'image.fits')
+    one_line(lambda: load_cube(tmp_path/'image.fits'), 'image.fits', 'no 3-D image HDU')
+
+def test_bcf_cannot_be_written_here_so_its_errors_and_options_are_checked(tmp_path, signal):
+    "No library writes Bruker .bcf: what is tested is the message for a bad file and the option checks."
+    (tmp_path/'scan.bcf').write_bytes(b'AID-CFB' + bytes(500))
+    one_line(lambda: load_cube(tmp_path/'scan.bcf', downsample=2, cutoff_at_kV=20, detector=0), 'scan.bcf',
+             'not a readable bruker file')
+    save(signal, tmp_path/'s.hspy')
+    one_line(lambda: load_cube(tmp_path/'s.hspy', downsample=2), 'downsample apply to .bcf files only')
+    one_line(lambda: load_cube(tmp_path/'s.hspy', hdu=1), 'hdu apply to FITS files only')
+    one_line(lambda: load_cube(tmp_path/'missing.bcf'), 'missing.bcf', 'no such cube file')
+
+def test_missing_optional_dependency_names_the_extra(tmp_path, signal, monkeypatch):
+    save(signal, tmp_path/'s.hspy')
+    (tmp_path/'x.fits').write_bytes(b'SIMPLE')
+    monkeypatch.setitem(sys.modules, 'rsciio.hspy', None)
+    monkeypatch.setitem(sys.modules, 'astropy.io.fits', None)
+    one_line(lambda: load_cube(tmp_path/'s.hspy'), 's.hspy', 'rosettasciio', "pip install 'sediment_cluster[formats]'")
+    one_line(lambda: load_cube(tmp_path/'x.fits'), 'astropy', '[formats]')
+
+def test_zspy_is_refused_in_one_line(tmp_path):
+    (tmp_path/'z.zspy').mkdir()
+    one_line(lambda: load_cube(tmp_path/'z.zspy'), 'z.zspy')
+
+# ---- the command line reads these formats without new flags
+
+def run(*args): return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, timeout=600)
+
+def test_cli_train_and_segment_on_hspy_and_fits(tmp_path):
+    rng = np.random.default_rng(3)
+    lab = np.repeat(np.arange(3), 16 * 16 // 3 + 1)[:256].reshape(16, 16)
+    means = rng.gamma(2, 2, (3, 64))
+    data = rng.poisson(means[lab]).astype(np.float32)
+    with quiet(): s = hs.signals.Signal1D(data)
+    save(s, tmp_path/'c.hspy')
+    fits.PrimaryHDU(np.moveaxis(data, -1, 0), ifu_header()).writeto(tmp_path/'c.fits')
+    for cube in ('c.hspy', 'c.fits'):
+        r = run('train-spectral', tmp_path/cube, '--out', tmp_path/'m.pt', '--epochs', '2', '--k-max', '4')
+        assert r.returncode == 0, r.stderr
+        r = run('segment', tmp_path/cube, '--model', tmp_path/'m.pt', '--out', tmp_path/'seg.npy',
+                '--k-range', '2', '4')
+        assert r.returncode == 0, r.stderr
+        assert np.load(tmp_path/'seg.npy').shape == (16, 16)
+    (tmp_path/'bad.fits').write_bytes(b'SIMPLE  =   nonsense')
+    r = run('segment', tmp_path/'bad.fits', '--model', tmp_path/'m.pt', '--out', tmp_path/'x.npy')
+    assert r.returncode == 2 and 'Traceback' not in r.stderr and 'bad.fits' in r.stderr.strip().splitlines()[-1]
