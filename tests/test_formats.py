@@ -192,3 +192,100 @@ def test_cli_train_and_segment_on_hspy_and_fits(tmp_path):
     (tmp_path/'bad.fits').write_bytes(b'SIMPLE  =   nonsense')
     r = run('segment', tmp_path/'bad.fits', '--model', tmp_path/'m.pt', '--out', tmp_path/'x.npy')
     assert r.returncode == 2 and 'Traceback' not in r.stderr and 'bad.fits' in r.stderr.strip().splitlines()[-1]
+
+# ---- HyperSpy interop, cluster outputs, writers
+
+from types import SimpleNamespace  # noqa: E402
+from sediment_cluster.cubes.datacube import Datacube  # noqa: E402
+from sediment_cluster.cubes.formats import (cluster_outputs, plot_cluster_results, read_map, write_cluster_spectra,  # noqa: E402
+                                            write_fits_labels, write_map)
+
+def test_hyperspy_round_trip_keeps_axes_units_and_variance(tmp_path, signal):
+    s = signal.deepcopy()
+    s.estimate_poissonian_noise_variance()
+    c = Datacube.from_hyperspy(s)
+    check_cube(c, signal.data)
+    assert c.variance is not None and c.meta['signal_type'] == 'EDS_SEM'
+    back = c.to_hyperspy()
+    assert back.data.shape == signal.data.shape and np.array_equal(back.data, signal.data)
+    for a, b in zip(back.axes_manager._get_axes_in_natural_order(), signal.axes_manager._get_axes_in_natural_order()):
+        assert (a.name, a.units, a.size) == (b.name, b.units, b.size) and np.isclose(a.scale, b.scale) \
+            and np.isclose(a.offset, b.offset)
+    assert back.metadata.Signal.signal_type == 'EDS_SEM'
+    var = lambda sig: sig.metadata.Signal.Noise_properties.variance.data
+    assert np.allclose(var(back), var(s))
+    lazy = load_cube(save(signal, tmp_path/'s.hspy')).to_hyperspy()
+    assert lazy._lazy and np.array_equal(lazy.data.compute(), signal.data)
+
+def test_image_stack_signal_becomes_a_cube(signal):
+    with quiet(): stack = signal.as_signal2D((0, 1))
+    check_cube(Datacube.from_hyperspy(stack), signal.data)
+
+def stripes():
+    rng = np.random.default_rng(4)
+    lab = np.repeat(np.arange(3), 4)[:, None].repeat(5, 1)
+    spectra = np.array([[9., 1, 1, 1], [1, 9, 1, 1], [1, 1, 1, 9]]) * 10
+    return Datacube(rng.poisson(spectra[lab]).astype(np.float32), np.arange(1., 5), 'keV'), lab
+
+def test_cluster_outputs_in_spectra_and_in_a_latent_space(tmp_path):
+    cube, lab = stripes()
+    out = cluster_outputs(cube, lab, chunk_rows=5)
+    assert list(out.counts) == [20, 20, 20] and out.masks.shape == (3, 12, 5)
+    assert np.array_equal(out.distances.argmin(0), lab)
+    assert np.allclose(out.sum_spectra, [cube.data[lab == k].sum(0) for k in range(3)])
+    Z = np.stack([lab, -lab], -1).astype(float) + .01 * np.random.default_rng(0).random((12, 5, 2))
+    seg = SimpleNamespace(labels=lab, centres=np.array([[0., 0], [1, -1], [2, -2]]), latent=Z)
+    out = cluster_outputs(cube, seg)
+    assert out.distances.shape == (3, 12, 5) and np.array_equal(out.distances.argmin(0), lab)
+    for k in range(3):   # the centroid is the spectrum of the pixel nearest the latent centre
+        i = np.unravel_index(np.argmin(np.where(lab == k, out.distances[k], np.inf)), lab.shape)
+        assert np.array_equal(out.centroid_spectra[k], cube.data[i])
+    with pytest.raises(InputError, match='shape'): cluster_outputs(cube, lab[:5])
+    plot_cluster_results(out, 'centroid')
+
+def test_maps_round_trip_with_scale(tmp_path, signal):
+    c = load_cube(save(signal, tmp_path/'s.hspy'))
+    lab = np.random.default_rng(0).integers(-1, 4, (7, 5))
+    for name in ('l.tif', 'l.tiff', 'l.png'):
+        a, meta = read_map(write_map(tmp_path/name, lab, c))
+        assert np.array_equal(a, lab) and meta == {'scale': [.25, .5], 'unit': 'µm'}
+    import tifffile
+    with tifffile.TiffFile(tmp_path/'l.tif') as t:
+        tags = t.pages[0].tags
+        assert tags['ResolutionUnit'].value == 3                        # centimetre
+        xres = tags['XResolution'].value
+        assert np.isclose(xres[0] / xres[1], 1e4 / .5)                 # 0.5 µm pixels
+    from PIL import Image
+    with Image.open(tmp_path/'l.png') as im: assert np.isclose(im.info['dpi'][0], 2.54e4 / .5, rtol=1e-3)
+    d = np.random.default_rng(1).random((3, 7, 5)).astype(np.float32)
+    a, meta = read_map(write_map(tmp_path/'d.tif', d, scale=2., unit='arcsec'))
+    assert np.array_equal(a, d) and meta == {'scale': [2., 2.], 'unit': 'arcsec'}
+    one_line(lambda: write_map(tmp_path/'d.png', d), 'PNG holds one label map')
+    one_line(lambda: write_map(tmp_path/'d.jpg', lab), "extension='.jpg'")
+
+def test_cluster_spectra_csv_and_msa_round_trip(tmp_path):
+    import pandas as pd, rsciio.msa
+    cube, lab = stripes()
+    out = cluster_outputs(cube, lab)
+    df = pd.read_csv(write_cluster_spectra(tmp_path/'s.csv', out, 'centroid')[0])
+    assert list(df.columns) == ['energy (keV)', 'cluster_0', 'cluster_1', 'cluster_2']
+    assert np.allclose(df.iloc[:, 1:].to_numpy().T, out.centroid_spectra) and np.allclose(df.iloc[:, 0], cube.axis)
+    files = write_cluster_spectra(tmp_path/'s.msa', out)
+    assert [f.name for f in files] == ['s_0.msa', 's_1.msa', 's_2.msa']
+    for k, f in enumerate(files):
+        d = rsciio.msa.file_reader(str(f))[0]
+        assert np.allclose(d['data'], out.mean_spectra[k]) and d['axes'][0]['units'] == 'keV'
+        assert np.isclose(d['axes'][0]['offset'], 1) and np.isclose(d['axes'][0]['scale'], 1)
+    out.axis = np.array([1., 2, 4, 8])                              # EMSA holds evenly spaced channels only
+    one_line(lambda: write_cluster_spectra(tmp_path/'n.msa', out), 'n.msa', 'evenly spaced', '.csv')
+    assert pd.read_csv(write_cluster_spectra(tmp_path/'n.csv', out)[0]).iloc[:, 0].tolist() == [1, 2, 4, 8]
+
+def test_fits_label_map_keeps_the_celestial_wcs(tmp_path, flux):
+    fits.HDUList([fits.PrimaryHDU(flux, ifu_header())]).writeto(tmp_path/'c.fits')
+    cube = load_cube(tmp_path/'c.fits')
+    lab = np.random.default_rng(0).integers(-1, 3, (6, 4))
+    with fits.open(write_fits_labels(tmp_path/'l.fits', lab, cube)) as f:
+        assert np.array_equal(f[0].data, lab) and f[0].data.dtype.kind == 'i'
+        w2, w3 = WCS(f[0].header), WCS(fits.getheader(tmp_path/'c.fits')).celestial
+        assert w2.naxis == 2 and np.allclose(w2.pixel_to_world_values(2, 5), w3.pixel_to_world_values(2, 5))
+    with fits.open(write_fits_labels(tmp_path/'plain.fits', lab)) as f: assert np.array_equal(f[0].data, lab)

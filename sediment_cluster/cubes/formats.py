@@ -4,17 +4,21 @@
 
 # %% ../../nbs/20a_cubes.formats.ipynb #0f63d7ea
 from __future__ import annotations
-import importlib, warnings
+import importlib, json, warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from fastcore.basics import patch
 
-from ..core import InputError
-from .datacube import CUBE_EXTS, Datacube, cube_format, iter_spectra, open_cube
+from ..core import InputError, atomic_path, check_choice
+from .datacube import CUBE_EXTS, Datacube, cube_format, iter_spectra, open_cube, read_labels
 
 # %% auto #0
-__all__ = ['EXTRA', 'quiet', 'load_cube']
+__all__ = ['EXTRA', 'quiet', 'load_cube', 'ClusterOutputs', 'cluster_outputs', 'plot_cluster_results', 'write_map', 'read_map',
+           'write_cluster_spectra', 'write_fits_labels']
 
 # %% ../../nbs/20a_cubes.formats.ipynb #8e9f7882
 EXTRA = "pip install 'sediment_cluster[formats]'"
@@ -78,6 +82,12 @@ def _spatial(a:dict) -> dict:
 def _title(d:dict) -> str: return str(d.get('metadata', {}).get('General', {}).get('title', '') or '')
 
 # %% ../../nbs/20a_cubes.formats.ipynb #8b1e375c
+def _array_of(v):
+    "The array of `v`: itself when it is an array (numpy, dask), the `data` of a HyperSpy signal, else None."
+    if v is None or hasattr(v, 'shape'): return v
+    return getattr(v, 'data', None)
+
+# %% ../../nbs/20a_cubes.formats.ipynb #fabb2a32
 def _cube_from_dict(d:dict, path=None) -> Datacube:
     "A `Datacube` from a rosettasciio signal dict with three axes, spectral axis moved last."
     axes = d['axes']
@@ -89,8 +99,8 @@ def _cube_from_dict(d:dict, path=None) -> Datacube:
     sig = d.get('metadata', {}).get('Signal', {})
     meta = {'spatial': [_spatial(a) for a in nav], 'title': _title(d), 'signal_type': sig.get('signal_type', '') or '',
             'axis_name': str(sa.get('name') or '')}
-    var = sig.get('Noise_properties', {}).get('variance')
-    var = None if var is None or np.ndim(getattr(var, 'data', var)) != 3 else getattr(var, 'data', var)
+    var = _array_of(sig.get('Noise_properties', {}).get('variance'))
+    var = var if np.ndim(var) == 3 else None
     return Datacube(data, _axis_values(sa), unit, _quantity(unit, sa.get('name')), path,
                     variance=None if var is None else (var if s == 2 else np.moveaxis(var, s, -1)), meta=meta)
 
@@ -297,3 +307,302 @@ def _check_raw_size(path:Path, cube:Datacube):
     if raw is not None and raw.stat().st_size < need:
         raise InputError(f"{path}: not a readable ripple file ({raw.name} holds {raw.stat().st_size} bytes, "
                          f"the header needs {need}: truncated?)")
+
+# %% ../../nbs/20a_cubes.formats.ipynb #b6713d84
+def _hs_axes(signal) -> list:
+    "The axis dicts of a HyperSpy `signal`, with their position in the data array."
+    am = signal.axes_manager
+    return [{**a.get_axis_dictionary(), 'index_in_array': a.index_in_array}
+            for a in (*am.navigation_axes, *am.signal_axes)]
+
+# %% ../../nbs/20a_cubes.formats.ipynb #3ca38851
+@patch(cls_method=True)
+def from_hyperspy(cls:Datacube, signal) -> Datacube:
+    "A `Datacube` from a HyperSpy `signal` with three axes: axes, units, title, signal type and variance kept."
+    if np.ndim(signal.data) != 3:
+        raise InputError(f"signal {signal}: a cube needs 3 axes (2 spatial, 1 spectral), got {np.ndim(signal.data)}")
+    var = _array_of(signal.metadata.get_item('Signal.Noise_properties.variance'))
+    md = {'General': {'title': signal.metadata.get_item('General.title', '')},
+          'Signal': {'signal_type': signal.metadata.get_item('Signal.signal_type', ''),
+                     'Noise_properties': {'variance': var if np.ndim(var) == 3 else None}}}
+    return _cube_from_dict({'data': signal.data, 'axes': _hs_axes(signal), 'metadata': md})
+
+# %% ../../nbs/20a_cubes.formats.ipynb #d3355df8
+def _spectral_axis_dict(cube:Datacube) -> dict:
+    "HyperSpy axis dict of the channel axis: uniform (scale, offset) when it is, else the coordinates."
+    ax, d = cube.axis, np.diff(cube.axis)
+    base = {'name': cube.meta.get('axis_name') or cube.quantity.capitalize(), 'size': len(ax), 'navigate': False,
+            'units': None if cube.unit == 'channel' else cube.unit}
+    if len(d) == 0 or np.allclose(d, d[0], rtol=1e-6, atol=0):
+        return {**base, 'scale': float(d[0]) if len(d) else 1., 'offset': float(ax[0])}
+    return {**base, 'axis': ax}
+
+# %% ../../nbs/20a_cubes.formats.ipynb #3f6746d9
+def _hs_axis_dicts(cube:Datacube) -> list:
+    "HyperSpy axis dicts (y, x, channels) of `cube`, from `meta['spatial']` when a reader filled it."
+    sp = cube.meta.get('spatial') or [{'name': n, 'scale': 1., 'offset': 0., 'units': ''} for n in 'yx']
+    nav = [{'name': a['name'] or n, 'size': N, 'scale': a['scale'], 'offset': a['offset'], 'units': a['units'] or None,
+            'navigate': True} for a, n, N in zip(sp, 'yx', cube.shape)]
+    return nav + [_spectral_axis_dict(cube)]
+
+# %% ../../nbs/20a_cubes.formats.ipynb #5c999ce4
+def _hs_data(a, lazy:bool, chunk_rows:int=16):
+    "Array-like `a` as HyperSpy wants it: numpy in memory, or dask (h5py/zarr/memmap wrapped in row blocks)."
+    from sediment_cluster.cubes.datacube import _in_memory
+    if not lazy: return _in_memory(a)
+    import dask.array as da
+    return a if isinstance(a, da.Array) else da.from_array(a, chunks=(chunk_rows, *a.shape[1:]))
+
+# %% ../../nbs/20a_cubes.formats.ipynb #c7fa90ac
+@patch
+def to_hyperspy(self:Datacube,
+    lazy:bool=None,    # a lazy signal; None: when the pixels are not a numpy array in memory
+):
+    "The cube as a HyperSpy `Signal1D`: axes, units, scale and offset, title, signal type and variance."
+    hs = _need('hyperspy.api', self.path or 'cube', 'to_hyperspy')
+    lazy = not (isinstance(self.data, np.ndarray) and not isinstance(self.data, np.memmap)) if lazy is None else lazy
+    md = {'General': {'title': self.meta.get('title', '')}, 'Signal': {'signal_type': ''}}
+    with quiet():
+        s = hs.signals.Signal1D(_hs_data(self.data, lazy), axes=_hs_axis_dicts(self), metadata=md)
+        if lazy: s = s.as_lazy()
+        if self.variance is not None:
+            v = hs.signals.Signal1D(_hs_data(self.variance, lazy), axes=_hs_axis_dicts(self))
+            s.metadata.set_item('Signal.Noise_properties.variance', v)
+        if self.meta.get('signal_type'): _set_signal_type(s, self.meta['signal_type'])
+    return s
+
+# %% ../../nbs/20a_cubes.formats.ipynb #99fe1489
+def _set_signal_type(s, signal_type:str):
+    "Give `s` its signal type (exspy's EDS classes when installed), else keep it in the metadata only."
+    try: s.set_signal_type(signal_type)
+    except Exception: s.metadata.set_item('Signal.signal_type', signal_type)
+
+# %% ../../nbs/20a_cubes.formats.ipynb #78e7f5dc
+@dataclass(eq=False)
+class ClusterOutputs:
+    "Per-cluster results of a segmentation, as HyperSpy's cluster analysis gives them."
+    labels: np.ndarray            # H×W cluster of each pixel (−1: none)
+    distances: np.ndarray         # K×H×W distance of each pixel to each cluster centre (clustering space)
+    sum_spectra: np.ndarray       # K×C summed spectra
+    mean_spectra: np.ndarray      # K×C mean spectra
+    centroid_spectra: np.ndarray  # K×C spectrum of the pixel nearest each centre
+    axis: np.ndarray              # C channel centres
+    unit: str = 'channel'
+    quantity: str = 'energy'
+
+    @property
+    def masks(self) -> np.ndarray: return self.labels[None] == np.arange(len(self.sum_spectra))[:, None, None]
+    @property
+    def counts(self) -> np.ndarray: return self.masks.sum((1, 2))
+    def __repr__(self): return f"ClusterOutputs(k={len(self.sum_spectra)}, {'×'.join(map(str, self.labels.shape))} px)"
+
+# %% ../../nbs/20a_cubes.formats.ipynb #19e18ab2
+def _cluster_sums(cube:Datacube, labels:np.ndarray, K:int, chunk_rows:int) -> np.ndarray:
+    "K×C sums of the spectra of each cluster, the cube read in row blocks."
+    S = np.zeros((K, cube.n_channels))
+    for rows, X in iter_spectra(cube, chunk_rows):
+        lab = labels[rows].ravel()
+        onehot = (lab[:, None] == np.arange(K)).astype(np.float64)
+        S += onehot.T @ np.asarray(X, np.float64)
+    return S
+
+# %% ../../nbs/20a_cubes.formats.ipynb #a4627eb6
+def _spectral_distances(cube:Datacube, centres:np.ndarray, chunk_rows:int) -> np.ndarray:
+    "K×H×W Euclidean distances of every spectrum to each of `centres` (K×C), in row blocks."
+    H, W, _ = cube.shape
+    D = [np.sqrt(((np.asarray(X, np.float64)[:, None] - centres[None]) ** 2).sum(-1)) for _, X in
+         iter_spectra(cube, chunk_rows)]
+    return np.concatenate(D).T.reshape(len(centres), H, W)
+
+# %% ../../nbs/20a_cubes.formats.ipynb #c10cf826
+def _centroids(cube:Datacube, labels:np.ndarray, D:np.ndarray) -> np.ndarray:
+    "K×C: per cluster, the spectrum of its pixel nearest the centre (NaN for an empty cluster)."
+    out = np.full((len(D), cube.n_channels), np.nan)
+    for k, d in enumerate(D):
+        d = np.where(labels == k, d, np.inf)
+        if np.isfinite(d).any(): out[k] = np.asarray(cube.data[np.unravel_index(np.argmin(d), d.shape)], float)
+    return out
+
+# %% ../../nbs/20a_cubes.formats.ipynb #9a887ab6
+def cluster_outputs(
+    cube,                   # `Datacube`, H×W×C array or cube file
+    labels,                 # H×W label map (−1: none), its .npy file, or a `CubeSegmentation`
+    centres=None,           # K×d cluster centres in the space of `features` (None: the mean spectra)
+    features=None,          # H×W×d what was clustered (None: the spectra; a `CubeSegmentation`: its codes)
+    chunk_rows:int=16,      # image rows per block
+) -> ClusterOutputs:
+    "HyperSpy-style outputs of a segmentation: masks, distances to each centre, sum/mean/centroid spectra."
+    if hasattr(labels, 'latent') and hasattr(labels, 'centres'):
+        labels, centres, features = labels.labels, labels.centres, labels.latent
+    cube = cube if isinstance(cube, Datacube) else open_cube(cube) if isinstance(cube, (str, Path)) else Datacube(cube)
+    labels = np.asarray(read_labels(labels))
+    if labels.shape != cube.shape[:2]:
+        raise InputError(f"labels: shape {labels.shape} but the cube has {cube.shape[:2]} pixels; pass its label map")
+    K = len(centres) if centres is not None else int(labels.max()) + 1
+    S = _cluster_sums(cube, labels, K, chunk_rows)
+    n = np.bincount(labels[labels >= 0].ravel(), minlength=K)[:K, None]
+    mean = np.divide(S, n, out=np.full(S.shape, np.nan), where=n > 0)
+    D = _distances(cube, mean, centres, features, chunk_rows)
+    return ClusterOutputs(labels, D, S, mean, _centroids(cube, labels, D), cube.axis, cube.unit, cube.quantity)
+
+# %% ../../nbs/20a_cubes.formats.ipynb #28d45375
+def _distances(cube:Datacube, mean:np.ndarray, centres, features, chunk_rows:int) -> np.ndarray:
+    "K×H×W distances in the clustering space: `features` to `centres`, or spectra to `centres`/the mean spectra."
+    if features is None:
+        return _spectral_distances(cube, np.nan_to_num(mean if centres is None else centres), chunk_rows)
+    F, C = np.asarray(features, np.float64), np.asarray(centres, np.float64)
+    if C.ndim != 2 or F.shape[-1] != C.shape[1]:
+        raise InputError(f"features of {F.shape[-1]} dimensions but centres of shape {C.shape}; give both in one space")
+    return np.sqrt(((F[None] - C[:, None, None]) ** 2).sum(-1))
+
+# %% ../../nbs/20a_cubes.formats.ipynb #e962f1a1
+def plot_cluster_results(
+    out:ClusterOutputs,     # from `cluster_outputs`
+    signal:str='mean',      # 'mean', 'sum' or 'centroid' spectra
+    size:float=1.6,         # inches per map
+):
+    "The cluster map, each cluster's mask and its spectrum (`signal`), coloured alike."
+    import matplotlib.pyplot as plt
+    check_choice('signal', signal, ('mean', 'sum', 'centroid'))
+    K, spectra = len(out.sum_spectra), getattr(out, f'{signal}_spectra')
+    cols = plt.get_cmap('tab10' if K <= 10 else 'tab20')(np.arange(K) % 20)
+    fig = plt.figure(figsize=(size * (K + 1), size * 2.4))
+    gs = fig.add_gridspec(2, K + 1, height_ratios=[1, 1.2])
+    _label_panel(fig.add_subplot(gs[0, 0]), out.labels, cols)
+    for k in range(K): _mask_panel(fig.add_subplot(gs[0, k + 1]), out.masks[k], cols[k], f'cluster {k}')
+    ax = fig.add_subplot(gs[1, :])
+    for k in range(K): ax.plot(out.axis, spectra[k], c=cols[k], lw=1, label=f'{k} ({out.counts[k]} px)')
+    ax.set(xlabel=f'{out.quantity} ({out.unit})', ylabel=f'{signal} spectrum')
+    ax.legend(fontsize=7, ncol=min(K, 6))
+    fig.tight_layout()
+    return fig
+
+# %% ../../nbs/20a_cubes.formats.ipynb #a3d2f27f
+def _label_panel(ax, labels:np.ndarray, cols:np.ndarray):
+    "The label map in the cluster colours (unlabelled pixels white)."
+    from matplotlib.colors import ListedColormap
+    ax.imshow(np.ma.masked_less(labels, 0), cmap=ListedColormap(cols), vmin=-.5, vmax=len(cols) - .5,
+              interpolation='nearest')
+    ax.set_title('clusters', fontsize=8)
+    ax.set_axis_off()
+
+# %% ../../nbs/20a_cubes.formats.ipynb #7f6c49bd
+def _mask_panel(ax, mask:np.ndarray, colour, title:str):
+    "One cluster's boolean mask in its colour."
+    from matplotlib.colors import ListedColormap
+    ax.imshow(mask, cmap=ListedColormap([(1, 1, 1, 1), colour]), vmin=0, vmax=1, interpolation='nearest')
+    ax.set_title(title, fontsize=8)
+    ax.set_axis_off()
+
+# %% ../../nbs/20a_cubes.formats.ipynb #ce6f3625
+_PER_CM = {'nm': 1e7, 'um': 1e4, 'µm': 1e4, 'mm': 10., 'cm': 1., 'm': .01}
+
+# %% ../../nbs/20a_cubes.formats.ipynb #3a4ff71c
+def _pixel_size(cube, scale, unit) -> tuple: # (sy, sx, unit)
+    "The pixel size: `scale`/`unit` when given, else from the cube's spatial axes, else 1 pixel."
+    if scale is not None: return float(scale), float(scale), unit or ''
+    sp = cube.meta.get('spatial') if isinstance(cube, Datacube) else None
+    if sp: return float(sp[0]['scale']), float(sp[1]['scale']), unit or sp[0]['units'] or ''
+    return 1., 1., unit or 'pixel'
+
+# %% ../../nbs/20a_cubes.formats.ipynb #8f79213f
+def _write_tiff(tmp:Path, a:np.ndarray, sy:float, sx:float, unit:str):
+    "TIFF with resolution tags (per cm for a length unit) and the scale in its JSON description."
+    tifffile = _need('tifffile', tmp, 'writing TIFF')
+    f = _PER_CM.get(unit)
+    tifffile.imwrite(tmp, a, resolution=((f or 1) / sx, (f or 1) / sy), resolutionunit='CENTIMETER' if f else 'NONE',
+                     photometric='minisblack', metadata={'scale': [sy, sx], 'unit': unit})
+
+# %% ../../nbs/20a_cubes.formats.ipynb #fbf87f65
+def _write_png(tmp:Path, a:np.ndarray, sy:float, sx:float, unit:str):
+    "A 2-D label map as 16-bit PNG (label + 1; 0 = unlabelled), the pixel size in pHYs and text."
+    from PIL import Image, PngImagePlugin
+    if a.ndim != 2 or a.dtype.kind not in 'iub' or a.min() < -1 or a.max() > 65534:
+        raise InputError(f"{tmp.name[1:].replace('.tmp', '')}: PNG holds one label map (H×W ints −1..65534); "
+                         "write maps, distances or K×H×W stacks as .tif")
+    info = PngImagePlugin.PngInfo()
+    info.add_text('sediment_cluster', json.dumps({'offset': -1, 'scale': [sy, sx], 'unit': unit}))
+    f = _PER_CM.get(unit)
+    Image.fromarray((a.astype(np.int32) + 1).astype(np.uint16)).save(
+        tmp, format='PNG', pnginfo=info, dpi=(2.54 * f / sx, 2.54 * f / sy) if f else (72, 72))
+
+# %% ../../nbs/20a_cubes.formats.ipynb #60b7f21c
+def write_map(
+    path,                   # .tif/.tiff (any H×W or K×H×W array) or .png (an H×W label map)
+    image,                  # label map, its .npy file, or maps (K×H×W: distances, masks)
+    cube=None,              # the `Datacube` it belongs to: its spatial axes give the pixel size
+    scale:float=None,       # pixel size, overriding the cube's
+    unit:str=None,          # unit of `scale` ('µm', 'mm', 'arcsec', ...)
+) -> Path:
+    "Write a label map or cluster maps as TIFF or PNG that keep the pixel size."
+    path, a = Path(path), np.asarray(read_labels(image))
+    ext = path.suffix.lower()
+    check_choice('extension', ext, ('.tif', '.tiff', '.png'))
+    sy, sx, unit = _pixel_size(cube, scale, unit)
+    with atomic_path(path) as tmp: (_write_png if ext == '.png' else _write_tiff)(tmp, a, sy, sx, unit)
+    return path
+
+# %% ../../nbs/20a_cubes.formats.ipynb #22a6edbd
+def read_map(path) -> tuple: # (array, {'scale': [sy, sx], 'unit': ...})
+    "A map written by `write_map` and its pixel size."
+    path = Path(path)
+    if path.suffix.lower() != '.png':
+        tifffile = _need('tifffile', path, 'reading TIFF')
+        with tifffile.TiffFile(path) as t:
+            meta = dict(t.shaped_metadata[0]) if t.shaped_metadata else {}
+            return t.asarray(), {k: meta[k] for k in ('scale', 'unit') if k in meta}
+    from PIL import Image
+    with Image.open(path) as im: a, meta = np.asarray(im), json.loads(im.info.get('sediment_cluster', '{}'))
+    return a.astype(np.int32) + meta.pop('offset', 0), meta
+
+# %% ../../nbs/20a_cubes.formats.ipynb #c86f8cda
+def _spectrum_dict(out:ClusterOutputs, y:np.ndarray, title:str) -> dict:
+    "A rosettasciio signal dict of one cluster spectrum."
+    cube = Datacube(np.zeros((1, 1, len(out.axis))), out.axis, out.unit, out.quantity)
+    ax = _spectral_axis_dict(cube)
+    return {'data': np.asarray(y, float), 'axes': [ax], 'original_metadata': {},
+            'metadata': {'General': {'title': title},
+                         'Signal': {'signal_type': 'EDS' if out.unit in ('keV', 'eV') else ''}}}
+
+# %% ../../nbs/20a_cubes.formats.ipynb #920109be
+def write_cluster_spectra(
+    path,                   # .csv (one table) or .msa (one file per cluster: <stem>_<k>.msa)
+    out:ClusterOutputs,     # from `cluster_outputs`
+    signal:str='mean',      # 'mean', 'sum' or 'centroid'
+) -> list:                  # the files written
+    "Write the cluster spectra `signal` as CSV or EMSA/MSA."
+    path = Path(path)
+    check_choice('signal', signal, ('mean', 'sum', 'centroid'))
+    check_choice('extension', path.suffix.lower(), ('.csv', '.msa'))
+    Y = getattr(out, f'{signal}_spectra')
+    if path.suffix.lower() == '.csv':
+        df = pd.DataFrame({f'{out.quantity} ({out.unit})': out.axis, **{f'cluster_{k}': y for k, y in enumerate(Y)}})
+        with atomic_path(path) as tmp: df.to_csv(tmp, index=False)
+        return [path]
+    msa = _need('rsciio.msa', path, 'writing MSA')
+    if 'scale' not in _spectrum_dict(out, Y[0], '')['axes'][0]:
+        raise InputError(f"{path}: EMSA/MSA needs evenly spaced channels and this axis is not; write .csv")
+    return [_write_msa(msa, path.with_name(f'{path.stem}_{k}.msa'), _spectrum_dict(out, y, f'cluster {k} {signal}'))
+            for k, y in enumerate(Y)]
+
+# %% ../../nbs/20a_cubes.formats.ipynb #53a2c5f5
+def _write_msa(msa, path:Path, sig:dict) -> Path:
+    "One EMSA/MSA file (rosettasciio's writer), atomically."
+    with atomic_path(path) as tmp, quiet(): msa.file_writer(str(tmp), sig)
+    return path
+
+# %% ../../nbs/20a_cubes.formats.ipynb #a91eb064
+def write_fits_labels(
+    path,                   # .fits file to write
+    labels,                 # H×W label map (−1: none) or its .npy file
+    cube:Datacube=None,     # the cube: its celestial WCS (`meta['wcs']`, from a FITS cube) goes into the header
+) -> Path:
+    "Write a label map as a FITS image (int32) that keeps the cube's celestial WCS."
+    fits = _need('astropy.io.fits', path, 'writing FITS')
+    labels = np.asarray(read_labels(labels)).astype(np.int32)
+    wcs = (cube.meta.get('wcs') if cube is not None else None) or ''
+    hdr = fits.Header.fromstring(wcs) if wcs else fits.Header()
+    hdr['BUNIT'] = ('', 'cluster label; -1: no label')
+    hdr['EXTNAME'] = 'LABELS'
+    with atomic_path(path) as tmp: fits.PrimaryHDU(labels, hdr).writeto(tmp)
+    return Path(path)
