@@ -425,6 +425,7 @@ def test_widget_loop_buttons(store):
     w.validate_button.click()
     lp = w.lab.labels_per_particle()
     assert lp['class'][shown[1]] is None and lp['class'][shown[0]] == 'quartz', w.status.value
+    assert w.info.value.startswith('<b>recommended for quartz</b>: ranks 1–4')   # validate shows the recommendations
     w.name_box.value = 'quartz'
     w.recommend_button.click()
     w.more_button.click()
@@ -443,6 +444,16 @@ def test_widget_loop_buttons(store):
     w.merge_classes_button.click()
     assert w.lab.classes == ['quartz']
     assert [w.lab.undo().action.iloc[0] for _ in range(5)] == ['merge_classes', 'recluster', 'seed', 'grow', 'validate']
+    w.refresh(c)
+    w.name_box.value, w.cut_box.value = 'dark', 2                   # validate the gallery up to rank 2
+    w.validate_button.click()
+    assert (w.lab.labels_per_particle()['class'] == 'dark').sum() == 2 and 'up to rank 2' in w.status.value
+    w.upto_box.value = 4                                              # the whole page: the next page is shown
+    w.grow_button.click()
+    assert w.status.value.endswith('the next ones are shown') and 'ranks 1–4' in w.info.value
+    w.upto_box.value = 1                                              # cut short: on to the next cluster
+    w.grow_button.click()
+    assert w.status.value.endswith('next cluster') and (w.lab.labels_per_particle()['class'] == 'dark').sum() == 7
     w.refresh()
     w.drop_box.value = 'x'
     w.validate_button.click()
@@ -450,8 +461,8 @@ def test_widget_loop_buttons(store):
 
 
 def test_simulate_loop():
-    "Pure blobs: one validate per class then grow pages; a mixed cluster is skipped, then re-clustered."
-    from sediment_cluster.particles.evaluate import simulate_loop
+    "Blobs a, b, c: the mixed cluster b+c is skipped, a validated and grown page by page, the rest re-clustered."
+    from sediment_cluster.particles.evaluate import LOOP_ACTIONS, simulate_loop
     rng = np.random.default_rng(0)
     X = np.concatenate([rng.normal(m, .2, (60, 2)) for m in (0, 6, 12)])
     truth = np.repeat(['a', 'b', 'c'], 60).astype(object)
@@ -459,20 +470,78 @@ def test_simulate_loop():
     start[:5] = 2                                          # a small cluster of a
     r = simulate_loop(start, truth, X, page=20, far=True)
     assert r['precision'] == 1.0 and r['labelled'] == r['objects'] == 180 and r['coverage'] == 1.0
-    assert r['validate_actions'] >= 2 and r['skip_actions'] >= 1 and r['recluster_actions'] >= 1
-    assert r['actions'] == sum(r[f'{k}_actions'] for k in ('validate', 'drop', 'grow', 'skip', 'recluster'))
-    assert r['objects_per_action'] == 180 / r['actions'] > 10
+    # skip b+c; validate 20 of a, grow 2 pages, stop; re-cluster; b: validate, 2 pages, stop; c: validate, 2 pages
+    got = {k: r[f'{k}_actions'] for k in LOOP_ACTIONS}
+    assert got == dict(validate=3, drop=0, grow=6, stop=2, skip=1, recluster=1) and r['actions'] == 13
+    assert r['objects_per_action'] == 180 / 13 and r['half_actions'] == 8
     c = r['curve']
     assert c.actions.tolist() == list(range(r['actions'] + 1)) and c.labelled.is_monotonic_increasing
     truth2 = truth.copy()
     truth2[:3] = 'unmatched'
     r2 = simulate_loop(start, truth2, X, page=20)
     assert r2['objects'] == 177 and list(r2['labels'][:3]) == [None] * 3
-    mixed = np.repeat([0, 1], 90)                        # two clusters, each with 3 grains of the other's class
-    t3 = np.array(['a'] * 87 + ['b'] * 3 + ['b'] * 87 + ['a'] * 3, object)
-    r3 = simulate_loop(mixed, t3, np.c_[mixed, mixed].astype(float), rounds=1, max_drop=3, min_purity=.99)
-    assert (r3['validate_actions'], r3['drop_actions'], r3['skip_actions'], r3['precision']) == (2, 6, 0, 1.0)
-    assert r3['labelled'] == 174
-    r4 = simulate_loop(mixed, t3, np.c_[mixed, mixed].astype(float), rounds=1, max_drop=2, min_purity=.99)
-    assert (r4['skip_actions'], r4['labelled']) == (2, 0) and np.isnan(r4['precision'])
     with pytest.raises(InputError, match='one row per particle'): simulate_loop(start[:5], truth, X)
+
+
+def test_simulate_loop_cut_and_drop():
+    "The cut row: validate the pure head of a cluster, click away a wrong one above the cut, skip a mixed gallery."
+    from sediment_cluster.particles.evaluate import simulate_loop
+    same = np.zeros((90, 2))                                # one point: the gallery keeps the particles' order
+    t = np.array(['a'] * 40 + ['b'] + ['a'] * 45 + ['b'] * 4, object)
+    r = simulate_loop(np.zeros(90, int), t, same, rounds=1)
+    assert (r['validate_actions'], r['labelled'], r['precision']) == (1, 86, 85 / 86)   # the cut at the last a
+    assert r['grow_actions'] + r['stop_actions'] == 0                # cut short: the class ends inside the cluster
+    r = simulate_loop(np.zeros(90, int), t, same, rounds=1, max_drop=1)
+    assert (r['drop_actions'], r['labelled'], r['precision'], r['actions']) == (1, 85, 1.0, 2)
+    mixed = np.array(['a', 'b'] * 45, object)
+    r = simulate_loop(np.zeros(90, int), mixed, same, rounds=1)
+    assert (r['skip_actions'], r['labelled'], r['actions']) == (1, 0, 1) and np.isnan(r['precision'])
+
+
+@pytest.mark.parametrize('seed', range(4))
+def test_simulate_loop_precision_holds(seed):
+    "Every validated or accepted range is at least min_purity right, so all labels together are too."
+    from sediment_cluster.particles.evaluate import simulate_loop
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(400, 3))
+    truth = np.where(X[:, 0] + rng.normal(0, .7, 400) > 0, 'a', 'b').astype(object)
+    for mp in (.8, .95):
+        r = simulate_loop(rng.integers(0, 12, 400), truth, X, min_purity=mp, page=30, patience=0, random_state=seed)
+        assert r['labelled'] == 0 or r['precision'] >= mp
+        assert r['labelled'] == sum(lab is not None for lab in r['labels'])
+
+
+def test_compare_feature_sets(store):
+    from sediment_cluster.particles.evaluate import compare_feature_sets
+    truth = np.where(store.table.eq_diameter_px.to_numpy() > np.median(store.table.eq_diameter_px), 'big', 'small')
+    size = np.log(store.table[['eq_diameter_px']].to_numpy())
+    t = compare_feature_sets(store, truth, names=(), features={'size': size, 'noise': np.random.rand(len(store), 3)},
+                             ks=(3, 6), page=20)
+    assert t[['features', 'k']].values.tolist() == [['colour + shape', 3], ['colour + shape', 6], ['size', 3],
+                                                   ['size', 6], ['noise', 3], ['noise', 6]]
+    s = t.set_index(['features', 'k'])
+    assert s.loc[('size', 6), 'purity'] > s.loc[('noise', 6), 'purity']
+    assert s.loc[('size', 6), 'objects_per_action'] > s.loc[('noise', 6), 'objects_per_action']
+    assert ((t.precision >= .95) | t.precision.isna()).all() and (t.seconds > 0).all()
+    assert set(t.attrs['curves']) == set(zip(t.features, t.k))
+    with pytest.raises(InputError, match='give one each'): compare_feature_sets(store, truth[:3])
+    with pytest.raises(InputError, match='no feature sets'): compare_feature_sets(store, truth, names=(),
+                                                                                  colour_shape=False)
+
+
+def test_validate_upto_and_recluster_default_k(store):
+    lab = Labeller(store)
+    c = biggest(lab)
+    ids = lab.members(c)
+    lab.validate(c, 'quartz', upto=3, drop=ids[1:2])
+    cls = lab.labels_per_particle()['class']
+    assert cls[ids[[0, 2]]].tolist() == ['quartz'] * 2 and cls.notna().sum() == 2
+    with pytest.raises(InputError, match='upto=1.5'): lab.validate(c, 'x', upto=1.5)
+    n_open = cls.isna().sum()
+    new = lab.recluster()                                   # K from the remainder: the first clustering's mean size
+    assert len(new) == max(2, round(n_open * K / len(store)))
+    X = lab.features
+    for r in new:                                           # a new cluster's gallery: nearest its own centre first
+        m = lab.members(r)
+        d = ((X[m] - X[m].mean(0)) ** 2).sum(1)
+        assert (np.diff(d) >= -1e-6).all()

@@ -5,6 +5,7 @@
 # %% ../../nbs/17_particles.evaluate.ipynb #ba7257cc
 from __future__ import annotations
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,8 @@ from .overcluster import OverClusterer, UNMATCHED_CLASS
 from .label import subcluster
 
 # %% auto #0
-__all__ = ['SHAPE_FEATURES', 'simulate_expert', 'colour_shape_features', 'compare_features', 'simulate_loop']
+__all__ = ['SHAPE_FEATURES', 'LOOP_ACTIONS', 'simulate_expert', 'colour_shape_features', 'compare_features', 'simulate_loop',
+           'compare_feature_sets', 'plot_loop_curves']
 
 # %% ../../nbs/17_particles.evaluate.ipynb #6b71d5c8
 def _expert_step(ids, truth, X, named, acts:Counter, min_purity, sub_k, random_state) -> list:
@@ -101,37 +103,60 @@ def _accept_upto(ok:np.ndarray, min_purity:float) -> int:
     return int(good[-1]) + 1 if len(good) else 0
 
 # %% ../../nbs/17_particles.evaluate.ipynb #c6f654a5
+def _best_cut(shown:np.ndarray, min_purity:float) -> tuple:
+    "The class and cut row an expert picks on a ranked gallery of true classes `shown`: the longest good range."
+    cuts = {c: _accept_upto(shown == c, min_purity) for c in sorted(set(shown.tolist()), key=str)}
+    cls = max(cuts, key=cuts.get)
+    return cls, cuts[cls]
+
+# %% ../../nbs/17_particles.evaluate.ipynb #c15de164
 def _act(s, action:str, ids=None, cls=None):
     "Record one action of the simulated expert (labelling `ids` with `cls`) and a point of the curve."
-    if ids is not None:
+    if ids is not None and len(ids):
         s.named[ids], s.done[ids] = cls, True
     s.acts[action] += 1
     s.curve.append((sum(s.acts.values()), int(s.done.sum())))
 
-# %% ../../nbs/17_particles.evaluate.ipynb #9e8ea10c
+# %% ../../nbs/17_particles.evaluate.ipynb #89f24059
+def _nearest(s, ids:np.ndarray, centre:np.ndarray, n:int=None) -> np.ndarray:
+    "The particles `ids` nearest `centre` first (the first `n`)."
+    d = ((s.X[ids] - centre) ** 2).sum(1)
+    return ids[np.argsort(d, kind='stable')[:n]]
+
+# %% ../../nbs/17_particles.evaluate.ipynb #c29314a7
 def _sim_grow(s, cls, page:int, min_purity:float):
-    "Grow class `cls` page by page while the expert accepts whole pages."
+    "Grow class `cls` a page of recommendations at a time, accepting up to the cut row, until a page is cut short."
     while (~s.done).any():
-        open_ = np.flatnonzero(~s.done)
-        d = ((s.X[open_] - s.X[s.named == cls].mean(0)) ** 2).sum(1)
-        rec = open_[np.argsort(d, kind='stable')[:page]]
+        rec = _nearest(s, np.flatnonzero(~s.done), s.X[s.named == cls].mean(0), page)
         r = _accept_upto(s.truth[rec] == cls, min_purity)
-        if r: _act(s, 'grow', rec[:r], cls)
+        _act(s, 'grow' if r else 'stop', rec[:r], cls)
         if r < len(rec): return
 
-# %% ../../nbs/17_particles.evaluate.ipynb #c15de164
-def _sim_round(s, groups:list, page:int, min_purity:float, max_drop:int):
-    "Look at each cluster, largest first: validate (dropping up to `max_drop` outliers) and grow it, or skip it."
+# %% ../../nbs/17_particles.evaluate.ipynb #7f89778f
+def _sim_look(s, ids:np.ndarray, page:int, min_purity:float, min_cut:float, max_drop:int) -> tuple:
+    "The expert looks at the gallery of cluster `ids`: validate up to a cut row, or skip. Returns (class, whole)."
+    centre = s.X[ids].mean(0)
+    shown = _nearest(s, ids[~s.done[ids]], centre, page)
+    cls, r = _best_cut(s.truth[shown], min_purity)
+    wrong = shown[:r][s.truth[shown[:r]] != cls]
+    if len(wrong) > max_drop: wrong = wrong[:0]
+    if r < max(1, min_cut * len(shown)):
+        _act(s, 'skip')
+        return None, False
+    s.acts['drop'] += len(wrong)
+    _act(s, 'validate', np.setdiff1d(shown[:r], wrong), cls)
+    return cls, r == len(shown)
+
+# %% ../../nbs/17_particles.evaluate.ipynb #63c5bce1
+def _sim_round(s, groups:list, page, min_purity, min_cut, max_drop, grow_after_cut:bool, patience:int):
+    "One pass over the clusters `groups`, largest first: validate (and grow) or skip; ends after `patience` skips."
+    misses = 0
     for ids in sorted(groups, key=len, reverse=True):
-        ids = ids[~s.done[ids]]
-        if not len(ids): continue
-        cls, n = Counter(s.truth[ids].tolist()).most_common(1)[0]
-        if n < min_purity * len(ids) and len(ids) - n > max_drop:
-            _act(s, 'skip')
-            continue
-        if n < min_purity * len(ids): s.acts['drop'] += len(ids) - n   # one click per outlier
-        _act(s, 'validate', ids if n >= min_purity * len(ids) else ids[s.truth[ids] == cls], cls)
-        _sim_grow(s, cls, page, min_purity)
+        if s.done[ids].all(): continue
+        cls, whole = _sim_look(s, ids, page, min_purity, min_cut, max_drop)
+        misses = 0 if cls is not None else misses + 1
+        if patience and misses >= patience: return
+        if cls is not None and (whole or grow_after_cut): _sim_grow(s, cls, page, min_purity)
 
 # %% ../../nbs/17_particles.evaluate.ipynb #9e42b3f5
 def _sim_recluster(s, k:int, far:bool, random_state) -> list:
@@ -147,16 +172,41 @@ def _sim_recluster(s, k:int, far:bool, random_state) -> list:
     _act(s, 'recluster')
     return [open_[sub == j] for j in range(sub.max() + 1)]
 
-# %% ../../nbs/17_particles.evaluate.ipynb #c6276c3b
+# %% ../../nbs/17_particles.evaluate.ipynb #053de1a6
+def _sim_state(X, truth):
+    from types import SimpleNamespace
+    return SimpleNamespace(X=X, truth=truth, named=np.full(len(X), None, object), done=np.zeros(len(X), bool),
+                           acts=Counter(), curve=[(0, 0)])
+
+# %% ../../nbs/17_particles.evaluate.ipynb #50c9adac
+LOOP_ACTIONS = ('validate', 'drop', 'grow', 'stop', 'skip', 'recluster')  # the simulated expert's kinds of action
+
+# %% ../../nbs/17_particles.evaluate.ipynb #7658bdfc
+def _sim_result(s, keep, n:int) -> dict:
+    labels = np.full(n, None, object)
+    labels[keep] = s.named
+    n_act, n_lab = sum(s.acts.values()), int(s.done.sum())
+    curve = pd.DataFrame(s.curve, columns=['actions', 'labelled'])
+    half = curve.actions[curve.labelled >= len(keep) / 2]
+    return dict(objects=len(keep), labelled=n_lab, actions=n_act, **{f'{k}_actions': s.acts[k] for k in LOOP_ACTIONS},
+                objects_per_action=n_lab / max(n_act, 1),
+                precision=float((s.named[s.done] == s.truth[s.done]).mean()) if n_lab else float('nan'),
+                coverage=n_lab / len(keep), half_actions=int(half.iloc[0]) if len(half) else float('nan'),
+                curve=curve, labels=labels)
+
+# %% ../../nbs/17_particles.evaluate.ipynb #25ae0d83
 def simulate_loop(
     clusters,               # starting cluster of each particle (N,)
     truth,                  # true class of each particle (N,)
-    features,               # N × D features: class centres, recommendations, re-clustering
-    min_purity:float=.95,   # validate a cluster, accept a range, when at least this share is right
-    page:int=50,            # recommendations shown per page
+    features,               # N × D features: galleries, class centres, recommendations, re-clustering
+    min_purity:float=.95,   # a validated or accepted range is at least this share right
+    page:int=200,           # particles shown per gallery or page of recommendations
     rounds:int=4,           # passes over the clusters (re-clustering between them)
     far:bool=True,          # weight the re-clustering by distance to the classes
-    max_drop:int=0,         # an impure cluster with at most this many outliers is validated without them (a click each)
+    min_cut:float=.5,       # validate a cluster only when the cut takes at least this share of its gallery
+    max_drop:int=0,         # wrong particles above the cut the expert clicks away (one action each)
+    grow_after_cut:bool=False, # grow also after a validation that cut the gallery short
+    patience:int=10,        # skips in a row that end a round (0: look at every cluster)
     random_state:int=0,     # seed of the re-clustering
     ignore=(UNMATCHED_CLASS, None), # true classes left out (particles without a true grain)
 ) -> dict:                  # actions by kind, objects per action, precision, coverage, `curve`, `labels`
@@ -169,28 +219,94 @@ def simulate_loop(
     if not len(keep): raise InputError("no particle has a true class; nothing to label")
     s = _sim_state(X[keep], truth[keep])
     groups = [np.flatnonzero(clusters[keep] == c) for c in np.unique(clusters[keep])]
-    k0 = len(groups)
+    size = len(keep) / len(groups)
     for r in range(rounds):
-        _sim_round(s, groups, page, min_purity, max_drop)
-        k = max(2, round(k0 * (~s.done).mean()))
-        groups = _sim_recluster(s, k, far, random_state) if r < rounds - 1 else []
+        before = s.done.sum()
+        _sim_round(s, groups, page, min_purity, min_cut, max_drop, grow_after_cut, patience)
+        if r == rounds - 1 or s.done.sum() == before: break
+        groups = _sim_recluster(s, max(2, round((~s.done).sum() / size)), far, random_state)
         if not groups: break
     return _sim_result(s, keep, len(truth))
 
-# %% ../../nbs/17_particles.evaluate.ipynb #053de1a6
-def _sim_state(X, truth):
-    from types import SimpleNamespace
-    return SimpleNamespace(X=X, truth=truth, named=np.full(len(X), None, object), done=np.zeros(len(X), bool),
-                           acts=Counter(), curve=[(0, 0)])
+# %% ../../nbs/17_particles.evaluate.ipynb #a603ce55
+def _truth_classes(store:ParticleStore, truth) -> np.ndarray:
+    "The true class per particle: from `truth.parquet` (or its folder) of synthetic plates, or given as an array."
+    from sediment_cluster.particles.overcluster import particle_truth
+    if isinstance(truth, (str, Path)): return particle_truth(store, truth).cls.to_numpy()
+    truth = np.asarray(truth, dtype=object)
+    if len(truth) != len(store):
+        raise InputError(f"truth has {len(truth)} classes but {store.path} has {len(store)} particles; give one each")
+    return truth
 
-# %% ../../nbs/17_particles.evaluate.ipynb #50c9adac
-def _sim_result(s, keep, n:int) -> dict:
-    labels = np.full(n, None, object)
-    labels[keep] = s.named
-    n_act, n_lab = sum(s.acts.values()), int(s.done.sum())
-    return dict(objects=len(keep), labelled=n_lab, actions=n_act,
-                **{f'{k}_actions': s.acts[k] for k in ('validate', 'drop', 'grow', 'skip', 'recluster')},
-                objects_per_action=n_lab / max(n_act, 1),
-                precision=float((s.named[s.done] == s.truth[s.done]).mean()) if n_lab else float('nan'),
-                coverage=n_lab / len(keep), curve=pd.DataFrame(s.curve, columns=['actions', 'labelled']),
-                labels=labels)
+# %% ../../nbs/17_particles.evaluate.ipynb #0a6390ad
+def _stored_sets(store:ParticleStore, names) -> dict:
+    "Name -> (reader, seconds it took) of the feature sets `names` (default: all) stored in `store`."
+    try: from sediment_cluster.particles.features import feature_sets, read_feature_set
+    except ImportError: return {}
+    have = feature_sets(store)
+    names = list(have) if names is None else list(names)
+    return {n: (lambda n=n: read_feature_set(store, n), have.get(n, {}).get('seconds', np.nan)) for n in names}
+
+# %% ../../nbs/17_particles.evaluate.ipynb #164d6bea
+def _compare_one(X, truth, k:int, random_state, **loop) -> dict:
+    "Purity of a K-means clustering of `X` and the simulated loop started from it."
+    import time
+    from sediment_cluster.particles.overcluster import cluster_purity
+    t0, X = time.perf_counter(), np.array(X, np.float32)   # a copy: memory-mapped features are read-only
+    km = OverClusterer(n_clusters=min(k, len(X)), random_state=random_state).fit_predict(X)
+    sim = simulate_loop(km, truth, X, random_state=random_state, **loop)
+    keys = ('objects_per_action', 'precision', 'coverage', 'actions', 'labelled', 'half_actions')
+    return dict(dims=X.shape[1], purity=cluster_purity(km, truth), **{c: sim[c] for c in keys},
+                seconds=time.perf_counter() - t0, curve=sim['curve'])
+
+# %% ../../nbs/17_particles.evaluate.ipynb #70fde99e
+def compare_feature_sets(
+    store,                  # particle store (or its folder) of synthetic plates
+    truth,                  # `truth.parquet` of the plates (or their folder), or the true class per particle (N,)
+    names=None,             # stored feature sets to compare (default: every one in the store)
+    colour_shape:bool=True, # also the colour + shape baseline (`colour_shape_features`)
+    features:dict=None,     # more feature sets: name -> N × D array
+    ks=(30, 100),           # K of the starting clusterings (purity is measured for each)
+    min_purity:float=.95,   # the expert's precision: validated and accepted ranges at least this share right
+    page:int=200,           # particles per gallery or page of recommendations
+    rounds:int=4,           # passes over the clusters, re-clustering between them
+    patience:int=10,        # skips in a row that end a round (0: look at every cluster)
+    random_state:int=0,     # seed of K-means and the re-clustering
+) -> pd.DataFrame:          # one row per feature set and K; curves in `attrs['curves']`
+    "Purity at each K and the simulated expert's objects per action, precision and coverage, for each feature set."
+    store = ParticleStore.open(store)
+    truth = _truth_classes(store, truth)
+    sets = _stored_sets(store, names)
+    if colour_shape: sets['colour + shape'] = (lambda: colour_shape_features(store), np.nan)
+    sets.update({k: (X, np.nan) for k, X in (features or {}).items()})
+    if not sets: raise InputError(f"{store.path}: no feature sets to compare; write one with particles.features")
+    rows, curves, loop = [], {}, dict(min_purity=min_purity, page=page, rounds=rounds, patience=patience)
+    for name, (X, secs) in sets.items():
+        X = X() if callable(X) else X
+        for k in ks:
+            r = _compare_one(X, truth, k, random_state, **loop)
+            curves[(name, k)] = r.pop('curve')
+            rows.append(dict(features=name, k=k, **r, feature_seconds=secs))
+    out = pd.DataFrame(rows)
+    out.attrs['curves'] = curves
+    return out
+
+# %% ../../nbs/17_particles.evaluate.ipynb #38b91661
+def plot_loop_curves(
+    table:pd.DataFrame,     # `compare_feature_sets`'s result
+    title:str='',           # figure title
+):
+    "Particles labelled against actions for each feature set, one panel per K (the steeper, the fewer actions)."
+    import matplotlib.pyplot as plt
+    ks = sorted(table.k.unique())
+    fig, axes = plt.subplots(1, len(ks), figsize=(4.2 * len(ks), 3.2), squeeze=False)
+    for ax, k in zip(axes[0], ks):
+        for name in table.features.unique():
+            if (name, k) in table.attrs['curves']:
+                c = table.attrs['curves'][(name, k)]
+                ax.plot(c.actions, c.labelled, label=name)
+        ax.set(xlabel='actions', ylabel='particles labelled', title=f'K = {k}')
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -177,10 +177,15 @@ def _apply_split(self:Labeller, rows, where=''):
 # %% ../../nbs/15_particles.label.ipynb #65ff0f21
 @patch
 def members(self:Labeller, cluster) -> np.ndarray:
-    "Particle ids in `cluster`, nearest to their K-means centre first."
-    ids = np.flatnonzero(self._of == self._leaf(cluster))
-    if 'distance' not in self.clusters: return ids
-    return ids[np.argsort(self.clusters.distance.to_numpy()[ids], kind='stable')]
+    "Particle ids in `cluster`, nearest its centre first: the K-means centre, or a sub-cluster's own in the features."
+    c = self._leaf(cluster)
+    ids = np.flatnonzero(self._of == c)
+    if c.isdigit() and 'distance' in self.clusters: d = self.clusters.distance.to_numpy()[ids]
+    else:
+        try: X = np.asarray(self.features[ids], np.float64)
+        except InputError: return ids
+        d = ((X - X.mean(0)) ** 2).sum(1)
+    return ids[np.argsort(d, kind='stable')]
 
 # %% ../../nbs/15_particles.label.ipynb #01854905
 @patch
@@ -203,16 +208,22 @@ def classes(self:Labeller) -> list:
 @patch
 def labels_per_particle(self:Labeller) -> pd.DataFrame:
     "The class of every particle: `particle_id`, K-means `cluster`, `label_cluster` (after splits and merges), `class`."
-    cls = [k if k is not None else self._names.get(c) for k, c in zip(self._cls, self._of)]
     return pd.DataFrame({'particle_id': self.clusters.particle_id.to_numpy(),
                          'cluster': self.clusters.cluster.to_numpy(),
-                         'label_cluster': self._of.copy(), 'class': pd.Series(cls, dtype=object)})
+                         'label_cluster': self._of.copy(), 'class': pd.Series(self._class_array(), dtype=object)})
 
 # %% ../../nbs/15_particles.label.ipynb #16885bc7
 @patch
+def _class_array(self:Labeller) -> np.ndarray: # object array, None where unlabelled
+    "The class of every particle: given to it (validate, grow, seed), else the name of its cluster."
+    named = np.array([self._names.get(c) for c in self._of.tolist()], dtype=object)
+    return np.where(np.equal(self._cls, None), named, self._cls)
+
+# %% ../../nbs/15_particles.label.ipynb #e5d4e6a8
+@patch
 def _labelled(self:Labeller) -> np.ndarray: # bool per particle
     "Which particles have a class (validated, grown, or in a named cluster)."
-    return self.labels_per_particle()['class'].notna().to_numpy()
+    return ~np.equal(self._class_array(), None)
 
 # %% ../../nbs/15_particles.label.ipynb #76d85404
 @patch
@@ -392,12 +403,20 @@ def _apply_recluster(self:Labeller, rows, where=''):
 
 # %% ../../nbs/15_particles.label.ipynb #d7ebb9b3
 @patch
-def validate(self:Labeller, cluster, cls:str, drop=()) -> Labeller:
-    "Give the unlabelled particles of `cluster` the class `cls`, leaving the outliers `drop` unlabelled; saved at once."
+def validate(self:Labeller,
+    cluster,        # the cluster (or sub-cluster) id
+    cls:str,        # the class its particles get
+    drop=(),        # particle ids of outliers left unlabelled
+    upto:int=None,  # only its first `upto` particles in gallery order (`members`); None: all of them
+) -> Labeller:
+    "Give the unlabelled particles of `cluster` (up to gallery rank `upto`) the class `cls`, except `drop`; saved."
     c, drop = self._leaf(cluster), np.asarray(drop, np.int64)
     ids = self.members(c)
     if not np.isin(drop, ids).all():
         raise InputError(f"drop={drop.tolist()}: only particles of cluster {c} can be dropped")
+    if upto is not None and (int(upto) != upto or upto < 1):
+        raise InputError(f"upto={upto}: validate at least the first particle of the gallery")
+    ids = ids[:None if upto is None else int(upto)]
     keep = ids[~self._labelled()[ids] & ~np.isin(ids, drop)]
     if not len(keep): raise InputError(f"cluster {c}: no unlabelled particles left to validate")
     return self._commit('validate', [(c, _class_name(cls), _ids_text(np.sort(keep)))])
@@ -465,9 +484,13 @@ def _far_weights(self:Labeller, ids) -> np.ndarray|None:
 
 # %% ../../nbs/15_particles.label.ipynb #e9edf8c2
 @patch
-def recluster(self:Labeller, k:int, far:bool=False) -> list: # the new cluster ids
+def recluster(self:Labeller,
+    k:int=None,     # new clusters; None: as many as keep the mean cluster size of `clusters.parquet`
+    far:bool=False, # weight K-means by distance to the nearest class centre (new clusters where nothing is labelled)
+) -> list:          # the new cluster ids
     "Re-cluster the unlabelled particles into `k` new clusters (favouring far-from-labelled ones if `far`); saved."
     ids = np.flatnonzero(~self._labelled())
+    if k is None: k = max(2, round(len(ids) * self.clusters.cluster.nunique() / len(self._of)))
     if int(k) != k or k < 1: raise InputError(f"k={k}: re-cluster into at least 1 cluster")
     if not len(ids): raise InputError("every particle has a class; nothing to re-cluster")
     w = self._far_weights(ids) if far else None

@@ -52,7 +52,8 @@ def _wire(self:LabelWidget, W):
     for b, fn in buttons: b.on_click(self._guard(fn))
     self.pick.observe(lambda ch: self.show(ch['new']), names='value')
     self.box = W.VBox([W.HBox([self.pick, self.next_button]), self.info, self.image,
-                       W.HBox([self.name_box, self.name_button]), W.HBox([self.drop_box, self.validate_button]),
+                       W.HBox([self.name_box, self.name_button]),
+                       W.HBox([self.drop_box, self.cut_box, self.validate_button]),
                        W.HBox([self.recommend_button, self.more_button, self.upto_box, self.grow_button]),
                        W.HBox([self.particle_box, self.start_button]), W.HBox([self.k_box, self.split_button]),
                        W.HBox([self.rk_box, self.far_box, self.recluster_button]),
@@ -65,6 +66,7 @@ def _loop_widgets(self:LabelWidget, W):
     "The boxes and buttons of validate, grow, start class, re-cluster and merge classes."
     B, box = W.Button, lambda w: W.Layout(width=w)
     self.drop_box = W.Text(placeholder='outliers: gallery positions, e.g. 3, 17', layout=box('300px'))
+    self.cut_box = W.BoundedIntText(value=0, min=0, max=10**9, description='up to', layout=box('160px'))
     self.validate_button = B(description='Validate', button_style='success')
     self.recommend_button, self.more_button = B(description='Recommend'), B(description='More')
     self.upto_box = W.BoundedIntText(value=1, min=1, max=10**9, description='up to', layout=box('160px'))
@@ -165,11 +167,14 @@ def do_validate(self:LabelWidget) -> str:
     try: drop = [shown[i - 1] for i in _numbers(self.drop_box.value)]
     except (ValueError, IndexError):
         raise InputError(f"outliers {self.drop_box.value!r}: give gallery positions 1–{len(shown)}") from None
-    cls = self.name_box.value
-    self.lab.validate(c, cls, drop=drop)
-    self.drop_box.value = ''
-    self.refresh(self.lab.next_unnamed(after=c))
-    return f"validated {c} as '{cls}'" + (f", {len(drop)} outliers left out" if drop else '')
+    cls, upto = self.name_box.value, self.cut_box.value or None
+    self.lab.validate(c, cls, drop=drop, upto=upto)
+    self.drop_box.value, self.cut_box.value = '', 0
+    self.refresh(c)
+    self.name_box.value = cls
+    self.show_recommendations(cls, 0)
+    return (f"validated {c}{f' up to rank {upto}' if upto else ''} as '{cls}'"
+            + (f", {len(drop)} outliers left out" if drop else '') + '; its recommendations are shown')
 
 # %% ../../nbs/15a_particles.widget.ipynb #0116c50a
 @patch
@@ -195,12 +200,13 @@ def do_more(self:LabelWidget) -> str: return self.show_recommendations(self.name
 # %% ../../nbs/15a_particles.widget.ipynb #25e40dcd
 @patch
 def do_grow(self:LabelWidget) -> str:
-    cls, n = self.name_box.value, self.upto_box.value
+    cls, n, last = self.name_box.value, self.upto_box.value, (self.page + 1) * self.n_show
     self.lab.grow(cls, n)
-    self.refresh()
+    self.refresh(self.lab.next_unnamed() if n < last else None)
     self.name_box.value = cls
+    if n < last: return f"grew '{cls}' by its {n} nearest recommendations; the class ends there: next cluster"
     self.show_recommendations(cls, 0)
-    return f"grew '{cls}' by its {n} nearest recommendations"
+    return f"grew '{cls}' by its {n} nearest recommendations; the next ones are shown"
 
 # %% ../../nbs/15a_particles.widget.ipynb #407c46be
 @patch
