@@ -66,3 +66,50 @@ def test_missing_set_names_the_others(tmp_path):
     write_feature_set(st, 'a', np.ones((20, 2)))
     with pytest.raises(InputError, match="no feature set 'zz' in the store; the store has: a"):
         read_feature_set(st, 'zz')
+
+
+# ---------------------------------------------------------------- the handcrafted bank on a real (small) store
+@pytest.fixture(scope='module')
+def hard_store(tmp_path_factory):
+    from sediment_cluster.particles.store import extract_store
+    from sediment_cluster.particles.synth import synth_plates
+    root = tmp_path_factory.mktemp('hard')
+    plates = synth_plates(root/'plates', n_stacks=2, random_state=4, size=(320, 256), density=.3, classes='hard',
+                          progress=False)
+    return extract_store(plates, root/'store', size=40, workers=1, progress=False, pixel_size_um=2.)
+
+
+def test_handcrafted_table(hard_store):
+    from sediment_cluster.particles.features import (COLOUR, MORPHOMETRY, TEXTURE, focus_columns,
+                                                     handcrafted_features)
+    df = handcrafted_features(hard_store, progress=False)
+    cols = ['particle_id', *MORPHOMETRY, *TEXTURE, *COLOUR, *sum(focus_columns(6).values(), [])]
+    assert list(df.columns) == cols and len(df) == len(hard_store)
+    assert (df.particle_id == hard_store.table.particle_id).all()
+    assert np.isfinite(df[cols[1:]].to_numpy(float)).all()
+    assert ((df.dof >= 1) & (df.dof <= 6) & (df.best_layer >= 0) & (df.best_layer < 6)).all()
+    assert ((df.solidity > 0) & (df.solidity <= 1.01) & (df.feret_min <= df.feret_max)).all()
+    px = handcrafted_features(hard_store, pixel_size_um=1., progress=False)   # lengths scale with the pixel size
+    np.testing.assert_allclose(df.esd, 2 * px.esd, rtol=1e-6)
+    np.testing.assert_allclose(df.area, 4 * px.area, rtol=1e-6)
+    np.testing.assert_allclose(df.circularity, px.circularity, rtol=1e-6)
+
+
+def test_encode_and_fuse(hard_store, tmp_path):
+    import shutil
+    from sediment_cluster.particles.features import encode_handcrafted, fuse_feature_sets, handcrafted_matrix
+    st = ParticleStore(shutil.copytree(hard_store.path, tmp_path/'s'))
+    encode_handcrafted(st, progress=False)
+    X = read_feature_set(st, 'handcrafted')
+    np.testing.assert_allclose(X, handcrafted_matrix(st.read_table('handcrafted.parquet')), atol=1e-6)
+    assert feature_sets(st)['handcrafted']['params']['groups'] == ['morphometry', 'texture', 'colour', 'focus']
+    write_feature_set(st, 'other', np.random.default_rng(0).normal(size=(len(st), 5)))
+    fuse_feature_sets(st, ['other', 'handcrafted'], n_components=4)
+    assert read_feature_set(st, 'fused').shape == (len(st), 4)
+    encode_handcrafted(st, groups=['focus'], progress=False)                 # an input changed: fused is stale
+    assert feature_sets(st)['fused']['stale'] == ['features_handcrafted.npy']
+    with pytest.raises(InputError, match='groups=\\[.bogus.\\]: choose among morphometry'):
+        encode_handcrafted(st, groups=['bogus'], progress=False)
+    with pytest.raises(InputError, match='weights=\\[1\\]: give one non-negative weight per feature set \\(2\\)'):
+        fuse_feature_sets(st, ['other', 'handcrafted'], weights=[1])
+    assert st.verify() == []

@@ -314,3 +314,37 @@ def test_stale_latent_refused(blobs, tmp_path):
     ParticleStore.create(st.path, st.table.drop(columns='particle_id'), np.zeros((40, L, S, S, 3), np.uint8))
     with pytest.raises(InputError, match='latent.npy: computed from an earlier crops.sums.npy'):
         cluster_store(st.path, k=4, progress=False)
+
+
+# ---------------------------------------------------------------- feature sets
+def test_cluster_store_any_feature_set(blobs, tmp_path):
+    import json
+    from sediment_cluster.particles.features import write_feature_set
+    from sediment_cluster.particles.overcluster import clustered_on
+    X, y = blobs
+    st = make_store(tmp_path/'a', latent=np.random.default_rng(0).normal(size=(40, 2)).astype(np.float32))
+    assert clustered_on(st) is None
+    write_feature_set(st, 'good', X[:40], made_by='make_blobs')
+    cl = pd.read_parquet(cluster_store(st, k=4, features='good', progress=False))
+    assert pd.crosstab(cl.cluster, y[:40]).gt(0).sum(axis=1).max() == 1   # the blobs, not the noise of latent.npy
+    files = json.loads((st.path/'manifest.json').read_text())['files']
+    assert set(files['clusters.parquet']['from']) == {'features_good.npy', 'particles.parquet'}
+    assert files['clusters.parquet']['features'] == files[MODEL]['features'] == 'good' == clustered_on(st)
+    assert files['clusters.parquet']['rebuild'].endswith('--k 4 --seed 0 --features good')
+    write_feature_set(st, 'good', X[40:80])                             # new features: the clusters are stale
+    assert st.stale('clusters.parquet') == ['features_good.npy']
+    cluster_store(st, k=4, progress=False)                              # the default is still the VAE's latent.npy
+    assert clustered_on(st) == 'vae' and st.stale('clusters.parquet') == []
+
+
+def test_cluster_store_feature_set_errors(blobs, tmp_path):
+    from sediment_cluster.particles.features import write_feature_set
+    st = make_store(tmp_path/'a')
+    with pytest.raises(InputError, match="features_nope.npy: no feature set 'nope' in the store; the store has: none"):
+        cluster_store(st, k=4, features='nope', progress=False)
+    with pytest.raises(InputError, match="feature set name 'a b'"): cluster_store(st, features='a b', progress=False)
+    write_feature_set(st, 'w8', blobs[0][:40])
+    m = cluster_store(st, k=4, features='w8', progress=False) and st.path/MODEL
+    write_feature_set(st, 'w3', blobs[0][:40, :3])
+    with pytest.raises(InputError, match='fitted on latents of width 8 but .*features_w3.npy has width 3'):
+        cluster_store(st, model=m, features='w3', progress=False)

@@ -24,12 +24,13 @@ from ..core import InputError, atomic_path, check_choice, model_format, torch_de
 from ..ikmeans import IKMeans, as_points, assign, sqdist, chunk_rows
 from ..metrics import purity
 from .store import ParticleStore
+from .features import feature_file, read_feature_set
 
 # %% auto #0
 __all__ = ['ENGINES', 'LATENT', 'CLUSTERS', 'MODEL', 'UNMATCHED_CLASS', 'BOX', 'OverClusterer', 'read_latent', 'cluster_store',
-           'pixel_features', 'sharpness', 'select_layer', 'cluster_members', 'read_crops', 'tile', 'crops_at',
-           'montage_image', 'cluster_montage', 'write_montage', 'clusters_overview', 'umap_embedding', 'plot_embedding',
-           'umap_view', 'particle_truth', 'cluster_purity', 'cluster_composition']
+           'clustered_on', 'pixel_features', 'sharpness', 'select_layer', 'cluster_members', 'read_crops', 'tile',
+           'crops_at', 'montage_image', 'cluster_montage', 'write_montage', 'clusters_overview', 'umap_embedding',
+           'plot_embedding', 'umap_view', 'particle_truth', 'cluster_purity', 'cluster_composition']
 
 # %% ../../nbs/14_particles.overcluster.ipynb #d571ebd5
 ENGINES = ('torch', 'sklearn')
@@ -193,28 +194,38 @@ def _model(model, X:np.ndarray, where:Path) -> OverClusterer:
 
 # %% ../../nbs/14_particles.overcluster.ipynb #84ace381
 def cluster_store(
-    store,               # `ParticleStore` or its folder, with `latent.npy`
+    store,               # `ParticleStore` or its folder, with the feature set `features`
     k:int=100,           # number of clusters K (ignored when `model` is given)
     random_state=0,      # seed of the K-means fit
     model=None,          # a fitted `OverClusterer` or a saved `.npz` to apply instead of fitting (new samples)
     progress:bool=True,  # show a progress bar
+    features:str='vae',  # feature set to cluster: 'vae' (`latent.npy`) or any name from `feature_sets(store)`
 ) -> Path:               # the written `clusters.parquet`
-    "Overcluster the latent features of `store`; write `clusters.parquet` and the model `overcluster.npz`."
+    "Overcluster a feature set of `store`; write `clusters.parquet` and the model `overcluster.npz`."
     store = ParticleStore.open(store)
-    X = read_latent(store)
+    X, f = read_latent(store) if features == 'vae' else read_feature_set(store, features), feature_file(features)
     with store.locked('cluster run'), tqdm(total=3, desc='cluster', disable=not progress) as bar:
-        oc = OverClusterer(k,
-                           random_state=random_state).fit(X) if model is None else _model(model, X, store.path/LATENT)
+        oc = OverClusterer(k, random_state=random_state).fit(X) if model is None else _model(model, X, store.path/f)
         bar.update()
         lab, dist = oc.assign(X)
         bar.update()
         df = pd.DataFrame({'particle_id': store.table.particle_id.to_numpy(), 'cluster': lab, 'distance': dist})
-        cmd = f"sediment-cluster cluster {store.path}" + (f" --k {k} --seed {random_state}" if model is None else '')
+        cmd = (f"sediment-cluster cluster {store.path}" + (f" --k {k} --seed {random_state}" if model is None else '')
+               + (f" --features {features}" if features != 'vae' else ''))
         oc.save(store.path/MODEL)
-        store.record(MODEL, sources=[LATENT], rebuild=cmd)
-        path = store.write_table(CLUSTERS, df, sources=[LATENT, 'particles.parquet'], rebuild=cmd)
+        store.record(MODEL, sources=[f], rebuild=cmd, features=features)
+        path = store.write_table(CLUSTERS, df, sources=[f, 'particles.parquet'], rebuild=cmd)
+        store.record(CLUSTERS, sources=[f, 'particles.parquet'], rebuild=cmd, features=features)
         bar.update()
     return path
+
+# %% ../../nbs/14_particles.overcluster.ipynb #f36a9f86
+def clustered_on(store) -> str|None: # a feature set name; None without (recorded) clusters
+    "The feature set the clusters of `store` were computed from."
+    store = ParticleStore.open(store)
+    p = store.path/'manifest.json'
+    rec = json.loads(p.read_text()).get('files', {}).get(CLUSTERS, {}) if p.is_file() else {}
+    return rec.get('features', 'vae' if LATENT in rec.get('from', {}) else None)
 
 # %% ../../nbs/14_particles.overcluster.ipynb #0dfecb7e
 def pixel_features(
