@@ -5,11 +5,9 @@ from fastai.callback.core import Callback
 from sediment_cluster.core import InputError
 from sediment_cluster.latent import TrainingDiverged, kl_divergence, mmd
 from sediment_cluster.particles.store import ParticleStore
-from sediment_cluster.particles.vae import (FocalDecoder, FocalVAE, VAELoss, crop_dataloaders, dihedral, encode,
-                                            encode_store,
-    load_vae, prepare_crops, pretrained_file, resnet_trunk, restore_crops, save_vae, stack_split, train_vae,
-                                            vae_learner,
-    weight_files)
+from sediment_cluster.particles.vae import (BatchNormStats, FocalDecoder, FocalVAE, VAELoss, crop_dataloaders,
+    dihedral, encode, encode_store, load_vae, prepare_crops, pretrained_file, recompute_bn, resnet_trunk,
+    restore_crops, save_vae, stack_split, train_vae, vae_learner, weight_files)
 
 L, S = 3, 16
 TINY = dict(size=16, latent=8, shared_weights=True)
@@ -158,6 +156,27 @@ def test_a_few_steps_reduce_the_loss(store):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < .7 * losses[0], losses
+
+def test_recompute_bn_averages_the_batches():
+    bn = torch.nn.BatchNorm2d(2).eval()
+    bn.running_var.fill_(9.)
+    data = torch.rand(5, 4, 2, 3, 3) * 3 - 1
+    recompute_bn(bn, list(data), max_batches=3)
+    assert torch.allclose(bn.running_mean, data[:3].transpose(1, 2).flatten(2).mean((0, 2)), atol=1e-5)
+    assert int(bn.num_batches_tracked) == 3 and not bn.training and bn.momentum == .1
+
+def test_validation_sees_recomputed_bn_stats(store):
+    "After a fit, the running statistics come from one pass over the training batches, not the momentum updates."
+    torch.manual_seed(0)
+    learn = vae_learner(store, FocalVAE(L, **TINY), batch_size=4, lr=1e-2, progress=False)
+    learn.fit(2)
+    n_train = len(learn.dls.train)
+    assert n_train > 1
+    bns = [m for m in learn.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert {int(m.num_batches_tracked) for m in bns} == {n_train}  # 2 * n_train with momentum updates
+    learn.remove_cb(BatchNormStats)
+    learn.fit(1)
+    assert {int(m.num_batches_tracked) for m in bns} == {2 * n_train}
 
 def test_train_vae_writes_model(trained, store):
     m = load_vae(trained)

@@ -39,8 +39,8 @@ from .store import ParticleStore
 __all__ = ['BACKBONES', 'CONFIG', 'REGULARISERS', 'MEAN', 'STD', 'weight_files', 'pretrained_file', 'resnet_trunk',
            'FocalDecoder', 'FocalVAE', 'VAELoss', 'recon_mse', 'latent_kl', 'prepare_crops', 'restore_crops',
            'dihedral', 'CropDataset', 'stack_split', 'CropBatch', 'crop_dataloaders', 'AutoencoderTarget',
-           'NonFiniteStop', 'vae_learner', 'check_store', 'save_vae', 'load_vae', 'Checkpoints', 'train_vae', 'encode',
-           'encode_store', 'reconstruct', 'show_reconstructions', 'latent_stats']
+           'NonFiniteStop', 'recompute_bn', 'BatchNormStats', 'vae_learner', 'check_store', 'save_vae', 'load_vae',
+           'Checkpoints', 'train_vae', 'encode', 'encode_store', 'reconstruct', 'show_reconstructions', 'latent_stats']
 
 # %% ../../nbs/13_particles.vae.ipynb #d4cea766
 BACKBONES = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')
@@ -322,6 +322,21 @@ class NonFiniteStop(Callback):
             raise CancelFitException()
 
 # %% ../../nbs/13_particles.vae.ipynb #fb0cd2c6
+def recompute_bn(model:nn.Module, batches, max_batches:int=64):
+    "Reset the batch-norm running statistics of `model` to the average over the first `max_batches` `batches`."
+    from itertools import islice
+    from torch.optim.swa_utils import update_bn
+    update_bn(islice(batches, max_batches), model)
+
+# %% ../../nbs/13_particles.vae.ipynb #4b2568e8
+class BatchNormStats(Callback):
+    "Before each validation, recompute the batch-norm running statistics from training batches (`recompute_bn`)."
+    def __init__(self, max_batches:int=64): self.max_batches = max_batches
+    def before_validate(self):
+        if hasattr(self.learn, 'lr_finder'): return  # lr_find skips validation
+        with torch.no_grad(): recompute_bn(self.model, self.dls.train, self.max_batches)
+
+# %% ../../nbs/13_particles.vae.ipynb #747f92a6
 def vae_learner(
     store,                      # a `ParticleStore` or its folder
     model:FocalVAE,             # the network (its `size` is the input size; crops are resized to it)
@@ -341,7 +356,8 @@ def vae_learner(
     dev = torch_device(device)
     dls = crop_dataloaders(store, model.size, batch_size, valid_pct, random_state, dev, num_workers)
     learn = Learner(dls, model.to(dev), loss_func=VAELoss(beta, regulariser), opt_func=Adam, lr=lr,
-                    metrics=[AvgMetric(recon_mse), AvgMetric(latent_kl)], cbs=[AutoencoderTarget(), NonFiniteStop()],
+                    metrics=[AvgMetric(recon_mse), AvgMetric(latent_kl)],
+                    cbs=[AutoencoderTarget(), NonFiniteStop(), BatchNormStats()],
                     path=Path(tempfile.gettempdir()), model_dir=f'sediment_cluster_lr_find_{os.getpid()}')  # lr_find's
     if dev.type == 'cuda':
         model.channels_last = True
