@@ -8,12 +8,13 @@ import math, warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.decomposition import PCA
 from sklearn.utils.validation import check_is_fitted
 
 from ..core import InputError
-from ..ikmeans import IKMeans, silhouette
+from ..ikmeans import IKMeans, silhouette_scores_t
 
 # %% auto #0
 __all__ = ['PoissonPCA', 'PCAKMeans', 'BaselineWarning', 'BaselineCheck', 'compare_with_baseline']
@@ -129,12 +130,13 @@ class BaselineCheck:
                 'agreement_ari': self.agreement_ari, 'message': self.message}
 
 # %% ../../nbs/25a_cubes.baselines.ipynb #b510434d
-def _silhouette(S:np.ndarray, labels:np.ndarray) -> float:
-    "Exact silhouette of `labels` on `S`; NaN with fewer than two clusters."
-    if len(np.unique(labels)) < 2: return math.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        return float(silhouette(S, labels, method='exact', device='cpu')[0])
+def _silhouettes(S:np.ndarray, labelings:list) -> list:
+    "Exact silhouettes of several `labelings` on points `S`, from one pass over the distances; NaN for one cluster."
+    S = torch.as_tensor(np.asarray(S, np.float32))
+    ok = [len(np.unique(l)) > 1 for l in labelings]
+    todo = [torch.as_tensor(np.unique(l, return_inverse=True)[1].ravel()) for l, o in zip(labelings, ok) if o]
+    res = iter(silhouette_scores_t(S, todo) if todo else [])
+    return [next(res)[0] if o else math.nan for o in ok]
 
 # %% ../../nbs/25a_cubes.baselines.ipynb #5a7b518d
 def compare_with_baseline(
@@ -153,6 +155,6 @@ def compare_with_baseline(
     base = PCAKMeans(k, random_state=random_state).fit(X)
     S, bl = base.transform(X), base.labels_
     idx = np.sort(np.random.default_rng(random_state).choice(len(X), min(n_sil, len(X)), replace=False))
-    sil = [_silhouette(A[idx], l[idx]) for A in (S, Z) for l in (labels, bl)]
+    sil = [v for A in (S, Z) for v in _silhouettes(A[idx], [labels[idx], bl[idx]])]
     better = bool(np.isfinite(sil[1]) and (sil[1] > sil[0] + tol or not np.isfinite(sil[0])))
     return BaselineCheck(k, *sil, float(adjusted_rand_score(labels, bl)), better, len(idx)), base

@@ -102,11 +102,12 @@ def _preprocessor(self:DeepSpectralClustering, X:np.ndarray):
 # %% ../../nbs/26_cubes.deepcluster.ipynb #0992f7af
 @patch
 def _prep(self:DeepSpectralClustering, X:np.ndarray) -> np.ndarray:
-    "Spectra `X` (N×C float32) in the model space: preprocessed or rebinned, float32."
+    "Spectra `X` (N×C, any numeric type: integer counts are best passed as they are) in the model space, float32."
     if self.preprocessor_ is not None:
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', 'SpectraPreprocessor: .* all-zero spectra stay zero')
-            return self.preprocessor_.transform(X).astype(np.float32)
+            return self.preprocessor_.transform(X, dtype=np.float32)       # float32 throughout: half the traffic
+    X = np.asarray(X, np.float32)          # integer counts would overflow when summed into bins
     return rebin(X, self.n_bins) if self.n_bins else X
 
 # %% ../../nbs/26_cubes.deepcluster.ipynb #20fcc335

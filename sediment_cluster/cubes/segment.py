@@ -56,32 +56,23 @@ class CubeSegmentation:
 
 # %% ../../nbs/27_cubes.segment.ipynb #443767b8
 def _block_spectra(X, C:int, r0:int, W:int) -> np.ndarray:
-    "A block (rows×W×C or n×C) as finite float32 n×C spectra; `r0` is its first image row (for messages)."
-    X = np.asarray(X)
+    "A block (rows×W×C or n×C) as n×C spectra in its own type, refused when a pixel is NaN or inf; `r0`: first row."
+    X = np.asarray(X).reshape(-1, C)
     if X.dtype.kind == 'f':
-        bad = ~np.isfinite(X.reshape(-1, C)).all(1)
+        bad = ~np.isfinite(X).all(1)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise InputError(f"{int(bad.sum())} pixels have NaN or inf values (first: row {r0 + i // W}, column "
                              f"{i % W}); fill or mask them first")
-    return np.asarray(X, np.float32).reshape(-1, C)
+    return X
 
 # %% ../../nbs/27_cubes.segment.ipynb #f7d9b8f7
-def _encode_block(model, X, r0:int, W:int, base:np.ndarray=None) -> dict:
-    "Pass 1 on a block: codes, the energy-integrated input, and the rows `base` as the baseline's input."
-    X = _block_spectra(X, model.n_features_in_, r0, W)
-    Xm = model._prep(X)
-    img = (X if model.preprocessor_ is not None else Xm).sum(1, dtype=np.float64)
-    out = {'z': model.ae_.transform(Xm), 'img': img}
-    if base is not None: out['base'] = baseline_input(model, X[base])
-    return out
-
-# %% ../../nbs/27_cubes.segment.ipynb #d595095a
 def baseline_input(model, X:np.ndarray) -> np.ndarray:
     "Spectra `X` as the baseline sees them: raw counts in the model's channels and bins (cut and summed, no transform)."
     pp = model.preprocessor_
     if pp is not None: X, n = X[:, slice(*getattr(pp, 'channels_', (0, X.shape[1])))], len(pp.bin_starts_)
     else: n = model.n_bins
+    X = np.asarray(X, np.float32)          # integer counts would overflow when summed into bins
     return rebin(X, n) if n and n < X.shape[1] else X
 
 # %% ../../nbs/27_cubes.segment.ipynb #f13f7e1d
@@ -90,28 +81,39 @@ def _cluster_sums(A:np.ndarray, labels:torch.Tensor, K:int) -> np.ndarray:
     return torch.zeros(K, A.shape[1]).index_add_(0, labels, torch.from_numpy(np.ascontiguousarray(A))).double().numpy()
 
 # %% ../../nbs/27_cubes.segment.ipynb #114fc089
-def _summarise_block(model, X, r0:int, W:int, z:np.ndarray, lab:np.ndarray, K:int, flat:np.ndarray,
-                     base=None) -> dict:
-    "Pass 2 on a block: per-cluster sums of input (raw and model space) and decoded spectra, decoded image, flat rows."
+def _sample_block(model, X, r0:int, W:int, pick:np.ndarray, base:np.ndarray=None) -> dict:
+    "Pass 1 on a block: codes of the pixels `pick` (indices in the block), the baseline's input for the pixels `base`."
     X = _block_spectra(X, model.n_features_in_, r0, W)
-    lt, D = torch.from_numpy(lab.astype(np.int64)), model.inverse_transform(z)
-    sums = lambda A: _cluster_sums(A, lt, K)
-    linear = model.preprocessor_ is None
-    raw = sums(X)
-    Xm = model._prep(X[flat] if linear else X)
-    out = {'raw': raw, 'input': model._prep(raw) if linear else sums(Xm), 'decoded': sums(D),
-           'count': np.bincount(lab, minlength=K), 'img': D.sum(1, dtype=np.float64),
-           'flat_input': Xm if linear else Xm[flat], 'flat_decoded': D[flat]}
+    out = {'z': model.ae_.transform(model._prep(X[pick] if len(pick) < len(X) else X))}
+    if base is not None: out['base'] = baseline_input(model, X[base])
+    return out
+
+# %% ../../nbs/27_cubes.segment.ipynb #14a9e538
+def _label_block(model, X, r0:int, W:int, z:np.ndarray, flat:np.ndarray, ctx:tuple=None) -> dict:
+    "Pass 2 on a block: codes, labels, per-cluster sums of input and decoded spectra, both images, flat rows."
+    km, base, K = ctx
+    X = _block_spectra(X, model.n_features_in_, r0, W)
+    Xm = model._prep(X)
+    if z is None:
+        z = model.ae_.transform(Xm)
+        check_latents(z)
+    lab = km.predict(z)
+    lt, D, Xf = torch.from_numpy(lab.astype(np.int64)), model.inverse_transform(z), np.asarray(X, np.float32)
+    sums, linear = (lambda A: _cluster_sums(A, lt, K)), model.preprocessor_ is None
+    raw = sums(Xf)
+    out = {'z': z, 'labels': lab, 'raw': raw, 'input': model._prep(raw) if linear else sums(Xm), 'decoded': sums(D),
+           'count': np.bincount(lab, minlength=K), 'img_input': (Xm if linear else Xf).sum(1, dtype=np.float64),
+           'img': D.sum(1, dtype=np.float64), 'flat_input': Xm[flat], 'flat_decoded': D[flat]}
     if base is not None: out['base_labels'] = base.predict(baseline_input(model, X))
     return out
 
 # %% ../../nbs/27_cubes.segment.ipynb #b7240011
-def _stream_map(fn, cube:Datacube, chunk_rows:int, args_of, progress:bool, desc:str) -> list:
-    "`fn(X, r0, W, *args_of(rows))` for each row block of `cube`, streamed."
+def _stream_map(fn, model, cube:Datacube, chunk_rows:int, args_of, progress:bool, desc:str, **shared) -> list:
+    "`fn(model, X, r0, W, *args_of(rows), **shared)` for each row block of `cube`, streamed."
     W = cube.shape[1]
     blocks = tqdm(iter_spectra(cube, chunk_rows), desc=desc, total=math.ceil(cube.shape[0] / chunk_rows),
                   disable=not progress, leave=False)
-    return [fn(X, rows.start, W, *args_of(rows)) for rows, X in blocks]
+    return [fn(model, X, rows.start, W, *args_of(rows), **shared) for rows, X in blocks]
 
 # %% ../../nbs/27_cubes.segment.ipynb #06314e84
 def _dask_array(cube:Datacube, chunk_rows:int):
@@ -150,13 +152,13 @@ def _dask_compute(tasks:list, sched, progress:bool, desc:str) -> list:
         return sched.gather(futures)
 
 # %% ../../nbs/27_cubes.segment.ipynb #d9cd6bcc
-def _dask_map(fn, model, cube:Datacube, chunk_rows:int, args_of, sched, progress:bool, desc:str) -> list:
-    "`fn(model, X, r0, W, *args_of(rows))` for each row block of `cube`, one dask task per block."
+def _dask_map(fn, model, cube:Datacube, chunk_rows:int, args_of, sched, progress:bool, desc:str, **shared) -> list:
+    "`fn(model, X, r0, W, *args_of(rows), **shared)` for each row block of `cube`, one dask task per block."
     import dask
     blocks, (H, W, _) = _dask_array(cube, chunk_rows).to_delayed().ravel(), cube.shape
-    m = dask.delayed(model)
+    m, shared = dask.delayed(model), {k: dask.delayed(v) for k, v in shared.items()}    # in the graph once
     rows = [slice(r, min(r + chunk_rows, H)) for r in range(0, H, chunk_rows)]
-    tasks = [dask.delayed(fn)(m, b, r.start, W, *args_of(r)) for b, r in zip(blocks, rows)]
+    tasks = [dask.delayed(fn)(m, b, r.start, W, *args_of(r), **shared) for b, r in zip(blocks, rows)]
     return _dask_compute(tasks, sched, progress, desc)
 
 # %% ../../nbs/27_cubes.segment.ipynb #d0dbdda3
@@ -214,8 +216,7 @@ def segment(
         _check_segment_args(cube, model, k_range, chunk_rows, name)
         use_dask = scheduler is not None if use_dask is None else use_dask
         with (dask_scheduler(scheduler) if use_dask else _no_scheduler()) as sched:
-            run = (partial(_dask_map, model=model, sched=sched) if use_dask else
-                   lambda fn, **kw: _stream_map(partial(fn, model), **kw))
+            run = partial(_dask_map, sched=sched) if use_dask else _stream_map
             res = _segment_passes(run, cube, model, k_range, chunk_rows, fit_size, n_flat, random_state, progress, name,
                                   baseline_sample if baseline else 0)
     except InputError as e:
@@ -234,55 +235,80 @@ def segment(
 def _no_scheduler(): yield None
 
 # %% ../../nbs/27_cubes.segment.ipynb #ac8f387a
-def _cluster_codes(model, Z:np.ndarray, k_range, fit_size:int, random_state, name:str) -> tuple:
-    "(clusterer, labels) of codes `Z`: IKMeans with k in `k_range`, or the model's training clusters when None."
-    if k_range is not None: return cluster_latents(Z, k_range, None, fit_size, random_state, what=name)
-    check_latents(Z, name)
-    return model.kmeans_, model.kmeans_.predict(Z)
+def _fit_pixels(N:int, fit_size:int, random_state) -> np.ndarray|None:
+    "The seeded sample of pixels (sorted indices) IKMeans is fitted on; None when that is all `N` of them."
+    if not fit_size or N <= fit_size: return None
+    return np.sort(np.random.default_rng(random_state).choice(N, fit_size, replace=False))
 
 # %% ../../nbs/27_cubes.segment.ipynb #bd9c8134
-def _assemble(cube, model, km, labels, Z, p1:list, p2:list, flat:np.ndarray, k_range) -> CubeSegmentation:
-    "The `CubeSegmentation` from the codes `Z`, the `labels` and the block results of both passes."
+def _inside(px:np.ndarray, rows:slice, W:int) -> np.ndarray:
+    "The pixels of sorted `px` (flat indices) that lie in image `rows`, as indices in that block."
+    return px[(px >= rows.start * W) & (px < rows.stop * W)] - rows.start * W
+
+# %% ../../nbs/27_cubes.segment.ipynb #b70bb0df
+def _sample_pass(run, cube, model, k_range, chunk_rows, fit_size, random_state, progress, name, bpx,
+                 info:dict) -> tuple:
+    "Pass 1 and the clustering: (clusterer, codes of all pixels or None, baseline input and codes of pixels `bpx`)."
+    H, W, _ = cube.shape
+    fit = _fit_pixels(H * W, fit_size, random_state) if k_range is not None else np.empty(0, np.int64)
+    if k_range is None and bpx is None: return model.kmeans_, None, None, None
+    pick = np.arange(H * W) if fit is None else np.union1d(fit, np.empty(0, np.int64) if bpx is None else bpx)
+    p1 = run(_sample_block, model=model, cube=cube, chunk_rows=chunk_rows, progress=progress, desc='sample',
+             args_of=lambda r: (_inside(pick, r, W), None if bpx is None else _inside(bpx, r, W)))
+    Zp, t0 = np.concatenate([p['z'] for p in p1]), time.perf_counter()
+    check_latents(Zp, name)
+    if k_range is None: km = model.kmeans_
+    else: km = cluster_latents(Zp if fit is None else Zp[np.searchsorted(pick, fit)], k_range, None, None,
+                               random_state, what=name)[0]
+    info['cluster_s'] = time.perf_counter() - t0
+    Xb = None if bpx is None else np.concatenate([p['base'] for p in p1])
+    return km, (Zp if fit is None else None), Xb, (None if bpx is None else Zp[np.searchsorted(pick, bpx)])
+
+# %% ../../nbs/27_cubes.segment.ipynb #9cb839cf
+def _assemble(cube, model, km, labels, Z, parts:list, flat:np.ndarray, k_range) -> CubeSegmentation:
+    "The `CubeSegmentation` from the codes `Z`, the `labels` and the block results of pass 2."
     H, W = cube.shape[:2]
-    tot = {k: sum(p[k] for p in p2) for k in ('raw', 'input', 'decoded', 'count')}
+    tot = {k: sum(p[k] for p in parts) for k in ('raw', 'input', 'decoded', 'count')}
     n = tot['count'][:, None]
     mean = lambda A: np.divide(A, n, out=np.full(A.shape, np.nan), where=n > 0)
-    img = lambda key, parts: np.concatenate([p[key] for p in parts]).reshape(H, W)
-    cat = lambda key: np.concatenate([p[key] for p in p2])
+    cat = lambda key: np.concatenate([p[key] for p in parts])
     return CubeSegmentation(
         labels.reshape(H, W), dict(getattr(km, 'scores_', {})), km.cluster_centers_, tot['count'],
         mean(tot['raw']), mean(tot['input']), mean(tot['decoded']), model.inverse_transform(km.cluster_centers_),
-        {'input': img('img', p1), 'decoded': img('img', p2), 'embedded': Z.sum(1).reshape(H, W)}, Z.reshape(H, W, -1),
+        {'input': cat('img_input').reshape(H, W), 'decoded': cat('img').reshape(H, W),
+         'embedded': Z.sum(1).reshape(H, W)}, Z.reshape(H, W, -1),
         np.asarray(cube.axis), model.model_axis(cube.axis), cube.unit,
         {'pixels': flat, 'input': cat('flat_input'), 'decoded': cat('flat_decoded')},
-        {'n_blocks': len(p1), 'k_range': None if k_range is None else list(k_range)})
+        {'n_blocks': len(parts), 'k_range': None if k_range is None else list(k_range)})
 
-# %% ../../nbs/27_cubes.segment.ipynb #b70bb0df
+# %% ../../nbs/27_cubes.segment.ipynb #b2d18387
+def _baseline_check(Xb, Zb, km, random_state) -> tuple:
+    "(`BaselineCheck` or None, the baseline to label the cube with when it scores better, else None) on the sample."
+    K = len(km.cluster_centers_)
+    if Xb is None or K < 2 or len(Xb) <= K: return None, None
+    check, base = compare_with_baseline(Xb, Zb, km.predict(Zb), K, random_state=random_state)
+    return check, (base if check.baseline_better else None)
+
+# %% ../../nbs/27_cubes.segment.ipynb #3ffb1269
 def _segment_passes(run, cube, model, k_range, chunk_rows, fit_size, n_flat, random_state, progress,
                     name, baseline_sample:int=0) -> CubeSegmentation:
-    "Encode, cluster and summarise `cube` with the block runner `run`; check against the baseline on a sample."
+    "Sample and cluster, check against the baseline on the sample, then label and summarise in one pass."
     H, W, C = cube.shape
-    bpx = _flat_pixels(H * W, baseline_sample) if baseline_sample else None
-    inside = lambda px, r: px[(px >= r.start * W) & (px < r.stop * W)] - r.start * W
-    p1 = run(_encode_block, cube=cube, chunk_rows=chunk_rows, progress=progress, desc='encode',
-             args_of=lambda r: () if bpx is None else (inside(bpx, r),))
-    Z = np.concatenate([p['z'] for p in p1])
-    km, labels = _cluster_codes(model, Z, k_range, fit_size, random_state, name)
-    K, flat = len(km.cluster_centers_), _flat_pixels(H * W, n_flat)
-    t0, check, base = time.perf_counter(), None, None
-    if bpx is not None and K > 1 and len(bpx) > K:
-        Xb = np.concatenate([p['base'] for p in p1])
-        check, base = compare_with_baseline(Xb, Z[bpx], labels[bpx], K, random_state=random_state)
-        base = base if check.baseline_better else None     # the whole cube's baseline labels only when needed
-    t_base = time.perf_counter() - t0
-    def args_of(r):
-        i0, i1 = r.start * W, r.stop * W
-        return Z[i0:i1], labels[i0:i1], K, inside(flat, r), base
-    p2 = run(_summarise_block, cube=cube, chunk_rows=chunk_rows, args_of=args_of, progress=progress, desc='summarise')
-    res = _assemble(cube, model, km, labels, Z, p1, p2, flat, k_range)
+    bpx, info, t0 = _flat_pixels(H * W, baseline_sample) if baseline_sample else None, {}, time.perf_counter()
+    km, Z, Xb, Zb = _sample_pass(run, cube, model, k_range, chunk_rows, fit_size, random_state, progress, name, bpx,
+                                 info)
+    t1 = time.perf_counter()
+    check, base = _baseline_check(Xb, Zb, km, random_state)
+    t2, flat = time.perf_counter(), _flat_pixels(H * W, n_flat)
+    args_of = lambda r: (None if Z is None else Z[r.start * W:r.stop * W], _inside(flat, r, W))
+    p2 = run(_label_block, model=model, cube=cube, chunk_rows=chunk_rows, args_of=args_of, progress=progress,
+             desc='segment', ctx=(km, base, len(km.cluster_centers_)))
+    Z, labels = (np.concatenate([p[k] for p in p2]) for k in ('z', 'labels'))
+    res = _assemble(cube, model, km, labels, Z, p2, flat, k_range)
     if base is not None: check.labels = np.concatenate([p['base_labels'] for p in p2]).reshape(H, W)
     res.baseline = check
-    res.info['baseline_s'] = t_base
+    res.info.update(sample_s=t1 - t0 - info.get('cluster_s', 0.), cluster_s=info.get('cluster_s', 0.),
+                    baseline_s=t2 - t1, label_s=time.perf_counter() - t2)
     return res
 
 # %% ../../nbs/27_cubes.segment.ipynb #eb46f1ba
