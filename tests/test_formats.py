@@ -125,6 +125,8 @@ def test_fits_without_spectral_wcs_numbers_channels_and_hdu_by_name(tmp_path, fl
     c = load_cube(tmp_path/'p.fits', hdu='SCI')
     assert c.shape == (6, 4, 30) and c.unit == 'channel' and np.array_equal(c.axis, np.arange(30))
     assert load_cube(tmp_path/'p.fits', hdu='1').shape == (6, 4, 30)      # an index from the command line
+    assert open_cube(tmp_path/'p.fits', hdu='SCI').shape == (6, 4, 30)    # open_cube passes format options on
+    assert read_cube(tmp_path/'p.fits', hdu=1).shape == (6, 4, 30)
     one_line(lambda: load_cube(tmp_path/'p.fits', hdu='FLUX'), "no HDU 'FLUX'", 'SCI')
 
 # ---- bad files: one line naming the file
@@ -156,6 +158,8 @@ def test_bcf_cannot_be_written_here_so_its_errors_and_options_are_checked(tmp_pa
     save(signal, tmp_path/'s.hspy')
     one_line(lambda: load_cube(tmp_path/'s.hspy', downsample=2), 'downsample apply to .bcf files only')
     one_line(lambda: load_cube(tmp_path/'s.hspy', hdu=1), 'hdu apply to FITS files only')
+    np.save(tmp_path/'c.npy', signal.data)
+    one_line(lambda: open_cube(tmp_path/'c.npy', detector=1), 'c.npy', 'detector apply to .bcf files only')
     one_line(lambda: load_cube(tmp_path/'missing.bcf'), 'missing.bcf', 'no such cube file')
 
 def test_missing_optional_dependency_names_the_extra(tmp_path, signal, monkeypatch):

@@ -211,10 +211,10 @@ def _h5_flavour(f) -> str|None:
     return 'emd' if 'version_major' in a else None
 
 # %% ../../nbs/20_cubes.datacube.ipynb #f07acc63
-def _read_elsewhere(path:Path, fmt:str) -> Datacube:
+def _read_elsewhere(path:Path, fmt:str, **options) -> Datacube:
     "Open `path` with `cubes.formats.load_cube` (imported here: it imports this module)."
     from sediment_cluster.cubes.formats import load_cube
-    return load_cube(path, fmt=fmt)
+    return load_cube(path, fmt=fmt, **options)
 
 # %% ../../nbs/20_cubes.datacube.ipynb #52e2b9d7
 def _open_h5(path:Path) -> Datacube:
@@ -244,18 +244,21 @@ def _open_zarr(path:Path) -> Datacube:
     return Datacube(g['img'], ax[...], ax.attrs.get('units', 'keV'), ax.attrs.get('quantity', 'energy'), path)
 
 # %% ../../nbs/20_cubes.datacube.ipynb #00863548
-def open_cube(path) -> Datacube:
+def open_cube(
+    path,                   # .npy, .h5/.hdf5, .zarr, or a format of `cubes.formats` (.bcf, .hspy, .fits, ...)
+    **options,              # format options of `cubes.formats.load_cube`: hdu=, downsample=, cutoff_at_kV=, ...
+) -> Datacube:
     "Open the cube at `path` lazily (memmap, HDF5, zarr or dask array); close it with `.close()` or `with`."
     path, fmt = Path(path), cube_format(path, write=False)
     if not path.exists(): raise InputError(f"{path}: no such cube file")
     if fmt == 'h5' and path.is_dir(): raise InputError(f"{path}: is a folder, not an HDF5 file")
-    if fmt in READ_EXTS.values(): return _read_elsewhere(path, fmt)
+    if fmt in READ_EXTS.values() or options: return _read_elsewhere(path, fmt, **options)
     return {'npy': _open_npy, 'h5': _open_h5, 'zarr': _open_zarr}[fmt](path)
 
 # %% ../../nbs/20_cubes.datacube.ipynb #88dc2cd6
-def read_cube(path) -> Datacube:
-    "Read the whole cube at `path` into memory."
-    return open_cube(path).load()
+def read_cube(path, **options) -> Datacube:
+    "Read the whole cube at `path` into memory (`options`: as for `open_cube`)."
+    return open_cube(path, **options).load()
 
 # %% ../../nbs/20_cubes.datacube.ipynb #9bebbee0
 def write_labels(path, labels:np.ndarray) -> Path:

@@ -284,7 +284,7 @@ def load_cube(
     fmt = fmt or cube_format(path, write=False)
     _check_options(path, fmt, downsample=downsample, cutoff_at_kV=cutoff_at_kV, detector=detector, hdu=hdu,
                    variance_hdu=variance_hdu, mask_hdu=mask_hdu)
-    if fmt in CUBE_EXTS.values(): cube = open_cube(path)
+    if fmt in CUBE_EXTS.values(): cube = open_cube(path)          # (format options were refused above)
     else: cube = _load_other(path, fmt, lazy, signal, downsample, cutoff_at_kV, detector, hdu, variance_hdu, mask_hdu)
     return cube if lazy else cube.load()
 
