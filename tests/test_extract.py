@@ -80,7 +80,7 @@ def test_keep_aspect_pads_with_plate(demo):
     assert abs(corner - [50, 190, 60]).max() < 40                # the green plate
 
 
-@pytest.mark.parametrize('background', ['saturation', 'auto'])
+@pytest.mark.parametrize('background', ['saturation', 'auto', 'flat', 'detect'])
 def test_bare_plate_gives_no_rows(background):
     with warnings.catch_warnings():
         warnings.simplefilter('error')                           # and no warning either
@@ -93,7 +93,7 @@ def test_bare_plate_gives_no_rows(background):
 def test_no_plate_warns():
     black = render_stack(4, 'dark42', size=SIZE, plate='black')[0]
     with pytest.warns(UserWarning, match="stack 'dark42': no saturated plate"):
-        df, crops = extract_particles(black, size=32)
+        df, crops = extract_particles(black, size=32, background='saturation')
     assert len(df) == 0 and crops.shape == (0, 6, 32, 32, 3)
     with pytest.warns(UserWarning, match="stack 'dark42': only 0% of the frame looks like plate"):
         df, _ = extract_particles(black, size=32, background='auto', threshold=-1.)
@@ -167,9 +167,10 @@ def _coins():
     return FocalStack(np.stack([np.repeat(g[..., None], 3, 2)] * 6), 'coins')
 
 
-def test_coins_photo_flat_field():
-    "scikit-image's coins photo (24 coins, unevenly lit, six identical layers): all 24 with the flat-field model."
-    df, crops = extract_particles(_coins(), size=16, background='flat', min_area=100)
+@pytest.mark.parametrize('kwargs', [dict(background='flat', min_area=100), dict()])
+def test_coins_photo_flat_field(kwargs):
+    "scikit-image's coins photo (24 coins, unevenly lit, six identical layers): all 24, also with the defaults."
+    df, crops = extract_particles(_coins(), size=16, **kwargs)
     assert len(df) == 24 and crops.shape == (24, 6, 16, 16, 3)
     assert ((df.x1 - df.x0) < 70).all() and ((df.y1 - df.y0) < 70).all()   # no two coins taken for one
 
@@ -218,7 +219,7 @@ def test_empty_plate_photo_as_field(tmp_path):
     f, a = evaluate_extraction(flat), evaluate_extraction(auto)
     assert f['recall'] > a['recall'] and f['recall'] >= .9 and f['precision'] >= .75
     with pytest.raises(InputError, match="used by background='flat' only"):
-        extract_particles(st, size=16, plate_image=tmp_path/'blank0.png')
+        extract_particles(st, size=16, background='auto', plate_image=tmp_path/'blank0.png')
     write_image(tmp_path/'square.png', np.zeros((100, 100, 3), np.uint8))
     with pytest.raises(InputError, match="square.png: empty-plate photo is 100×100 px, not the shape"):
         extract_particles(st, size=16, background='flat', plate_image=tmp_path/'square.png')

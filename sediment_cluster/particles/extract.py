@@ -19,9 +19,10 @@ from ..core import InputError, FocalStack, check_choice
 __all__ = ['BACKGROUNDS', 'MIN_CONTRAST', 'CONTRAST_FRAC', 'SEED_FACTOR', 'SHAPE_COLUMNS', 'PARTICLE_COLUMNS', 'UM_COLUMNS',
            'work_layers', 'to_lab', 'slic_superpixels', 'saturation_map', 'fit_plate', 'plate_distance', 'flat_field',
            'field_distance', 'blank_field', 'Background', 'superpixel_means', 'histogram_threshold', 'plot_threshold',
-           'clean_mask', 'object_mask', 'StackSegmentation', 'segment_layers', 'particle_masks', 'match_layers',
-           'full_res_mask', 'shape_measures', 'count_lobes', 'measure_particles', 'crop_particles', 'extract_particles',
-           'show_particles', 'box_iou', 'evaluate_extraction', 'synth_stacks', 'score_extraction']
+           'clean_mask', 'object_mask', 'closed_loops', 'plate_edges', 'layer_edges', 'StackSegmentation',
+           'detect_background', 'segment_layers', 'particle_masks', 'match_layers', 'full_res_mask', 'shape_measures',
+           'count_lobes', 'measure_particles', 'crop_particles', 'extract_particles', 'show_particles', 'box_iou',
+           'evaluate_extraction', 'synth_stacks', 'score_extraction']
 
 # %% ../../nbs/11_particles.extract.ipynb #0635b7cf
 def work_layers(
@@ -216,7 +217,7 @@ def blank_field(
     return cv2.GaussianBlur(to_lab(small), (0, 0), 1.5)
 
 # %% ../../nbs/11_particles.extract.ipynb #76259be1
-BACKGROUNDS = ('saturation', 'auto', 'flat')  # green plate; any plate colour (quadratic field); flat-field (any light)
+BACKGROUNDS = ('detect', 'saturation', 'auto', 'flat')  # choose per stack; green plate; quadratic field; flat-field
 
 # %% ../../nbs/11_particles.extract.ipynb #4de59bd5
 @dataclass
@@ -322,23 +323,75 @@ def object_mask(
     frac:float=.5,         # each object is cut again at this fraction of its own contrast
     min_px:float=0,        # drop objects smaller than this (px)
     peak:float=2.,         # keep only objects whose contrast reaches `peak` × `t` somewhere (hysteresis)
+    edge:np.ndarray=None,  # h×w bool outline pixels (`layer_edges`): they join an object's pieces and close it
 ) -> np.ndarray:           # h×w uint8 0/1
     "Particle mask of contrast `c`: objects above `t` reaching `peak`·`t`, cut at `frac` of their own contrast, filled."
-    n, lab = cv2.connectedComponents((c > t).astype(np.uint8), connectivity=8)
+    fg = c > t if edge is None else (c > t) | edge
+    n, lab = cv2.connectedComponents(fg.astype(np.uint8), connectivity=8)
     top = _component_peaks(lab, c, n)
     cut = np.where(top >= peak * t, np.maximum(frac * top, t), np.inf)
-    return clean_mask((lab > 0) & (c > cut[lab]), min_px)
+    keep = (lab > 0) & (c > cut[lab])
+    if edge is None: return clean_mask(keep, min_px)
+    return clean_mask(keep | (np.isfinite(cut)[lab] & (lab > 0) & edge) | closed_loops(edge, min_px), min_px)
+
+# %% ../../nbs/11_particles.extract.ipynb #814d3200
+def closed_loops(
+    edge:np.ndarray,       # h×w bool edge pixels
+    min_px:float=0,        # least area of a closed region (px)
+    fill:float=.5,         # least share of the filled region that is not edge (drops thick edge clusters)
+) -> np.ndarray:           # h×w bool
+    "The regions that closed loops of `edge` enclose (filled, with their outline)."
+    e = edge.astype(np.uint8)
+    cs, _ = cv2.findContours(e, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    f = cv2.drawContours(np.zeros_like(e), cs, -1, 1, cv2.FILLED)
+    n, lab, st, _ = cv2.connectedComponentsWithStats(f, connectivity=8)
+    inner = np.bincount(lab.ravel(), (f & (1 - e)).ravel(), minlength=n)
+    keep = (inner >= fill * st[:, cv2.CC_STAT_AREA]) & (st[:, cv2.CC_STAT_AREA] >= min_px)
+    keep[0] = False
+    return keep[lab]
+
+# %% ../../nbs/11_particles.extract.ipynb #09394eef
+def plate_edges(
+    L:np.ndarray,          # h×w float32 CIELAB lightness of a working layer
+    noise:float,           # the plate's median lightness gradient (Sobel of the σ = 1 smoothed layer)
+    low:float=1.5,         # Canny's lower hysteresis threshold, × `noise`
+    high:float=3.,         # Canny's upper threshold, × `noise`
+) -> np.ndarray:           # h×w bool
+    "Canny edges of lightness `L` at thresholds relative to the plate's gradient noise, thickened to 2 px."
+    u8, f = np.clip(L * 2.55, 0, 255).astype(np.uint8), noise * 2.55 * 4
+    e = cv2.Canny(u8, low * f, high * f, L2gradient=True)
+    e[:2], e[-2:], e[:, :2], e[:, -2:] = 0, 0, 0, 0   # the frame's own border is no outline
+    return cv2.dilate(e, np.ones((2, 2), np.uint8)) > 0
+
+# %% ../../nbs/11_particles.extract.ipynb #d9603dbc
+def _gradient(L:np.ndarray) -> np.ndarray:
+    "Sobel gradient magnitude of lightness `L` smoothed with σ = 1 px."
+    g = cv2.GaussianBlur(L, (0, 0), 1.)
+    return cv2.magnitude(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))
+
+# %% ../../nbs/11_particles.extract.ipynb #cef5a9ef
+def layer_edges(
+    labs:list,             # CIELAB working layers
+    plate:list,            # per layer, h×w bool: the pixels taken for plate
+    low:float=1.5, high:float=3.,  # Canny thresholds, × the plate's gradient noise (`plate_edges`)
+) -> list:                 # per layer, h×w bool edges
+    "Outline pixels of every layer, at thresholds set by the gradient noise of the plate pixels of all layers."
+    Ls = [np.ascontiguousarray(l[..., 0]) for l in labs]
+    g = np.concatenate([_gradient(L)[::2, ::2][p[::2, ::2]] for L, p in zip(Ls, plate)])
+    noise = float(np.median(g)) if len(g) else 1.
+    return [plate_edges(L, max(noise, 1e-3), low, high) for L in Ls]
 
 # %% ../../nbs/11_particles.extract.ipynb #89cbc96b
 @dataclass
 class StackSegmentation:
-    "Intermediate results of one stack: working `layers`, `scale`, superpixel `labels` and `means`, the `background`."
+    "Intermediate results of one stack: working `layers`, `scale`, superpixel `labels`, `means`, `background`, `edges`."
     layers: np.ndarray
     scale: tuple
     labels: list
     means: list
     counts: list
     background: Background
+    edges: list = None         # (flat) per layer, the outline pixels from `layer_edges`
     def contrast(self, l:int) -> np.ndarray:
         "Layer `l`'s superpixel-mean contrast to the plate, painted on its superpixels."
         return self.background.contrast(self.means[l])[self.labels[l]]
@@ -357,11 +410,19 @@ def _plate_rgb(small, bg:Background, labels, means) -> np.ndarray:
     return np.median(plate, 0) if len(plate) else np.median(small.reshape(-1, 3), 0)
 
 # %% ../../nbs/11_particles.extract.ipynb #08fcd09e
+def detect_background(
+    small:np.ndarray,      # L×h×w×3 uint8 working layers
+    min_saturation:float=.4, # a plate at least this saturated is read by saturation
+) -> str:                  # 'saturation' or 'flat'
+    "The background mode for a stack: 'saturation' for a saturated (coloured) plate, 'flat' otherwise."
+    return 'saturation' if np.median(saturation_map(small[len(small) // 2])[::4, ::4]) >= min_saturation else 'flat'
+
+# %% ../../nbs/11_particles.extract.ipynb #c395aca9
 def segment_layers(
     stack:FocalStack,           # L focal layers of one plate position
     n_segments:int=800,         # SLIC superpixels per layer
     compactness:float=10.,      # SLIC compactness
-    background:str='saturation',# 'saturation' (green plate), 'auto' (any plate colour) or 'flat' (flat-field)
+    background:str='detect',    # 'detect', 'saturation' (green plate), 'auto' (quadratic field), 'flat' (flat-field)
     threshold:float=None,       # manual threshold (saturation 0–1 or ΔE), 'otsu', or None: the end of the plate peak
     work_size:int=320,          # long side of the working layers; None: full resolution
     method:str='fast',          # 'fast' (numba SLIC), 'skimage' (scikit-image slic), 'reference' (full-size skimage)
@@ -369,6 +430,7 @@ def segment_layers(
 ) -> StackSegmentation:
     "Superpixels on every layer, their mean plate-or-not value, and the histogram threshold."
     small, scale = work_layers(stack.layers, None if method == 'reference' else work_size)
+    if background == 'detect': background = 'flat' if plate_image is not None else detect_background(small)
     labs = [to_lab(l) for l in small] if method == 'fast' or background != 'saturation' else [None] * len(small)
     bg = Background(background)
     if background == 'auto': bg.coef, bg.grid = fit_plate(np.mean(labs, 0)), small.shape[2:0:-1]
@@ -380,7 +442,8 @@ def segment_layers(
     bg.threshold, bg.mode, bg.otsu = histogram_threshold(np.concatenate(means), np.concatenate(counts), background)
     if threshold is not None: bg.threshold = bg.otsu if threshold == 'otsu' else float(threshold)
     bg.rgb = _plate_rgb(small, bg, labels, means)
-    return StackSegmentation(small, scale, labels, means, counts, bg)
+    edges = layer_edges(labs, [bg.contrast(m)[s] <= 0 for m, s in zip(means, labels)]) if background == 'flat' else None
+    return StackSegmentation(small, scale, labels, means, counts, bg, edges)
 
 # %% ../../nbs/11_particles.extract.ipynb #8c7432ed
 CONTRAST_FRAC = dict(saturation=.5, auto=.4, flat=.4)
@@ -396,8 +459,9 @@ def particle_masks(
     bg, (sx, sy) = seg.background, seg.scale
     frac = CONTRAST_FRAC[bg.kind] if contrast_frac is None else contrast_frac
     t = float(bg.contrast(bg.threshold))
+    edges = seg.edges or [None] * len(seg.labels)
     return np.stack([object_mask(seg.contrast(l), t, frac, min_area / (sx * sy),
-                                 SEED_FACTOR[bg.kind]) for l in range(len(seg.labels))])
+                                 SEED_FACTOR[bg.kind], edges[l]) for l in range(len(seg.labels))])
 
 # %% ../../nbs/11_particles.extract.ipynb #5c2f9663
 def _bbox(m:np.ndarray) -> tuple:
@@ -591,7 +655,7 @@ def _no_plate(seg:StackSegmentation, stack_id:str) -> bool:
     frac = sum(c[bg.contrast(m) <= t].sum() for m, c in zip(seg.means, seg.counts)) / sum(c.sum() for c in seg.counts)
     if bg.kind == 'saturation' and bg.mode < .4:
         warnings.warn(f"stack '{stack_id}': no saturated plate (its commonest saturation is {bg.mode:.2f}); for a "
-                      "plate that is not green use background='auto'")
+                      "plate that is not green use background='detect' or 'flat'")
         return True
     if frac < .05:
         warnings.warn(f"stack '{stack_id}': only {frac:.0%} of the frame looks like plate; nothing extracted (check "
@@ -605,7 +669,7 @@ def extract_particles(
     size:int=280,                 # side of the square crops (px)
     n_segments:int=800,           # SLIC superpixels per layer
     compactness:float=10.,        # SLIC compactness (colour against position, Lab units)
-    background:str='saturation',  # 'saturation' (green plate, the paper), 'auto' (any colour), 'flat' (uneven light)
+    background:str='detect',      # 'detect' (per stack), 'saturation' (green, the paper), 'auto', 'flat' (any light)
     threshold:float|None=None,    # particle threshold (saturation 0–1, or ΔE); None: the end of the plate peak; 'otsu'
     min_area:int=400,             # drop objects smaller than this (frame px²)
     keep_aspect:bool=False,       # pad boxes to squares with the plate colour before resizing
@@ -614,11 +678,11 @@ def extract_particles(
     contrast_frac:float|None=None,# outline each object at this fraction of its own contrast (default `CONTRAST_FRAC`)
     clump_neck:float=.7,          # neck ratio below which an object counts as clumped (`count_lobes`)
     method:str='fast',            # 'fast' (numba SLIC), 'skimage' (slic at working size), 'reference' (slic, full size)
-    plate_image:str=None,         # with background='flat': a photo of the empty plate (same light), used as the field
+    plate_image:str=None,         # a photo of the empty plate (same light), used as the field (background 'flat')
 ) -> tuple:                       # (DataFrame one row per particle, crops n×L×size×size×3 uint8)
     "Find the particles of `stack`: boxes synced over the layers, flags, shape, and crops of every layer."
     _check_args(stack, size, background, method, n_segments, min_area, pixel_size_um, threshold)
-    if plate_image is not None and background != 'flat':
+    if plate_image is not None and background not in ('flat', 'detect'):
         raise InputError(f"plate_image={plate_image}: an empty-plate photo is used by background='flat' only")
     seg = segment_layers(stack, n_segments, compactness, background, threshold, work_size, method, plate_image)
     masks = particle_masks(seg, min_area, contrast_frac)

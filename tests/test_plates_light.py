@@ -1,0 +1,58 @@
+"""Extraction under real light: strongly vignetted plates of every colour (corners at ~50 % of the centre's light),
+blank vignetted plates, and the per-stack choice of the background mode."""
+import warnings
+
+import pytest
+
+from sediment_cluster.core import FocalStack
+from sediment_cluster.particles.extract import (detect_background, evaluate_extraction, extract_particles,
+                                                work_layers)
+from sediment_cluster.particles.synth import label_map, make_scene, render_layers, scene_truth
+
+SIZE = (640, 512)
+
+
+def _stacks(plate, n, seed=43, vignette=.5):
+    "`n` stacks on `plate` whose corners get 1 − `vignette` of the centre's light, with truth and label maps."
+    out = []
+    for i in range(n):
+        sc = make_scene((seed, i), size=SIZE, plate=plate, vignette=vignette)
+        out.append((FocalStack(render_layers(sc, (seed, i, 1)), f's{i}'), scene_truth(sc, f's{i}'), label_map(sc)))
+    return out
+
+
+def _score(stacks, **kw):
+    return evaluate_extraction([(extract_particles(st, size=16, **kw)[0], t, lab) for st, t, lab in stacks])
+
+
+# Bars set below the measured values on seed 43 (12 stacks each; the notebook has the table on other seeds).
+@pytest.mark.parametrize('plate, recall, precision', [('green', .97, .95), ('black', .9, .9),
+                                                      ('white', .85, .85), ('grey', .8, .85)])
+def test_vignetted_plates_default(plate, recall, precision):
+    s = _score(_stacks(plate, 12))
+    assert s['n_isolated'] >= 40, s
+    assert s['recall'] >= recall and s['precision'] >= precision, s
+
+
+def test_outlines_help_on_grey():
+    "The outline cue (flat-field + edges, the default on a grey plate) against the quadratic field alone."
+    st = _stacks('grey', 12)
+    assert _score(st)['recall'] > _score(st, background='auto')['recall'] + .05
+
+
+@pytest.mark.parametrize('plate', ['green', 'black', 'white', 'grey'])
+def test_blank_vignetted_plate(plate):
+    "An empty, strongly vignetted plate: no particles and no warning, whatever the colour."
+    sc = make_scene(7, size=SIZE, plate=plate, vignette=.5)
+    sc.grains = []
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        df, crops = extract_particles(FocalStack(render_layers(sc, 8), 'blank'), size=16)
+    assert len(df) == 0 and crops.shape == (0, 6, 16, 16, 3)
+
+
+@pytest.mark.parametrize('plate, mode', [('green', 'saturation'), ('blue', 'saturation'), ('black', 'flat'),
+                                         ('white', 'flat'), ('grey', 'flat')])
+def test_detect_background(plate, mode):
+    st = _stacks(plate, 1)[0][0]
+    assert detect_background(work_layers(st.layers)[0]) == mode
