@@ -100,7 +100,7 @@ def test_fits_ifu_with_wcs_variance_and_mask(tmp_path, flux):
         assert np.array_equal(np.asarray(c.mask), np.moveaxis(dq != 0, 0, -1))
         assert np.allclose([a['scale'] for a in c.meta['spatial']], .2016) and 'RA---TAN' in c.meta['wcs']
         assert memory_mapped(c.data)
-    c = load_cube(tmp_path/'muse.fits', lazy=False, variance_hdu=False, mask_hdu=False)
+    c = load_cube(tmp_path/'muse.fits', lazy=False, variance_hdu=False, mask_hdu='none')   # 'none': the CLI's word
     assert c.variance is None and c.mask is None and not memory_mapped(c.data)
 
 @pytest.mark.parametrize('ext,factor', [('ERR', lambda f: f ** 2), ('IVAR', lambda f: 1 / f)])

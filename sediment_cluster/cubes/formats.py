@@ -127,6 +127,7 @@ def _pick_signal(sigs:list, signal, path) -> dict:
     cubes = [s for s in sigs if np.ndim(s['data']) == 3]
     titles = [_title(s) for s in cubes]
     if signal is None and cubes: return cubes[0]
+    if isinstance(signal, str) and signal not in titles and signal.lstrip('-').isdigit(): signal = int(signal)  # CLI
     if isinstance(signal, str) and signal in titles: return cubes[titles.index(signal)]
     if isinstance(signal, int) and -len(cubes) <= signal < len(cubes): return cubes[signal]
     found = ', '.join(f"{np.ndim(s['data'])}-D '{_title(s)}'" for s in sigs) or 'nothing'
@@ -193,8 +194,8 @@ _MASK = ('MASK', 'DQ', 'BADPIX', 'QUALITY', 'FLAGS')
 
 # %% ../../nbs/20a_cubes.formats.ipynb #1a069a03
 def _extra_hdu(hdul, choice, names, shapes:tuple, path, what:str):
-    "The HDU `choice` names (None: the first whose EXTNAME is in `names` with a fitting shape; False: none)."
-    if choice is False: return None
+    "The HDU `choice` names (None: the first whose EXTNAME is in `names` with a fitting shape; False/'none': none)."
+    if choice is False or (isinstance(choice, str) and choice.lower() in ('none', 'false')): return None
     if choice is None:
         return next((h for h in hdul if h.name in names and h.is_image and h.shape in shapes), None)
     try: h = hdul[int(choice) if str(choice).lstrip('-').isdigit() else choice]
