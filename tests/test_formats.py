@@ -293,3 +293,26 @@ def test_fits_label_map_keeps_the_celestial_wcs(tmp_path, flux):
         w2, w3 = WCS(f[0].header), WCS(fits.getheader(tmp_path/'c.fits')).celestial
         assert w2.naxis == 2 and np.allclose(w2.pixel_to_world_values(2, 5), w3.pixel_to_world_values(2, 5))
     with fits.open(write_fits_labels(tmp_path/'plain.fits', lab)) as f: assert np.array_equal(f[0].data, lab)
+
+def test_bcf_options_reach_rosettasciio_and_the_eds_cube_is_picked(tmp_path, monkeypatch):
+    """No .bcf can be written here: rosettasciio's Bruker reader is replaced by one returning what it returns for a
+    map (the SEM image, then the EDS spectrum image), to check the options passed and the cube chosen."""
+    import rsciio.bruker
+    seen = {}
+    eds = np.arange(4 * 3 * 10, dtype=np.uint16).reshape(4, 3, 10)
+    axes = [dict(name='height', size=4, scale=2., offset=0., units='µm', navigate=True),
+            dict(name='width', size=3, scale=2., offset=0., units='µm', navigate=True),
+            dict(name='Energy', size=10, scale=.01, offset=-.47, units='keV', navigate=False)]
+    def reader(filename, **kw):
+        seen.update(kw, filename=filename)
+        return [{'data': eds.sum(-1), 'axes': axes[:2], 'metadata': {'General': {'title': 'SEM'}}},
+                {'data': eds, 'axes': axes,
+                 'metadata': {'General': {'title': 'EDX'}, 'Signal': {'signal_type': 'EDS_SEM'}}}]
+    monkeypatch.setattr(rsciio.bruker, 'file_reader', reader)
+    (tmp_path/'map.bcf').write_bytes(b'stand-in')
+    c = load_cube(tmp_path/'map.bcf', downsample=2, cutoff_at_kV=15., detector=1)
+    assert {k: seen[k] for k in ('lazy', 'select_type', 'index', 'downsample', 'cutoff_at_kV')} == \
+        {'lazy': True, 'select_type': 'spectrum_image', 'index': 1, 'downsample': 2, 'cutoff_at_kV': 15.}
+    assert np.array_equal(c.data, eds) and c.unit == 'keV' and np.isclose(c.axis[0], -.47)
+    assert c.meta['title'] == 'EDX' and c.meta['signal_type'] == 'EDS_SEM'
+    assert open_cube(tmp_path/'map.bcf', signal='EDX').shape == (4, 3, 10)
