@@ -37,10 +37,11 @@ from .store import ParticleStore
 
 # %% auto #0
 __all__ = ['BACKBONES', 'CONFIG', 'REGULARISERS', 'MEAN', 'STD', 'weight_files', 'pretrained_file', 'resnet_trunk',
-           'FocalDecoder', 'FocalVAE', 'VAELoss', 'recon_mse', 'latent_kl', 'prepare_crops', 'restore_crops',
-           'dihedral', 'CropDataset', 'stack_split', 'CropBatch', 'crop_dataloaders', 'AutoencoderTarget',
-           'NonFiniteStop', 'recompute_bn', 'BatchNormStats', 'vae_learner', 'check_store', 'save_vae', 'load_vae',
-           'Checkpoints', 'train_vae', 'encode', 'encode_store', 'reconstruct', 'show_reconstructions', 'latent_stats']
+           'FocalDecoder', 'FocalVAE', 'VAELoss', 'recon_mse', 'latent_kl', 'unit_crops', 'normalise', 'prepare_crops',
+           'restore_crops', 'dihedral', 'CropDataset', 'stack_split', 'CropBatch', 'crop_dataloaders',
+           'AutoencoderTarget', 'NonFiniteStop', 'recompute_bn', 'BatchNormStats', 'vae_learner', 'check_store',
+           'save_vae', 'load_vae', 'Checkpoints', 'train_vae', 'encode', 'encode_store', 'reconstruct',
+           'show_reconstructions', 'latent_stats']
 
 # %% ../../nbs/13_particles.vae.ipynb #d4cea766
 BACKBONES = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')
@@ -223,16 +224,26 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet channel sta
 def _stats(x): return (torch.tensor(v, dtype=torch.float32, device=x.device).view(3, 1, 1) for v in (MEAN, STD))
 
 # %% ../../nbs/13_particles.vae.ipynb #4136e02e
-def prepare_crops(crops, size:int=None) -> torch.Tensor:
-    "uint8 crops B×L×S×S×3 (array or tensor) → normalised float B×L×3×`size`×`size`."
+def unit_crops(crops, size:int=None) -> torch.Tensor:
+    "uint8 crops B×L×S×S×3 (array or tensor) → float B×L×3×`size`×`size` in [0, 1], resized when `size` differs."
     x = torch.as_tensor(np.asarray(crops) if not torch.is_tensor(crops) else crops)
     x = x.permute(0, 1, 4, 2, 3).float().div(255)
     if size and size != x.shape[-1]:
         B, L = x.shape[:2]
         x = F.interpolate(x.flatten(0, 1), size=(size, size), mode='bilinear',
                           antialias=True, align_corners=False).view(B, L, 3, size, size)
+    return x
+
+# %% ../../nbs/13_particles.vae.ipynb #5aac28bc
+def normalise(x:torch.Tensor) -> torch.Tensor:
+    "Float stacks B×L×3×S×S in [0, 1] → normalised with the ImageNet channel statistics."
     mean, std = _stats(x)
     return (x - mean) / std
+
+# %% ../../nbs/13_particles.vae.ipynb #9042e443
+def prepare_crops(crops, size:int=None) -> torch.Tensor:
+    "uint8 crops B×L×S×S×3 (array or tensor) → normalised float B×L×3×`size`×`size`."
+    return normalise(unit_crops(crops, size))
 
 # %% ../../nbs/13_particles.vae.ipynb #ed0357be
 def restore_crops(x:torch.Tensor) -> np.ndarray:
@@ -331,10 +342,14 @@ def recompute_bn(model:nn.Module, batches, max_batches:int=64):
 # %% ../../nbs/13_particles.vae.ipynb #4b2568e8
 class BatchNormStats(Callback):
     "Before each validation, recompute the batch-norm running statistics from training batches (`recompute_bn`)."
-    def __init__(self, max_batches:int=64): self.max_batches = max_batches
+    def __init__(self,
+        max_batches:int=64,  # training batches to average over
+        prepare=None,        # batch tuple -> model input, when the training loop changes batches (e.g. two views)
+    ): store_attr()
     def before_validate(self):
         if hasattr(self.learn, 'lr_finder'): return  # lr_find skips validation
-        with torch.no_grad(): recompute_bn(self.model, self.dls.train, self.max_batches)
+        batches = self.dls.train if self.prepare is None else map(self.prepare, self.dls.train)
+        with torch.no_grad(): recompute_bn(self.model, batches, self.max_batches)
 
 # %% ../../nbs/13_particles.vae.ipynb #747f92a6
 def vae_learner(
