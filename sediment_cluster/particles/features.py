@@ -289,39 +289,41 @@ def lab_colour(
     return pd.DataFrame(np.c_[mu, sd, q.T], columns=COLOUR)
 
 # %% ../../nbs/12a_particles.features.ipynb #919eebba
-def _undistort(x:np.ndarray, box, keep_aspect:bool) -> tuple:
-    "`x` (S×S, mask or grey) resized to its box's aspect ratio (long side S) and the frame px per resulting px."
+def _undistort(x:np.ndarray, box, keep_aspect:bool, scale:float=None) -> tuple:
+    "`x` (S×S, mask or grey) resized to its box's shape at `scale` frame px per px (default: long side S); the scale."
     S, (w, h) = x.shape[0], (box[2] - box[0], box[3] - box[1])
-    scale = max(w, h, 1) / S
-    if keep_aspect: return x, scale
-    size = (max(int(round(w / scale)), 1), max(int(round(h / scale)), 1))
+    if keep_aspect: w = h = max(w, h)  # the crop shows the box padded to a square
+    scale = scale or max(w, h, 1) / S
+    size = (max(int(round(w / scale)), 8), max(int(round(h / scale)), 8))
+    if size == x.shape[::-1]: return x, scale
     if x.dtype == bool: return cv2.resize(x.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0, scale
     return cv2.resize(x, size, interpolation=cv2.INTER_AREA), scale
 
 # %% ../../nbs/12a_particles.features.ipynb #44c5fe65
-def _shape_texture(grey, masks, best, boxes, keep_aspect:bool, um:float) -> pd.DataFrame:
-    "Morphometry (lengths × `um`) and texture of each particle of a batch, on its mask stretched back to its box."
+def _shape_texture(grey, masks, best, boxes, keep_aspect:bool, um:float, tex_scale:float) -> pd.DataFrame:
+    "Morphometry (lengths × `um`) and texture (at `tex_scale`) of each particle of a batch, stretched back to its box."
     rows = []
     for g, m, box in zip(grey[np.arange(len(best)), best], masks, boxes):
-        (mu, s), (gu, _) = _undistort(m, box, keep_aspect), _undistort(g, box, keep_aspect)
-        if not mu.any(): mu = np.ones_like(mu)
-        rows.append({**morphometry(mu, s * um), **texture(gu, mu)})
+        mu, s = _undistort(m if m.any() else ~m, box, keep_aspect)
+        (gt, _), (mt, _) = _undistort(g, box, keep_aspect, tex_scale), _undistort(m, box, keep_aspect, tex_scale)
+        rows.append({**morphometry(mu, s * um), **texture(gt, mt if mt.any() else ~mt)})
     return pd.DataFrame(rows, columns=MORPHOMETRY + TEXTURE)
 
 # %% ../../nbs/12a_particles.features.ipynb #012b7b72
-def _batch_features(crops, boxes, keep_aspect:bool, um:float) -> pd.DataFrame:
+def _batch_features(crops, boxes, keep_aspect:bool, um:float, tex_scale:float) -> pd.DataFrame:
     "All handcrafted columns of a batch of crops (N×L×S×S×3) with their frame boxes (N×4)."
     grey = _grey(crops)
     best = _laplacian(grey).reshape(*grey.shape[:2], -1).var(-1).argmax(1)  # sharpest layer of the crop
     lab = _lab(crops[np.arange(len(crops)), best])
     masks = crop_masks(lab)
-    return pd.concat([_shape_texture(grey, masks, best, boxes, keep_aspect, um), lab_colour(lab, masks),
+    return pd.concat([_shape_texture(grey, masks, best, boxes, keep_aspect, um, tex_scale), lab_colour(lab, masks),
                       focus_profile(grey, masks)], axis=1)
 
 # %% ../../nbs/12a_particles.features.ipynb #f30ed2a2
 def handcrafted_features(
     store,                      # `ParticleStore` or its folder
     pixel_size_um:float=None,   # µm per frame pixel (default: the extraction's; none: lengths in frame px)
+    texture_scale:float=None,   # frame px per px for texture (default: 90th percentile of the crops' scales)
     batch_size:int=256,         # particles read at a time
     progress:bool=True,         # show a progress bar
 ) -> pd.DataFrame:              # particle_id, then `MORPHOMETRY`, `TEXTURE`, `COLOUR` and `focus_columns(L)`
@@ -333,7 +335,8 @@ def handcrafted_features(
     t = store.table
     boxes = t[['x0', 'y0', 'x1', 'y1']].to_numpy() if {'x0', 'x1'} <= set(t) else np.tile([0, 0, 1, 1], (len(t), 1))
     keep = bool(params.get('keep_aspect', False)) or not {'x0', 'x1'} <= set(t)
-    parts = [_batch_features(c, boxes[r.index], keep, um)
+    ts = texture_scale or float(np.quantile(np.ptp(boxes.reshape(-1, 2, 2), 1).max(1).clip(1), .9)) / store.size
+    parts = [_batch_features(c, boxes[r.index], keep, um, ts)
              for r, c in tqdm(store.batches(batch_size), total=-(-len(store) // batch_size), desc='handcrafted',
                               unit='batch', disable=not progress)]
     return pd.concat([t[['particle_id']], pd.concat(parts, ignore_index=True)], axis=1)
@@ -365,7 +368,7 @@ def standardise(X:np.ndarray, clip:float=5.) -> np.ndarray: # float32, same shap
 def handcrafted_matrix(
     df:pd.DataFrame,                  # `handcrafted_features` output
     groups=HANDCRAFTED_GROUPS,        # families to use (a subset of `HANDCRAFTED_GROUPS`)
-    balance:bool=True,                # weigh every family equally, whatever its number of columns
+    balance:bool=False,               # weigh every family equally, whatever its number of columns
 ) -> np.ndarray:                      # float32 N × D
     "The standardised matrix of the chosen families of handcrafted columns."
     _check_groups(groups)
@@ -384,18 +387,19 @@ def encode_handcrafted(
     store,                      # `ParticleStore` or its folder
     groups=HANDCRAFTED_GROUPS,  # families in the feature set (the table always has them all)
     pixel_size_um:float=None,   # µm per frame pixel (default: the extraction's)
+    balance:bool=False,         # weigh every family equally (see `handcrafted_matrix`)
     progress:bool=True,         # show a progress bar
 ) -> Path:                      # the feature set's `.npy`
     "Compute the handcrafted bank of `store`: the table `handcrafted.parquet` and the feature set `handcrafted`."
     store = ParticleStore.open(store)
     _check_groups(groups)
     df = handcrafted_features(store, pixel_size_um, progress=progress)
-    X = handcrafted_matrix(df, groups)
+    X = handcrafted_matrix(df, groups, balance)
     cmd = f"sediment-cluster encode {store.path} --features handcrafted"
     store.write_table(HANDCRAFTED_TABLE, df, sources=[SUMS, TABLE], rebuild=cmd)
     return write_feature_set(store, 'handcrafted', X, sources=[HANDCRAFTED_TABLE], rebuild=cmd,
                              made_by='handcrafted_features + handcrafted_matrix',
-                             params=dict(groups=list(groups), pixel_size_um=pixel_size_um, balance=True))
+                             params=dict(groups=list(groups), pixel_size_um=pixel_size_um, balance=balance))
 
 # %% ../../nbs/12a_particles.features.ipynb #74760fe3
 def fuse_features(
