@@ -473,6 +473,8 @@ def test_simulate_loop():
     # skip b+c; validate 20 of a, grow 2 pages, stop; re-cluster; b: validate, 2 pages, stop; c: validate, 2 pages
     got = {k: r[f'{k}_actions'] for k in LOOP_ACTIONS}
     assert got == dict(validate=3, drop=0, grow=6, stop=2, skip=1, recluster=1) and r['actions'] == 13
+    done = simulate_loop(start, truth, X, page=20, finish=True)       # nothing left to name by hand
+    assert (done['all_actions'], done['all_objects_per_action'], done['all_precision']) == (13, 180 / 13, 1.0)
     assert r['objects_per_action'] == 180 / 13 and r['half_actions'] == 8
     c = r['curve']
     assert c.actions.tolist() == list(range(r['actions'] + 1)) and c.labelled.is_monotonic_increasing
@@ -496,6 +498,9 @@ def test_simulate_loop_cut_and_drop():
     mixed = np.array(['a', 'b'] * 45, object)
     r = simulate_loop(np.zeros(90, int), mixed, same, rounds=1)
     assert (r['skip_actions'], r['labelled'], r['actions']) == (1, 0, 1) and np.isnan(r['precision'])
+    X = np.c_[np.arange(90) % 2, np.zeros(90)]                        # the loop skips, name / split labels all
+    r = simulate_loop(np.zeros(90, int), mixed, X, rounds=1, finish=True)
+    assert r['labelled'] == 0 and r['all_precision'] == 1.0 and r['all_actions'] == 1 + 1 + 1 + 2
 
 
 @pytest.mark.parametrize('seed', range(4))
@@ -524,6 +529,12 @@ def test_compare_feature_sets(store):
     assert s.loc[('size', 6), 'objects_per_action'] > s.loc[('noise', 6), 'objects_per_action']
     assert ((t.precision >= .95) | t.precision.isna()).all() and (t.seconds > 0).all()
     assert set(t.attrs['curves']) == set(zip(t.features, t.k))
+    from sediment_cluster.particles.features import write_feature_set
+    write_feature_set(store, 'size', size, made_by='test', seconds=1.5)         # stored sets are found by name
+    t = compare_feature_sets(store, truth, colour_shape=False, ks=(6,), page=20)
+    assert t.features.tolist() == ['size', 'vae'] and t.feature_seconds.tolist()[0] == 1.5   # vae: latent.npy
+    assert t.set_index('features').loc['size', 'purity'] == s.loc[('size', 6), 'purity']
+    with pytest.raises(InputError, match="no feature set 'nope'"): compare_feature_sets(store, truth, names=['nope'])
     with pytest.raises(InputError, match='give one each'): compare_feature_sets(store, truth[:3])
     with pytest.raises(InputError, match='no feature sets'): compare_feature_sets(store, truth, names=(),
                                                                                   colour_shape=False)

@@ -195,6 +195,22 @@ def _sim_result(s, keep, n:int) -> dict:
                 curve=curve, labels=labels)
 
 # %% ../../nbs/17_particles.evaluate.ipynb #25ae0d83
+def _sim_finish(s, size:float, min_purity:float, random_state) -> dict:
+    "Label what the loop left with name / split (`simulate_expert`) on a re-clustering of it; the counts and quality."
+    open_ = np.flatnonzero(~s.done)
+    if not len(open_):
+        n = sum(s.acts.values())
+        return dict(all_actions=n, all_objects_per_action=len(s.X) / max(n, 1),
+                    all_precision=float((s.named == s.truth).mean()))
+    k, one = max(1, round(len(open_) / size)), len(open_) < 2 or len(np.unique(s.X[open_], axis=0)) < 2
+    start = np.zeros(len(open_), int) if one else subcluster(s.X[open_], min(k, len(open_)), random_state)
+    r = simulate_expert(start, s.truth[open_], s.X[open_], min_purity, random_state=random_state, ignore=())
+    n = sum(s.acts.values()) + 1 + r['actions']   # the re-clustering, then naming / splitting
+    named = s.named.copy()
+    named[open_] = r['labels']
+    return dict(all_actions=n, all_objects_per_action=len(s.X) / n, all_precision=float((named == s.truth).mean()))
+
+# %% ../../nbs/17_particles.evaluate.ipynb #d8e5e669
 def simulate_loop(
     clusters,               # starting cluster of each particle (N,)
     truth,                  # true class of each particle (N,)
@@ -207,6 +223,7 @@ def simulate_loop(
     max_drop:int=0,         # wrong particles above the cut the expert clicks away (one action each)
     grow_after_cut:bool=False, # grow also after a validation that cut the gallery short
     patience:int=10,        # skips in a row that end a round (0: look at every cluster)
+    finish:bool=False,      # also name / split what the loop left (`all_*`: the cost of labelling everything)
     random_state:int=0,     # seed of the re-clustering
     ignore=(UNMATCHED_CLASS, None), # true classes left out (particles without a true grain)
 ) -> dict:                  # actions by kind, objects per action, precision, coverage, `curve`, `labels`
@@ -226,7 +243,8 @@ def simulate_loop(
         if r == rounds - 1 or s.done.sum() == before: break
         groups = _sim_recluster(s, max(2, round((~s.done).sum() / size)), far, random_state)
         if not groups: break
-    return _sim_result(s, keep, len(truth))
+    res = _sim_result(s, keep, len(truth))
+    return {**res, **_sim_finish(s, size, min_purity, random_state)} if finish else res
 
 # %% ../../nbs/17_particles.evaluate.ipynb #a603ce55
 def _truth_classes(store:ParticleStore, truth) -> np.ndarray:
@@ -254,8 +272,9 @@ def _compare_one(X, truth, k:int, random_state, **loop) -> dict:
     from sediment_cluster.particles.overcluster import cluster_purity
     t0, X = time.perf_counter(), np.array(X, np.float32)   # a copy: memory-mapped features are read-only
     km = OverClusterer(n_clusters=min(k, len(X)), random_state=random_state).fit_predict(X)
-    sim = simulate_loop(km, truth, X, random_state=random_state, **loop)
-    keys = ('objects_per_action', 'precision', 'coverage', 'actions', 'labelled', 'half_actions')
+    sim = simulate_loop(km, truth, X, random_state=random_state, finish=True, **loop)
+    keys = ('objects_per_action', 'precision', 'coverage', 'actions', 'labelled', 'half_actions',
+            'all_objects_per_action', 'all_precision')
     return dict(dims=X.shape[1], purity=cluster_purity(km, truth), **{c: sim[c] for c in keys},
                 seconds=time.perf_counter() - t0, curve=sim['curve'])
 
@@ -272,7 +291,7 @@ def compare_feature_sets(
     rounds:int=4,           # passes over the clusters, re-clustering between them
     patience:int=10,        # skips in a row that end a round (0: look at every cluster)
     random_state:int=0,     # seed of K-means and the re-clustering
-) -> pd.DataFrame:          # one row per feature set and K; curves in `attrs['curves']`
+) -> pd.DataFrame:          # one row per feature set and K; `attrs['curves']`: (name, K) -> [(actions, labelled)]
     "Purity at each K and the simulated expert's objects per action, precision and coverage, for each feature set."
     store = ParticleStore.open(store)
     truth = _truth_classes(store, truth)
@@ -285,7 +304,7 @@ def compare_feature_sets(
         X = X() if callable(X) else X
         for k in ks:
             r = _compare_one(X, truth, k, random_state, **loop)
-            curves[(name, k)] = r.pop('curve')
+            curves[(name, k)] = r.pop('curve').to_numpy().tolist()   # plain lists: pandas compares attrs
             rows.append(dict(features=name, k=k, **r, feature_seconds=secs))
     out = pd.DataFrame(rows)
     out.attrs['curves'] = curves
@@ -303,8 +322,8 @@ def plot_loop_curves(
     for ax, k in zip(axes[0], ks):
         for name in table.features.unique():
             if (name, k) in table.attrs['curves']:
-                c = table.attrs['curves'][(name, k)]
-                ax.plot(c.actions, c.labelled, label=name)
+                c = np.asarray(table.attrs['curves'][(name, k)])
+                ax.plot(c[:, 0], c[:, 1], label=name)
         ax.set(xlabel='actions', ylabel='particles labelled', title=f'K = {k}')
     axes[0][0].legend(fontsize=8)
     fig.suptitle(title)
