@@ -182,6 +182,19 @@ def test_segment_streams_in_row_blocks(model, cube):
     segment(Datacube(spy), model, k_range=(2, 5), chunk_rows=4, progress=False)
     assert max(spy.rows) == 4 and sum(spy.rows) == 2 * 24
 
+def test_segment_refine_gmm_or_kmeans(model, cube):
+    "k-means labels (the default) are the nearest centre of each code; the Gaussian refinement keeps k; bad: one line."
+    cb, ref = cube
+    km = segment(cb, model, k_range=(3, 3), refine=None, progress=False)
+    gm = segment(cb, model, k_range=(3, 3), refine='gmm', progress=False)
+    assert km.n_clusters == gm.n_clusters == 3 and adjusted_rand_score(ref.ravel(), km.labels.ravel()) > 0.99
+    assert adjusted_rand_score(ref.ravel(), gm.labels.ravel()) > 0.9      # 0.967: round codes suit k-means better
+    assert (segment(cb, model, k_range=(3, 3), progress=False).labels == km.labels).all()
+    Z = model.transform(cb.reshape(-1, C))
+    nearest = ((Z[:, None] - km.centres[None]) ** 2).sum(-1).argmin(1)
+    assert (km.labels.ravel() == nearest).mean() > 0.999
+    with pytest.raises(InputError, match="refine='dbscan'"): segment(cb, model, refine='dbscan', progress=False)
+
 def test_linear_and_preprocessed_model_spaces_agree(data, cube):
     "The shortcut for rebinning (sums of raw spectra, rebinned) equals summing rebinned spectra."
     X, _ = data

@@ -26,7 +26,7 @@ from .losses import CLUSTER_LOSSES, ClusteringLoss, IDECLoss
 
 # %% auto #0
 __all__ = ['CLUSTERINGS', 'AUTO_GAMMA', 'AE_PARAMS', 'DeepSpectralClustering', 'auto_preprocessor', 'check_latents',
-           'cluster_latents', 'within_between', 'train_spectral']
+           'cluster_latents', 'GaussianRefine', 'refine_clusters', 'within_between', 'train_spectral']
 
 # %% ../../nbs/26_cubes.deepcluster.ipynb #e010b98e
 CLUSTERINGS = (None, *CLUSTER_LOSSES, 'idec')
@@ -142,6 +142,45 @@ def cluster_latents(
     if not fit_size or len(Z) <= fit_size: return km, km.fit(Z).labels_
     idx = np.sort(np.random.default_rng(random_state).choice(len(Z), fit_size, replace=False))
     return km, km.fit(Z[idx]).predict(Z)
+
+# %% ../../nbs/26_cubes.deepcluster.ipynb #c7582f67
+class GaussianRefine(ClusterMixin, BaseEstimator):
+    "IKMeans's k and centres refined by a full-covariance Gaussian mixture; each code to its most probable component."
+    def __init__(self,
+        kmeans:IKMeans=None,    # a fitted IKMeans: k, the starting means, and its silhouettes (`scores_`)
+        fit_size:int=20_000,    # EM on at most this many codes (seeded sample)
+        random_state=0,
+    ): store_attr()
+
+    def fit(self, Z, y=None):
+        "EM from the k-means centres on (a sample of) codes `Z`."
+        from sklearn.mixture import GaussianMixture
+        Z, km = np.asarray(Z, np.float64), self.kmeans
+        idx = _sample_rows(len(Z), self.fit_size, self.random_state)
+        Zs = Z if idx is None else Z[idx]
+        self.gmm_ = GaussianMixture(km.n_clusters_, covariance_type='full', means_init=km.cluster_centers_,
+                                    reg_covar=1e-6 * float(Zs.var(0).mean()) + 1e-12,
+                                    random_state=self.random_state).fit(Zs)
+        self.cluster_centers_, self.n_clusters_ = self.gmm_.means_.astype(np.float32), km.n_clusters_
+        self.scores_ = dict(getattr(km, 'scores_', {}))
+        return self
+
+    def predict(self, Z) -> np.ndarray:
+        "The most probable component of each code."
+        return self.gmm_.predict(np.asarray(Z, np.float64))
+
+# %% ../../nbs/26_cubes.deepcluster.ipynb #3a1bf14c
+def _sample_rows(n:int, size:int, random_state) -> np.ndarray|None:
+    "Sorted indices of a seeded sample of `size` of `n` rows; None when that would be all of them."
+    if not size or n <= size: return None
+    return np.sort(np.random.default_rng(random_state).choice(n, size, replace=False))
+
+# %% ../../nbs/26_cubes.deepcluster.ipynb #1d19f0fa
+def refine_clusters(km:IKMeans, Z:np.ndarray, refine:str='gmm', random_state=0):
+    "The final clusterer of codes `Z`: `km` itself (`refine=None`/'kmeans'), or `GaussianRefine` from it ('gmm')."
+    check_choice('refine', refine, (None, 'kmeans', 'gmm'))
+    if refine != 'gmm' or km.n_clusters_ < 2: return km
+    return GaussianRefine(km, random_state=random_state).fit(Z)
 
 # %% ../../nbs/26_cubes.deepcluster.ipynb #b7110034
 @patch

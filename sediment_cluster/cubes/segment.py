@@ -15,12 +15,13 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
-from ..core import InputError, dask_client
+from ..core import InputError, check_choice, dask_client
 from ..ikmeans import IKMeans
 from .datacube import Datacube, cube_format, iter_spectra, open_cube, rebin, write_labels
 from .synth_xrf import SynthCube
 from .baselines import BaselineCheck, BaselineWarning, compare_with_baseline
-from .deepcluster import DeepSpectralClustering, check_latents, cluster_latents
+from .deepcluster import (DeepSpectralClustering, check_latents, cluster_latents,
+                                                refine_clusters)
 
 # %% auto #0
 __all__ = ['CubeSegmentation', 'baseline_input', 'dask_scheduler', 'segment', 'plot_cluster_spectra', 'plot_barycentres',
@@ -206,6 +207,7 @@ def segment(
     random_state=0,             # seed of IKMeans and its sample
     baseline:bool=True,         # also run PCA + k-means at the same k; warn and keep its labels when it scores better
     baseline_sample:int=10_000, # evenly spaced pixels the baseline is fitted and compared on
+    refine:str=None,            # None/'kmeans': IKMeans's labels; 'gmm': a Gaussian mixture from its centres
 ) -> CubeSegmentation:
     "Segment `cube` with `model`: encode every pixel spectrum, cluster the codes, summarise the clusters."
     t0, model = time.perf_counter(), _as_model(model)
@@ -214,11 +216,12 @@ def segment(
     try:
         H, W, C = cube.shape
         _check_segment_args(cube, model, k_range, chunk_rows, name)
+        check_choice('refine', refine, (None, 'kmeans', 'gmm'))
         use_dask = scheduler is not None if use_dask is None else use_dask
         with (dask_scheduler(scheduler) if use_dask else _no_scheduler()) as sched:
             run = partial(_dask_map, sched=sched) if use_dask else _stream_map
             res = _segment_passes(run, cube, model, k_range, chunk_rows, fit_size, n_flat, random_state, progress, name,
-                                  baseline_sample if baseline else 0)
+                                  baseline_sample if baseline else 0, refine)
     except InputError as e:
         raise InputError(str(e) if str(e).startswith(name) else f"{name}: {e}") from None
     finally:
@@ -247,7 +250,7 @@ def _inside(px:np.ndarray, rows:slice, W:int) -> np.ndarray:
 
 # %% ../../nbs/27_cubes.segment.ipynb #b70bb0df
 def _sample_pass(run, cube, model, k_range, chunk_rows, fit_size, random_state, progress, name, bpx,
-                 info:dict) -> tuple:
+                 info:dict, refine=None) -> tuple:
     "Pass 1 and the clustering: (clusterer, codes of all pixels or None, baseline input and codes of pixels `bpx`)."
     H, W, _ = cube.shape
     fit = _fit_pixels(H * W, fit_size, random_state) if k_range is not None else np.empty(0, np.int64)
@@ -258,8 +261,10 @@ def _sample_pass(run, cube, model, k_range, chunk_rows, fit_size, random_state, 
     Zp, t0 = np.concatenate([p['z'] for p in p1]), time.perf_counter()
     check_latents(Zp, name)
     if k_range is None: km = model.kmeans_
-    else: km = cluster_latents(Zp if fit is None else Zp[np.searchsorted(pick, fit)], k_range, None, None,
-                               random_state, what=name)[0]
+    else:
+        Zf = Zp if fit is None else Zp[np.searchsorted(pick, fit)]
+        km = refine_clusters(cluster_latents(Zf, k_range, None, None, random_state, what=name)[0], Zf, refine,
+                             random_state)
     info['cluster_s'] = time.perf_counter() - t0
     Xb = None if bpx is None else np.concatenate([p['base'] for p in p1])
     return km, (Zp if fit is None else None), Xb, (None if bpx is None else Zp[np.searchsorted(pick, bpx)])
@@ -291,12 +296,12 @@ def _baseline_check(Xb, Zb, km, random_state) -> tuple:
 
 # %% ../../nbs/27_cubes.segment.ipynb #3ffb1269
 def _segment_passes(run, cube, model, k_range, chunk_rows, fit_size, n_flat, random_state, progress,
-                    name, baseline_sample:int=0) -> CubeSegmentation:
+                    name, baseline_sample:int=0, refine=None) -> CubeSegmentation:
     "Sample and cluster, check against the baseline on the sample, then label and summarise in one pass."
     H, W, C = cube.shape
     bpx, info, t0 = _flat_pixels(H * W, baseline_sample) if baseline_sample else None, {}, time.perf_counter()
     km, Z, Xb, Zb = _sample_pass(run, cube, model, k_range, chunk_rows, fit_size, random_state, progress, name, bpx,
-                                 info)
+                                 info, refine)
     t1 = time.perf_counter()
     check, base = _baseline_check(Xb, Zb, km, random_state)
     t2, flat = time.perf_counter(), _flat_pixels(H * W, n_flat)
@@ -414,6 +419,7 @@ def segment_file(
     scheduler=None,             # dask scheduler address (None: stream locally, or local dask with `use_dask`)
     use_dask:bool=None,         # dask path (default: when `scheduler` is given)
     progress:bool=True,         # progress bars
+    refine:str=None,            # None/'kmeans': IKMeans's labels; 'gmm': a Gaussian mixture from its centres
 ) -> Path:                      # the label file
     "Segment the cube at `cube_path` with the model at `model_path` and save the label map."
     out = Path(out_labels_npy)
@@ -422,7 +428,7 @@ def segment_file(
     k_range = None if k_range is None else tuple(k_range)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', BaselineWarning)      # said below, in one line
-        seg = segment(cube_path, model_path, k_range, chunk_rows, scheduler, progress, use_dask)
+        seg = segment(cube_path, model_path, k_range, chunk_rows, scheduler, progress, use_dask, refine=refine)
     chk = seg.baseline
     base = out.with_name(f'{out.stem}_baseline.npy')
     if chk is not None and chk.baseline_better:
