@@ -113,3 +113,14 @@ def test_encode_and_fuse(hard_store, tmp_path):
     with pytest.raises(InputError, match='weights=\\[1\\]: give one non-negative weight per feature set \\(2\\)'):
         fuse_feature_sets(st, ['other', 'handcrafted'], weights=[1])
     assert st.verify() == []
+
+
+def test_handcrafted_without_boxes(tmp_path):
+    "A store made by `create` without boxes: lengths in crop pixels; a flat crop falls back to the whole crop."
+    from sediment_cluster.particles.features import handcrafted_features
+    crops = np.zeros((2, 3, 32, 32, 3), np.uint8) + np.uint8([50, 190, 60])
+    crops[0, :, 8:24, 8:24] = 220                                   # a 16 × 16 square
+    st = ParticleStore.create(tmp_path/'s', pd.DataFrame({'stack_id': ['s0', 's0']}), crops)
+    df = handcrafted_features(st, progress=False)
+    assert df.area[0] == 256 and abs(df.feret_min[0] - 16) < 1 and df.area[1] == 32 * 32
+    assert np.isfinite(df.drop(columns='particle_id').to_numpy(float)).all()

@@ -333,9 +333,10 @@ def handcrafted_features(
     params = store.meta.get('params', {})
     um = pixel_size_um or params.get('pixel_size_um') or 1.
     t = store.table
-    boxes = t[['x0', 'y0', 'x1', 'y1']].to_numpy() if {'x0', 'x1'} <= set(t) else np.tile([0, 0, 1, 1], (len(t), 1))
-    keep = bool(params.get('keep_aspect', False)) or not {'x0', 'x1'} <= set(t)
-    ts = texture_scale or float(np.quantile(np.ptp(boxes.reshape(-1, 2, 2), 1).max(1).clip(1), .9)) / store.size
+    S, has_boxes = store.size, {'x0', 'y0', 'x1', 'y1'} <= set(t)
+    boxes = t[['x0', 'y0', 'x1', 'y1']].to_numpy() if has_boxes else np.tile([0, 0, S, S], (len(t), 1))  # crop px
+    keep = bool(params.get('keep_aspect', False)) or not has_boxes
+    ts = texture_scale or float(np.quantile(np.ptp(boxes.reshape(-1, 2, 2), 1).max(1).clip(1), .9)) / S
     parts = [_batch_features(c, boxes[r.index], keep, um, ts)
              for r, c in tqdm(store.batches(batch_size), total=-(-len(store) // batch_size), desc='handcrafted',
                               unit='batch', disable=not progress)]
