@@ -25,9 +25,11 @@ def _score(stacks, **kw):
     return evaluate_extraction([(extract_particles(st, size=16, **kw)[0], t, lab) for st, t, lab in stacks])
 
 
-# Bars set below the measured values on seed 43 (12 stacks each; the notebook has the table on other seeds).
-@pytest.mark.parametrize('plate, recall, precision', [('green', .97, .95), ('black', .9, .9),
-                                                      ('white', .85, .85), ('grey', .8, .85)])
+# Bars a little below the values measured on seed 43 (12 stacks, 67 isolated grains each; recall / precision:
+# green 0.985 / 0.987, black 0.970 / 0.987, white 0.881 / 0.944, grey 0.955 / 0.924). The notebook has the
+# table on other seeds. The 0.97 recall is not reached on white (and grey) plates: not asserted.
+@pytest.mark.parametrize('plate, recall, precision', [('green', .97, .97), ('black', .95, .97),
+                                                      ('white', .86, .92), ('grey', .93, .9)])
 def test_vignetted_plates_default(plate, recall, precision):
     s = _score(_stacks(plate, 12))
     assert s['n_isolated'] >= 40, s
@@ -37,7 +39,8 @@ def test_vignetted_plates_default(plate, recall, precision):
 def test_outlines_help_on_grey():
     "The outline cue (flat-field + edges, the default on a grey plate) against the quadratic field alone."
     st = _stacks('grey', 12)
-    assert _score(st)['recall'] > _score(st, background='auto')['recall'] + .05
+    new, old = _score(st), _score(st, background='auto')     # measured: 0.955 / 0.924 against 0.716 / 0.690
+    assert new['recall'] > old['recall'] + .15 and new['precision'] > old['precision'] + .15, (new, old)
 
 
 @pytest.mark.parametrize('plate', ['green', 'black', 'white', 'grey'])

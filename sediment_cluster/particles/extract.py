@@ -356,12 +356,16 @@ def plate_edges(
     noise:float,           # the plate's median lightness gradient (Sobel of the σ = 1 smoothed layer)
     low:float=1.5,         # Canny's lower hysteresis threshold, × `noise`
     high:float=3.,         # Canny's upper threshold, × `noise`
+    min_len:int=10,        # drop edge pieces shorter than this (px): noise squiggles, not outlines
 ) -> np.ndarray:           # h×w bool
     "Canny edges of lightness `L` at thresholds relative to the plate's gradient noise, thickened to 2 px."
     u8, f = np.clip(L * 2.55, 0, 255).astype(np.uint8), noise * 2.55 * 4
     e = cv2.Canny(u8, low * f, high * f, L2gradient=True)
     e[:2], e[-2:], e[:, :2], e[:, -2:] = 0, 0, 0, 0   # the frame's own border is no outline
-    return cv2.dilate(e, np.ones((2, 2), np.uint8)) > 0
+    _, lab, st, _ = cv2.connectedComponentsWithStats(e, connectivity=8)
+    keep = st[:, cv2.CC_STAT_AREA] >= min_len
+    keep[0] = False
+    return cv2.dilate(keep[lab].astype(np.uint8), np.ones((2, 2), np.uint8)) > 0
 
 # %% ../../nbs/11_particles.extract.ipynb #d9603dbc
 def _gradient(L:np.ndarray) -> np.ndarray:
@@ -375,9 +379,9 @@ def layer_edges(
     plate:list,            # per layer, h×w bool: the pixels taken for plate
     low:float=1.5, high:float=3.,  # Canny thresholds, × the plate's gradient noise (`plate_edges`)
 ) -> list:                 # per layer, h×w bool edges
-    "Outline pixels of every layer, at thresholds set by the gradient noise of the plate pixels of all layers."
-    Ls = [np.ascontiguousarray(l[..., 0]) for l in labs]
-    g = np.concatenate([_gradient(L)[::2, ::2][p[::2, ::2]] for L, p in zip(Ls, plate)])
+    "Outline pixels of every layer, at thresholds set by the gradient noise of the middle layer's plate pixels."
+    Ls, k = [np.ascontiguousarray(l[..., 0]) for l in labs], len(labs) // 2
+    g = _gradient(Ls[k])[plate[k]]
     noise = float(np.median(g)) if len(g) else 1.
     return [plate_edges(L, max(noise, 1e-3), low, high) for L in Ls]
 
