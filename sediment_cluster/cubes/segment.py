@@ -24,8 +24,8 @@ from .deepcluster import (DeepSpectralClustering, check_latents, cluster_latents
                                                 refine_clusters)
 
 # %% auto #0
-__all__ = ['CubeSegmentation', 'baseline_input', 'dask_scheduler', 'segment', 'plot_cluster_spectra', 'plot_barycentres',
-           'plot_integrated', 'plot_cluster_masks', 'segment_file']
+__all__ = ['CubeSegmentation', 'baseline_input', 'dask_scheduler', 'segment', 'KRangeWarning', 'plot_cluster_spectra',
+           'plot_barycentres', 'plot_integrated', 'plot_cluster_masks', 'segment_file']
 
 # %% ../../nbs/27_cubes.segment.ipynb #6e208f84
 @dataclass(eq=False)
@@ -231,7 +231,20 @@ def segment(
                     spectra_per_s=H * W / seconds)
     if res.baseline is not None and res.baseline.baseline_better:
         warnings.warn(f"{name}: {res.baseline.message}", BaselineWarning, stacklevel=2)
+    if (msg := _edge_message(res, k_range)): warnings.warn(f"{name}: {msg}", KRangeWarning, stacklevel=2)
     return res
+
+# %% ../../nbs/27_cubes.segment.ipynb #decbff31
+class KRangeWarning(UserWarning):
+    "The k chosen by the silhouette lies at an end of the range tried."
+
+# %% ../../nbs/27_cubes.segment.ipynb #e6e02877
+def _edge_message(seg, k_range) -> str|None:
+    "One line when the chosen k is the smallest or largest of a `k_range` of several values; else None."
+    if k_range is None or k_range[0] == k_range[1] or seg.n_clusters not in tuple(k_range): return None
+    side = 'smallest' if seg.n_clusters == k_range[0] else 'largest'
+    return (f"k={seg.n_clusters} is the {side} k of k_range={tuple(k_range)}: the best k may lie outside; "
+            "widen the range or check the silhouette by k (`scores`)")
 
 # %% ../../nbs/27_cubes.segment.ipynb #7ac06ef8
 @contextmanager
@@ -446,6 +459,7 @@ def _write_summary(path:Path, seg:CubeSegmentation, labels:Path, base:Path|None)
     info = {k: v for k, v in seg.info.items() if isinstance(v, (int, float, str, list, type(None)))}
     d = {'labels': labels.name, 'k': seg.n_clusters, 'silhouette_by_k': {str(k): v for k, v in seg.scores.items()},
          'counts': seg.counts.tolist(), 'baseline': None if seg.baseline is None else seg.baseline.to_dict(),
-         'baseline_labels': None if base is None else base.name, 'info': info}
+         'baseline_labels': None if base is None else base.name,
+         'k_warning': _edge_message(seg, seg.info.get('k_range')), 'info': info}
     with atomic_path(path) as tmp: tmp.write_text(json.dumps(d, indent=1, default=float))
     return path
