@@ -40,20 +40,21 @@ class PoissonPCA(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X) -> np.ndarray:
-        "Principal-component scores (N×n_components, float32) of spectra `X`."
+        "Principal-component scores (N×n_components, float32) of spectra `X`, computed in float32."
         check_is_fitted(self, 'pca_')
-        X = _as_spectra(X, self.n_features_in_)
-        return self.pca_.transform(self._normalise(X)).astype(np.float32)
+        X = _as_spectra(X, self.n_features_in_, np.float32)        # a whole cube passes here: no float64 copy
+        p = self.pca_
+        return (self._normalise(X) - p.mean_.astype(np.float32)) @ p.components_.T.astype(np.float32)
 
     def _normalise(self, X:np.ndarray) -> np.ndarray:
         if not self.poisson_: return X
         t = X.sum(1, keepdims=True)
-        return X / np.sqrt(np.where(t > 0, t, 1.)) / self.root_mean_
+        return X / np.sqrt(np.where(t > 0, t, 1)) / self.root_mean_.astype(X.dtype)
 
 # %% ../../nbs/25a_cubes.baselines.ipynb #2a02053c
-def _as_spectra(X, n_features:int=None) -> np.ndarray:
-    "`X` as a finite float64 N×C array (with `n_features` channels when given), else a one-line `InputError`."
-    X = np.asarray(X, np.float64)
+def _as_spectra(X, n_features:int=None, dtype=np.float64) -> np.ndarray:
+    "`X` as a finite float N×C array (with `n_features` channels when given), else a one-line `InputError`."
+    X = np.asarray(X, dtype)
     if X.ndim != 2 or 0 in X.shape: raise InputError(f"spectra must be a non-empty N×C array, got shape {X.shape}")
     if n_features is not None and X.shape[1] != n_features:
         raise InputError(f"spectra have {X.shape[1]} channels but the baseline was fitted on {n_features}")
