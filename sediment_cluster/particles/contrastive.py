@@ -204,7 +204,7 @@ class NTXentLoss:
 
 # %% ../../nbs/13a_particles.contrastive.ipynb #0b973cbd
 def contrastive_learner(store, net:FocalContrastiveNet, augment:StackAugment, temperature:float=.5,
-                        batch_size:int=64, lr:float=2e-3, valid_pct:float=.1, device='auto', num_workers:int=0,
+                        batch_size:int=64, lr:float=1e-3, valid_pct:float=.1, device='auto', num_workers:int=0,
                         random_state:int=0, progress:bool=False) -> Learner:
     "A fastai `Learner` training `net` with NT-Xent on two views of each particle of `store`; bf16 on CUDA."
     store, dev = ParticleStore.open(store), torch_device(device)
@@ -233,7 +233,7 @@ class ContrastiveEncoder(TransformerMixin, BaseEstimator):
         temperature:float=.5,    # NT-Xent τ
         epochs:int=10,
         batch_size:int=64,       # particles per batch (2× as many views)
-        lr:float=2e-3,           # peak learning rate of the 1cycle schedule
+        lr:float=1e-3,           # peak learning rate of the 1cycle schedule
         scale=(.7, 1.),          # crop area range of a view
         colour:float=.4,         # strength of brightness/contrast/saturation changes (1 ± colour)
         hue:float=.1,            # hue rotation range (± turns)
@@ -338,7 +338,7 @@ def train_contrastive(
     backbone:str='resnet18',# torchvision ResNet trunk shared by the layers
     pretrained=False,       # ImageNet weights: True (torch hub cache) or a file path; nothing is downloaded
     batch_size:int=64,      # particles per batch
-    lr:float=2e-3,          # peak learning rate (1cycle)
+    lr:float=1e-3,          # peak learning rate (1cycle)
     dim:int=128,            # features per particle
     colour:float=.4,        # colour change strength of the views
     grey_p:float=.2,        # probability of a greyscale view
