@@ -4,7 +4,7 @@
 
 # %% ../../nbs/13a_particles.contrastive.ipynb #bb8f8579
 from __future__ import annotations
-import json, math, time
+import math, time
 from pathlib import Path
 
 import numpy as np
