@@ -14,7 +14,8 @@ from fastcore.docments import docments
 from .core import InputError
 
 # %% auto #0
-__all__ = ['target', 'Opt', 'param', 'add_options', 'call_kwargs', 'command', 'load_labels', 'demo', 'make_parser', 'main']
+__all__ = ['target', 'Opt', 'param', 'add_options', 'call_kwargs', 'command', 'encode', 'load_labels', 'demo', 'make_parser',
+           'main']
 
 # %% ../nbs/90_cli.ipynb #01fc9d25
 _TARGETS = {  # command → 'module:function' it calls
@@ -22,7 +23,8 @@ _TARGETS = {  # command → 'module:function' it calls
     'synth-plates': 'sediment_cluster.particles.synth:synth_plates',
     'extract': 'sediment_cluster.particles.store:extract_store',
     'train-vae': 'sediment_cluster.particles.vae:train_vae',
-    'encode': 'sediment_cluster.particles.vae:encode_store',
+    'train-contrastive': 'sediment_cluster.particles.contrastive:train_contrastive',
+    'encode': 'sediment_cluster.cli:encode',
     'cluster': 'sediment_cluster.particles.overcluster:cluster_store',
     'report': 'sediment_cluster.particles.report:write_report',
     'check': 'sediment_cluster.particles.store:verify_store',
@@ -39,10 +41,14 @@ _TARGETS = {  # command → 'module:function' it calls
     'bench cluster': 'sediment_cluster.bench:bench_cluster',
 }
 
+def _function(spec:str):
+    "The function named by `spec`, 'module:function' (imported now)."
+    mod, _, name = spec.partition(':')
+    return getattr(importlib.import_module(mod), name)
+
 def target(command:str):
     "The public function `command` calls (imported now)."
-    mod, _, name = _TARGETS[command].partition(':')
-    return getattr(importlib.import_module(mod), name)
+    return _function(_TARGETS[command])
 
 # %% ../nbs/90_cli.ipynb #f99777dc
 class Opt:
@@ -162,7 +168,8 @@ def _add_synth_plates(p, fn):
     add_options(p, fn, out=Opt('out', type=Path, help='output folder (photo layout)'), n_stacks=Opt('--stacks'),
                 random_state=Opt('--seed'), n_layers=Opt('--layers'),
                 size=Opt('--width', '--height', help=('frame width in px', 'frame height in px')),
-                plate=Opt(), fmt=Opt('--format', choices=['png', 'jpg']), overwrite=Opt())
+                plate=Opt(), classes=Opt(choices=['easy', 'hard']), fmt=Opt('--format', choices=['png', 'jpg']),
+                overwrite=Opt())
 
 # %% ../nbs/90_cli.ipynb #d6dd4353
 def _extract(fn, kw:dict, args) -> list:
@@ -181,7 +188,7 @@ def _extract(fn, kw:dict, args) -> list:
 def _add_extract(p, fn):
     add_options(p, fn, photo_dir=Opt('photo_dir', type=Path), out=Opt('--out', type=Path), size=Opt(),
                 workers=Opt(), scheduler=Opt(), pixel_size_um=Opt(),
-                background=Opt(choices=['saturation', 'auto', 'flat']), plate_image=Opt(type=Path),
+                background=Opt(choices=['detect', 'saturation', 'auto', 'flat']), plate_image=Opt(type=Path),
                 pattern=Opt(), n_layers=Opt('--layers'), repair=Opt())
 
 # %% ../nbs/90_cli.ipynb #c299dc00
@@ -220,17 +227,60 @@ def _add_train_vae(p, fn):
                 device=Opt(), random_state=Opt('--seed'))
 
 # %% ../nbs/90_cli.ipynb #22d50298
-@command('encode', 'write the latent features (mu) of every particle into the store',
-         'Encode every particle of STORE with MODEL and write STORE/latent.npy (N x latent, store order).')
-def _add_encode(p, fn):
-    add_options(p, fn, store=Opt('store', type=Path), model=Opt('--model', type=Path), batch_size=Opt(), device=Opt())
+@command('train-contrastive', 'train the self-supervised (SimCLR) encoder on the crops of a particle store',
+         'Train a ContrastiveEncoder (a ResNet trunk shared by the focal layers, a layer-mixing head, NT-Xent on two '
+         'augmented views of each particle) with fastai and write it to OUT.')
+def _add_train_contrastive(p, fn):
+    add_options(p, fn, store=Opt('store', type=Path), out=Opt('--out', type=Path), epochs=Opt(), size=Opt(),
+                backbone=Opt(choices=_BACKBONES), dim=Opt(), batch_size=Opt(), lr=Opt(), colour=Opt(), grey_p=Opt(),
+                pretrained=Opt(type=_pretrained_arg, help="ImageNet weights: 'cache' (torch hub cache) or a .pth file"),
+                device=Opt(), random_state=Opt('--seed'))
 
 # %% ../nbs/90_cli.ipynb #af0139e6
-@command('cluster', 'overcluster the latent features of a particle store (K-means, K=100)',
-         'K-means with K clusters on STORE/latent.npy; writes STORE/clusters.parquet (particle_id, cluster, distance) '
+_ENCODERS = {  # feature set → the function `encode` calls to write it
+    'vae': 'sediment_cluster.particles.vae:encode_store',
+    'contrastive': 'sediment_cluster.particles.contrastive:encode_contrastive',
+    'handcrafted': 'sediment_cluster.particles.features:encode_handcrafted',
+    'fused': 'sediment_cluster.particles.features:fuse_feature_sets',
+}
+
+def encode(
+    store,                       # particle store folder
+    features:str=None,           # handcrafted, vae, contrastive or fused; None: vae with a model, else handcrafted
+    model=None,                  # with 'vae' or 'contrastive': the model file from train-vae or train-contrastive
+    fuse:str='vae,handcrafted',  # with 'fused': the stored feature sets to combine, comma separated
+    n_components:int=32,         # with 'fused': PCA components kept
+    batch_size:int=64,           # particles per batch (vae, contrastive)
+    device='auto',               # 'auto', 'cpu', 'cuda', 'cuda:N' (vae, contrastive)
+) -> Path:                       # the feature set's file in the store
+    "Write the feature set `features` of every particle of `store` (store order)."
+    from sediment_cluster.core import InputError, check_choice
+    features = features or ('vae' if model is not None else 'handcrafted')
+    check_choice('features', features, tuple(_ENCODERS))
+    fn = _function(_ENCODERS[features])
+    if features in ('vae', 'contrastive'):
+        if model is None: raise InputError(f"--features {features} needs --model: the file train-{features} wrote")
+        return fn(store, model, batch_size=batch_size, device=device)
+    if features == 'handcrafted': return fn(store)
+    return fn(store, [n for n in fuse.split(',') if n], n_components=n_components)
+
+# %% ../nbs/90_cli.ipynb #4f1d53d5
+@command('encode', 'write a feature set of every particle into the store (handcrafted, vae, contrastive, fused)',
+         'Compute the feature set FEATURES of every particle of STORE and write STORE/features_FEATURES.npy '
+         '(vae: STORE/latent.npy), N x D in store order, with a JSON describing it.')
+def _add_encode(p, fn):
+    add_options(p, fn, store=Opt('store', type=Path),
+                features=Opt(choices=['handcrafted', 'vae', 'contrastive', 'fused']), model=Opt('--model', type=Path),
+                fuse=Opt(), n_components=Opt(), batch_size=Opt(), device=Opt())
+
+# %% ../nbs/90_cli.ipynb #3bb37bb4
+@command('cluster', 'overcluster a feature set of a particle store (K-means, K=100)',
+         'K-means with K clusters on a feature set of STORE (default: the best it holds); writes '
+         'STORE/clusters.parquet (particle_id, cluster, distance) '
          'and the model STORE/overcluster.npz.')
 def _add_cluster(p, fn):
-    add_options(p, fn, store=Opt('store', type=Path), k=Opt(), random_state=Opt('--seed'), model=Opt(type=Path))
+    add_options(p, fn, store=Opt('store', type=Path), features=Opt(), k=Opt(), random_state=Opt('--seed'),
+                model=Opt(type=Path))
 
 # %% ../nbs/90_cli.ipynb #e50f03d0
 def _none_word(v:str):
@@ -385,7 +435,7 @@ def _bench(fn, kw:dict, args) -> list:
 def _add_bench_extract(p, fn):
     add_options(p, fn, n_stacks=Opt(), size=Opt('--size', nargs=2, metavar=('W', 'H')), random_state=Opt('--seed'),
                 methods=Opt(nargs='+', choices=['fast', 'skimage', 'reference']),
-                background=Opt(choices=['saturation', 'auto']))
+                background=Opt(choices=['detect', 'saturation', 'auto', 'flat']))
 
 # %% ../nbs/90_cli.ipynb #5f002437
 def _umap_sample(v:str):
@@ -448,7 +498,8 @@ def _demo_particles(out:Path, n_stacks:int, random_state:int, epochs:int, worker
     print(f"{len(store)} particles extracted from {n_stacks} stacks")
     model = train_vae(store, out/'vae.pt', epochs=epochs, size=64, latent=32, batch_size=16, lr=1e-3,
                       random_state=random_state)
-    target('encode')(store, model)
+    target('encode')(store, model=model)
+    target('encode')(store, features='handcrafted')  # the best set on the hard plates: `cluster` picks it
     k = min(100, max(2, len(store) // 3))
     if k < 100: print(f"K = {k} clusters for the demo's {len(store)} particles (100 on real data)")
     clusters = target('cluster')(store, k=k, random_state=random_state)
@@ -501,7 +552,8 @@ def _add_demo(p, fn):
                 parts=Opt(nargs='+', choices=['particles', 'cube']), workers=Opt(), random_state=Opt('--seed'))
 
 # %% ../nbs/90_cli.ipynb #8f9bd5bc
-_ORDER = ['demo', 'synth-plates', 'extract', 'check', 'train-vae', 'encode', 'cluster', 'report', 'export-ecotaxa',
+_ORDER = ['demo', 'synth-plates', 'extract', 'check', 'train-vae', 'train-contrastive', 'encode', 'cluster', 'report',
+          'export-ecotaxa',
           'validate-ecotaxa', 'import-ecotaxa',
           'synth-cube', 'rgb-cluster', 'train-spectral', 'segment', 'evaluate', 'bench']
 

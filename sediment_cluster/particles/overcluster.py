@@ -24,13 +24,14 @@ from ..core import InputError, atomic_path, check_choice, model_format, torch_de
 from ..ikmeans import IKMeans, as_points, assign, sqdist, chunk_rows
 from ..metrics import purity
 from .store import ParticleStore
-from .features import feature_file, read_feature_set
+from .features import feature_file, feature_sets, read_feature_set
 
 # %% auto #0
-__all__ = ['ENGINES', 'LATENT', 'CLUSTERS', 'MODEL', 'UNMATCHED_CLASS', 'BOX', 'OverClusterer', 'read_latent', 'cluster_store',
-           'clustered_on', 'pixel_features', 'sharpness', 'select_layer', 'cluster_members', 'read_crops', 'tile',
-           'crops_at', 'montage_image', 'cluster_montage', 'write_montage', 'clusters_overview', 'umap_embedding',
-           'plot_embedding', 'umap_view', 'particle_truth', 'cluster_purity', 'cluster_composition']
+__all__ = ['ENGINES', 'LATENT', 'CLUSTERS', 'MODEL', 'PREFERRED', 'UNMATCHED_CLASS', 'BOX', 'OverClusterer', 'read_latent',
+           'default_features', 'cluster_store', 'clustered_on', 'pixel_features', 'sharpness', 'select_layer',
+           'cluster_members', 'read_crops', 'tile', 'crops_at', 'montage_image', 'cluster_montage', 'write_montage',
+           'clusters_overview', 'umap_embedding', 'plot_embedding', 'umap_view', 'particle_truth', 'cluster_purity',
+           'cluster_composition']
 
 # %% ../../nbs/14_particles.overcluster.ipynb #d571ebd5
 ENGINES = ('torch', 'sklearn')
@@ -193,16 +194,25 @@ def _model(model, X:np.ndarray, where:Path) -> OverClusterer:
     return oc
 
 # %% ../../nbs/14_particles.overcluster.ipynb #84ace381
+PREFERRED = ('handcrafted', 'fused', 'vae', 'contrastive')  # best first, by purity on the hard plates
+
+def default_features(store) -> str:
+    "The feature set `cluster_store` clusters when none is named: the first of `PREFERRED` that `store` holds."
+    have = feature_sets(store)
+    return next((n for n in PREFERRED if n in have), 'vae')
+
+# %% ../../nbs/14_particles.overcluster.ipynb #6f5257c5
 def cluster_store(
     store,               # `ParticleStore` or its folder, with the feature set `features`
     k:int=100,           # number of clusters K (ignored when `model` is given)
     random_state=0,      # seed of the K-means fit
     model=None,          # a fitted `OverClusterer` or a saved `.npz` to apply instead of fitting (new samples)
     progress:bool=True,  # show a progress bar
-    features:str='vae',  # feature set to cluster: 'vae' (`latent.npy`) or any name from `feature_sets(store)`
+    features:str=None,   # 'vae' (`latent.npy`) or a name from `feature_sets(store)`; None: `default_features`
 ) -> Path:               # the written `clusters.parquet`
     "Overcluster a feature set of `store`; write `clusters.parquet` and the model `overcluster.npz`."
     store = ParticleStore.open(store)
+    features = features or default_features(store)
     X, f = read_latent(store) if features == 'vae' else read_feature_set(store, features), feature_file(features)
     with store.locked('cluster run'), tqdm(total=3, desc='cluster', disable=not progress) as bar:
         oc = OverClusterer(k, random_state=random_state).fit(X) if model is None else _model(model, X, store.path/f)

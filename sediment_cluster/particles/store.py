@@ -732,7 +732,7 @@ def extract_store(
     workers:int=None,            # local worker processes (default: all cores; 1 = in this process)
     scheduler=None,              # 'tcp://host:port' of a dask scheduler to send the work to instead
     pixel_size_um:float=None,    # µm per pixel: adds µm columns
-    background:str='saturation', # plate detection, passed to the extractor
+    background:str='detect',     # plate model for the extractor: 'detect' (per stack), 'saturation', 'auto', 'flat'
     pattern:str=None,            # flat folder: regex with groups `stack` and `layer`, matching the whole file name
     n_layers:int=None,           # layers per stack (default: the count most stacks have); others are errors
     progress:bool=True,          # show progress bars
