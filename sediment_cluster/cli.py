@@ -376,6 +376,22 @@ def _add_rgb_cluster(p, fn):
     p.add_argument('--out', required=True, type=Path, help='label map to write (.npy)')
 
 # %% ../nbs/90_cli.ipynb #7cf47a51
+def _read_options(v:str) -> dict:
+    "`--read hdu=SCI,downsample=2` → {'hdu': 'SCI', 'downsample': 2} (numbers become numbers)."
+    out = {}
+    for item in filter(None, v.split(',')):
+        key, eq, value = item.partition('=')
+        if not eq or not key.strip(): raise argparse.ArgumentTypeError(f"{item!r}: write key=value, e.g. hdu=SCI")
+        for cast in (int, float, str):
+            try: out[key.strip()] = cast(value.strip())
+            except ValueError: continue
+            break
+    return out
+
+_READ_HELP = ("reader options, key=value[,key=value]: hdu, variance_hdu, mask_hdu (FITS); downsample, cutoff_at_kV, "
+              "detector (Bruker .bcf); signal (files with several)")
+
+# %% ../nbs/90_cli.ipynb #80d83c07
 _CLUSTERING = ['idec', 'kmeans', 'silhouette', 'soft_silhouette', None]
 _CLUSTERING_METAVAR = '{idec,kmeans,silhouette,soft_silhouette,none}'
 
@@ -388,16 +404,19 @@ def _add_train_spectral(p, fn):
                 clustering=Opt(type=_none_word, choices=_CLUSTERING, metavar=_CLUSTERING_METAVAR),
                 gamma=Opt(), k_range=Opt('--k-min', '--k-max', help=('smallest k tried', 'largest k tried')),
                 n_bins=Opt('--bins'), epochs=Opt(), batch_size=Opt(), lr=Opt(), max_spectra=Opt(),
-                random_state=Opt('--seed'))
+                encoding=Opt(help='units of the encoder hidden layer'), dropout=Opt(help='dropout of the encoder'),
+                preprocessor=Opt(type=_none_word, choices=['auto', None], metavar='{auto,none}'),
+                read_options=Opt('--read', type=_read_options, help=_READ_HELP), random_state=Opt('--seed'))
 
-# %% ../nbs/90_cli.ipynb #8a84c5c5
+# %% ../nbs/90_cli.ipynb #b4560aa8
 @command('segment', 'segment a datacube with a trained spectral model',
          'Encode every pixel spectrum (streamed in row blocks), choose k by silhouette and save the label map.')
 def _add_segment(p, fn):
-    add_options(p, fn, cube_path=Opt('cube', type=Path, help='cube file (.npy, .h5, .zarr)'),
+    add_options(p, fn, cube_path=Opt('cube', type=Path, help='cube file (.npy, .h5, .zarr, .hspy, .rpl, .bcf, .fits…)'),
                 model_path=Opt('--model', type=Path, help='model file from train-spectral'),
                 out_labels_npy=Opt('--out', type=Path, help='label map to write (.npy, H x W)'),
-                k_range=Opt('--k-range', nargs=2, metavar=('KMIN', 'KMAX')), scheduler=Opt())
+                k_range=Opt('--k-range', nargs=2, metavar=('KMIN', 'KMAX')), scheduler=Opt(),
+                refine=Opt(choices=['kmeans', 'gmm']), read_options=Opt('--read', type=_read_options, help=_READ_HELP))
 
 # %% ../nbs/90_cli.ipynb #dea64aef
 def _evaluate(fn, kw:dict, args) -> list:

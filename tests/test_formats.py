@@ -316,3 +316,22 @@ def test_bcf_options_reach_rosettasciio_and_the_eds_cube_is_picked(tmp_path, mon
     assert np.array_equal(c.data, eds) and c.unit == 'keV' and np.isclose(c.axis[0], -.47)
     assert c.meta['title'] == 'EDX' and c.meta['signal_type'] == 'EDS_SEM'
     assert open_cube(tmp_path/'map.bcf', signal='EDX').shape == (4, 3, 10)
+
+def test_cli_read_options_choose_the_fits_hdu(tmp_path):
+    "`--read hdu=NAME` reaches the reader in both train-spectral and segment: the second cube has other channels."
+    rng = np.random.default_rng(5)
+    first = rng.poisson(4, (32, 16, 16)).astype(np.float32)
+    second = rng.poisson(np.repeat(rng.gamma(2, 2, (2, 48)), 128, axis=0)).astype(np.float32).reshape(16, 16, 48)
+    fits.HDUList([fits.PrimaryHDU(first, ifu_header()),
+                  fits.ImageHDU(np.moveaxis(second, -1, 0), ifu_header(), name='SCI2')]).writeto(tmp_path/'two.fits')
+    r = run('train-spectral', tmp_path/'two.fits', '--out', tmp_path/'m.pt', '--epochs', '2', '--k-max', '3',
+            '--read', 'hdu=SCI2')
+    assert r.returncode == 0, r.stderr
+    r = run('segment', tmp_path/'two.fits', '--model', tmp_path/'m.pt', '--out', tmp_path/'seg.npy',
+            '--k-range', '2', '3', '--read', 'hdu=SCI2')
+    assert r.returncode == 0, r.stderr
+    assert np.load(tmp_path/'seg.npy').shape == (16, 16)
+    r = run('segment', tmp_path/'two.fits', '--model', tmp_path/'m.pt', '--out', tmp_path/'x.npy', '--k-range', '2', '3')
+    assert r.returncode == 2 and 'Traceback' not in r.stderr      # the primary HDU has 32 channels, the model 48
+    r = run('segment', tmp_path/'two.fits', '--model', tmp_path/'m.pt', '--out', tmp_path/'x.npy', '--read', 'hdu')
+    assert r.returncode == 2 and 'key=value' in r.stderr

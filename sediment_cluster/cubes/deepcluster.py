@@ -366,11 +366,12 @@ def _read_picked(cube, pick:np.ndarray, start:int, chunk_rows:int, progress:bool
     return out
 
 # %% ../../nbs/26_cubes.deepcluster.ipynb #965dbae6
-def _sample_spectra(paths:list, max_spectra:int, chunk_rows:int, random_state, progress:bool) -> np.ndarray:
+def _sample_spectra(paths:list, max_spectra:int, chunk_rows:int, random_state, progress:bool,
+                    read_options:dict=None) -> np.ndarray:
     "A seeded sample (no replacement) of at most `max_spectra` spectra from the cubes at `paths`, read in row blocks."
     cubes = []
     try:
-        for p in paths: cubes.append(open_cube(p))
+        for p in paths: cubes.append(open_cube(p, **(read_options or {})))
         _check_same_channels(paths, cubes)
         sizes = [c.shape[0] * c.shape[1] for c in cubes]
         rng = np.random.default_rng(random_state)
@@ -402,6 +403,7 @@ def train_spectral(
     chunk_rows:int=16,          # image rows read at a time
     random_state:int=0,         # seed of the sample and the training
     progress:bool=True,         # progress bars
+    read_options:dict=None,     # format options for every cube (`cubes.formats.load_cube`: hdu, downsample, ...)
     **kwargs,                   # more `DeepSpectralClustering` parameters
 ) -> Path:                      # the model file
     "Train a `DeepSpectralClustering` on spectra sampled from `cubes` and save it to `out`."
@@ -414,5 +416,5 @@ def train_spectral(
                                  k_range=tuple(k_range), n_bins=n_bins, epochs=epochs, batch_size=batch_size, lr=lr,
                                  verbose=progress, random_state=random_state, **kwargs)
     est._check_params()
-    X = _sample_spectra(paths, max_spectra, chunk_rows, random_state, progress)
+    X = _sample_spectra(paths, max_spectra, chunk_rows, random_state, progress, read_options)
     return est.fit(X).save(out)

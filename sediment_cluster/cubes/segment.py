@@ -121,7 +121,9 @@ def _dask_array(cube:Datacube, chunk_rows:int):
     "`cube` as a dask array in row blocks: over the zarr store, or over an in-memory/memory-mapped array."
     import dask.array as da
     H, W, C = cube.shape
-    if cube.path is not None and cube_format(cube.path) == 'zarr': arr = da.from_zarr(str(cube.path), component='img')
+    if isinstance(cube.data, da.Array): arr = cube.data      # a lazy reader of `cubes.formats`
+    elif cube.path is not None and cube_format(cube.path, write=False) == 'zarr':
+        arr = da.from_zarr(str(cube.path), component='img')
     elif isinstance(cube.data, np.ndarray): arr = da.from_array(cube.data, chunks=(chunk_rows, W, C))
     else:
         raise InputError(f"{cube.path}: the dask path reads zarr cubes (or arrays in memory); convert it with "
@@ -424,7 +426,7 @@ def plot_cluster_masks(seg:CubeSegmentation, rgb:np.ndarray, size:float=2.):
 
 # %% ../../nbs/27_cubes.segment.ipynb #0e26305a
 def segment_file(
-    cube_path,                  # cube file (.npy, .h5, .zarr)
+    cube_path,                  # cube file (.npy, .h5, .zarr, or a format of `cubes.formats`: .hspy, .fits, .bcf, ...)
     model_path,                 # model file from `train_spectral`
     out_labels_npy,             # label map to write (.npy, int32 H×W)
     k_range:tuple=(2, 12),      # k tried by IKMeans; None: the model's training clusters
@@ -433,6 +435,7 @@ def segment_file(
     use_dask:bool=None,         # dask path (default: when `scheduler` is given)
     progress:bool=True,         # progress bars
     refine:str=None,            # None/'kmeans': IKMeans's labels; 'gmm': a Gaussian mixture from its centres
+    read_options:dict=None,     # format options of the cube (`cubes.formats.load_cube`: hdu, downsample, ...)
 ) -> Path:                      # the label file
     "Segment the cube at `cube_path` with the model at `model_path` and save the label map."
     out = Path(out_labels_npy)
@@ -441,7 +444,8 @@ def segment_file(
     k_range = None if k_range is None else tuple(k_range)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', BaselineWarning)      # said below, in one line
-        seg = segment(cube_path, model_path, k_range, chunk_rows, scheduler, progress, use_dask, refine=refine)
+        with open_cube(cube_path, **(read_options or {})) as cube:
+            seg = segment(cube, model_path, k_range, chunk_rows, scheduler, progress, use_dask, refine=refine)
     chk = seg.baseline
     base = out.with_name(f'{out.stem}_baseline.npy')
     if chk is not None and chk.baseline_better:
