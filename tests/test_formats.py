@@ -331,7 +331,8 @@ def test_cli_read_options_choose_the_fits_hdu(tmp_path):
             '--k-range', '2', '3', '--read', 'hdu=SCI2')
     assert r.returncode == 0, r.stderr
     assert np.load(tmp_path/'seg.npy').shape == (16, 16)
-    r = run('segment', tmp_path/'two.fits', '--model', tmp_path/'m.pt', '--out', tmp_path/'x.npy', '--k-range', '2', '3')
+    r = run('segment', tmp_path/'two.fits', '--model', tmp_path/'m.pt', '--out', tmp_path/'x.npy',
+            '--k-range', '2', '3')
     assert r.returncode == 2 and 'Traceback' not in r.stderr      # the primary HDU has 32 channels, the model 48
     r = run('segment', tmp_path/'two.fits', '--model', tmp_path/'m.pt', '--out', tmp_path/'x.npy', '--read', 'hdu')
     assert r.returncode == 2 and 'key=value' in r.stderr
