@@ -66,7 +66,7 @@ def test_convert_lazily_between_formats(tmp_path, cube):
     (None, lambda p: write_cube(p/'flat.h5', np.zeros((4, 5))), 'must be 3-D (H, W, C)'),
     (None, lambda p: write_cube(p/'x.npy', np.zeros((2, 3, 4, 5))), 'must be 3-D (H, W, C)'),
     (None, lambda p: write_cube(p/'x.h5', np.zeros((2, 3, 4)), np.arange(5)), '5 values but the cube has 4 channels'),
-    ('noimg', lambda p: open_cube(p/'noimg.h5'), "no dataset 'img' (found: cube)"),
+    ('noimg', lambda p: open_cube(p/'noimg.h5'), "no dataset 'img' (found: cube 2×2×2)"),
     ('junk', lambda p: open_cube(p/'junk.h5'), 'not a readable HDF5 file'),
     ('flatnpy', lambda p: open_cube(p/'flat.npy'), 'must be 3-D'),
     ('flatnpy', lambda p: open_cube(p/'flat.npy'), 'flat.npy'),
@@ -78,6 +78,32 @@ def test_bad_inputs_are_one_line_input_errors(tmp_path, make, call, needle):
     if make == 'flatnpy': np.save(tmp_path/'flat.npy', np.zeros((4, 5)))
     with pytest.raises(InputError) as e: call(tmp_path)
     assert needle in str(e.value) and '\n' not in str(e.value)
+
+def test_foreign_hdf5_names_its_datasets_and_the_conversion(tmp_path):
+    with h5py.File(tmp_path/'x.h5', 'w') as f:
+        f['data/spectra'] = np.arange(24.).reshape(2, 3, 4)
+        f['energy_keV'] = np.arange(4.)
+    with pytest.raises(InputError) as e: open_cube(tmp_path/'x.h5')
+    msg = str(e.value)
+    assert "no dataset 'img' (found: data/spectra 2×3×4, energy_keV 4)" in msg and '\n' not in msg
+    assert f"write_cube('{tmp_path}/x_cube.h5', h5py.File('{tmp_path}/x.h5')['data/spectra'][...], energy)" in msg
+    import h5py as h5py_, numpy as np_  # the printed conversion works as written
+    back = eval(msg.split('convert with ')[1], {'write_cube': write_cube, 'h5py': h5py_, 'np': np_, 'energy': None})
+    assert np.array_equal(read_cube(back).data, np.arange(24.).reshape(2, 3, 4))
+
+@pytest.mark.parametrize('kind', ['plain', 'group'])
+def test_zarr_without_img_says_the_layout_and_the_conversion(tmp_path, kind):
+    import zarr
+    a = np.random.default_rng(0).poisson(3, (3, 4, 5)).astype(np.uint16)
+    if kind == 'plain': zarr.save_array(tmp_path/'c.zarr', a)
+    else: zarr.open_group(tmp_path/'c.zarr', mode='w').create_array('cube', data=a)
+    with pytest.raises(InputError) as e: open_cube(tmp_path/'c.zarr')
+    msg = str(e.value)
+    found = 'a plain zarr array 3×4×5' if kind == 'plain' else 'cube 3×4×5'
+    assert f"no array 'img' (found: {found})" in msg and "as array 'img' (+ optional 1-D 'energy')" in msg
+    assert '\n' not in msg
+    back = eval(msg.split('convert with ')[1], {'write_cube': write_cube, 'zarr': zarr, 'energy': None})
+    assert np.array_equal(read_cube(back).data, a)
 
 def test_rebin_preserves_counts_for_any_channel_count():
     X = np.random.default_rng(1).poisson(7, (5, 4093)).astype(float)

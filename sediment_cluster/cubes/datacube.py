@@ -18,8 +18,8 @@ from ..core import InputError, atomic_path, check_choice
 
 # %% auto #0
 __all__ = ['CUBE_EXTS', 'READ_EXTS', 'STABILIZERS', 'NORMALIZE', 'Datacube', 'cube_format', 'write_cube', 'open_cube',
-           'read_cube', 'write_labels', 'read_labels', 'iter_spectra', 'integrate', 'rebin', 'rebin_axis',
-           'signal_range', 'SpectraPreprocessor']
+           'read_cube', 'write_labels', 'read_labels', 'iter_spectra', 'integrate', 'first_nonfinite',
+           'nonfinite_message', 'rebin', 'rebin_axis', 'signal_range', 'SpectraPreprocessor']
 
 # %% ../../nbs/20_cubes.datacube.ipynb #19c53855
 def _check_cube_shape(shape, what) -> tuple:
@@ -217,15 +217,35 @@ def _read_elsewhere(path:Path, fmt:str, **options) -> Datacube:
     return load_cube(path, fmt=fmt, **options)
 
 # %% ../../nbs/20_cubes.datacube.ipynb #52e2b9d7
+def _h5_datasets(f) -> list:
+    "(name, shape) of every dataset in the open HDF5 file `f`, at any depth."
+    out = []
+    f.visititems(lambda name, obj: out.append((name, obj.shape)) if hasattr(obj, 'shape') else None)
+    return out
+
+# %% ../../nbs/20_cubes.datacube.ipynb #c37041ea
+def _layout_hint(path:Path, kind:str, found:list, read:str) -> str:
+    "One line: no 'img' in `path`, the (name, shape) pairs `found`, the layout expected and the conversion `read`."
+    listed = ', '.join(f"{n} {'×'.join(map(str, s))}" for n, s in found[:8]) + (' ...' if len(found) > 8 else '')
+    return (f"{path}: no {kind} 'img' (found: {listed or 'nothing'}); a cube file holds the H×W×C cube as {kind} "
+            "'img' (+ optional 1-D 'energy'), the layout write_cube writes: convert with "
+            f"write_cube('{path.with_suffix('')}_cube{path.suffix}', {read}, energy)")
+
+# %% ../../nbs/20_cubes.datacube.ipynb #75479367
+def _cube_name(found:list) -> str:
+    "The name of the first 3-D array among the (name, shape) pairs `found` ('NAME' if none)."
+    return next((n for n, s in found if len(s) == 3), 'NAME')
+
+# %% ../../nbs/20_cubes.datacube.ipynb #3b436285
 def _open_h5(path:Path) -> Datacube:
     import h5py
     try: f = h5py.File(path, 'r')
     except OSError: raise InputError(f"{path}: not a readable HDF5 file")
     if 'img' not in f:
-        names, flavour = ', '.join(f.keys()) or 'nothing', _h5_flavour(f)
+        found, flavour = _h5_datasets(f), _h5_flavour(f)
         f.close()
         if flavour: return _read_elsewhere(path, flavour)
-        raise InputError(f"{path}: no dataset 'img' (found: {names}); store the H×W×C cube as dataset 'img'")
+        raise InputError(_layout_hint(path, 'dataset', found, f"h5py.File('{path}')['{_cube_name(found)}'][...]"))
     ax = f['energy'] if 'energy' in f else f.get('wavelength')
     if ax is None: cube = Datacube(f['img'], path=path, _handle=f)
     else:
@@ -233,12 +253,17 @@ def _open_h5(path:Path) -> Datacube:
         cube = Datacube(f['img'], ax[...], str(ax.attrs.get('units', 'keV' if q == 'energy' else 'Å')), str(q), path, f)
     return cube
 
-# %% ../../nbs/20_cubes.datacube.ipynb #c37041ea
+# %% ../../nbs/20_cubes.datacube.ipynb #ddb6b48c
 def _open_zarr(path:Path) -> Datacube:
     import zarr
-    try: g = zarr.open_group(path, mode='r')
+    try: g = zarr.open(path, mode='r')
     except Exception as e: raise InputError(f"{path}: not a readable zarr group ({type(e).__name__})")
-    if 'img' not in g: raise InputError(f"{path}: no array 'img' in the zarr group; store the H×W×C cube as 'img'")
+    if isinstance(g, zarr.Array):
+        found = [('a plain zarr array', g.shape)]
+        raise InputError(_layout_hint(path, 'array', found, f"zarr.open_array('{path}')[...]"))
+    if 'img' not in g:
+        found = [(n, a.shape) for n, a in g.members(max_depth=None) if isinstance(a, zarr.Array)]
+        raise InputError(_layout_hint(path, 'array', found, f"zarr.open_group('{path}')['{_cube_name(found)}'][...]"))
     if 'energy' not in g: return Datacube(g['img'], path=path)
     ax = g['energy']
     return Datacube(g['img'], ax[...], ax.attrs.get('units', 'keV'), ax.attrs.get('quantity', 'energy'), path)
@@ -288,6 +313,27 @@ def integrate(cube:Datacube, chunk_rows:int=16) -> np.ndarray: # H×W float64
     if not isinstance(cube, Datacube): cube = Datacube(cube)
     H, W, _ = cube.shape
     return np.concatenate([X.sum(1, dtype=float).reshape(-1, W) for _, X in iter_spectra(cube, chunk_rows)])
+
+# %% ../../nbs/20_cubes.datacube.ipynb #23eaa762
+def first_nonfinite(
+    X:np.ndarray,           # spectra of a block of image rows, (rows·width)×C, as `iter_spectra` yields them
+    width:int,              # pixels per image row (W)
+    row0:int=0,             # image row of the block's first spectrum
+) -> tuple:                 # (pixels with NaN/inf, (row, column, channel) of the first or None)
+    "How many spectra of the row block `X` hold NaN or inf, and where the first bad value is."
+    if np.asarray(X).dtype.kind not in 'fc': return 0, None
+    bad = ~np.isfinite(X)
+    px = np.flatnonzero(bad.any(1))
+    if not len(px): return 0, None
+    i = int(px[0])
+    return len(px), (row0 + i // width, i % width, int(np.argmax(bad[i])))
+
+# %% ../../nbs/20_cubes.datacube.ipynb #56d7cf10
+def nonfinite_message(path, n_bad:int, first:tuple, n_pixels:int) -> str:
+    "One line: `n_bad` of the `n_pixels` pixels of the cube at `path` hold NaN/inf, the `first` (row, column, channel)."
+    r, c, ch = first
+    return (f"{path}: {n_bad} of {n_pixels} pixels hold NaN or inf (first: pixel (row {r}, column {c}), channel {ch}); "
+            "replace them, e.g. write_cube(path, np.nan_to_num(cube, nan=0, posinf=0, neginf=0)), or crop them out")
 
 # %% ../../nbs/20_cubes.datacube.ipynb #071e76f9
 def _bin_starts(n_channels:int, n_bins:int) -> np.ndarray:
@@ -384,6 +430,7 @@ class SpectraPreprocessor(TransformerMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True  # NaN/inf are cleaned, not refused
+        tags.transformer_tags.preserves_dtype = ['float32']  # `transform` returns float32 unless told otherwise
         return tags
 
 # %% ../../nbs/20_cubes.datacube.ipynb #d49308b7
@@ -402,7 +449,7 @@ def _sp_channels(self, X:np.ndarray) -> tuple:
 SpectraPreprocessor._channels = _sp_channels
 
 # %% ../../nbs/20_cubes.datacube.ipynb #f271b7e5
-def _sp_transform(self, X, dtype=np.float64) -> np.ndarray: # N×n_bins
+def _sp_transform(self, X, dtype=np.float32) -> np.ndarray: # N×n_bins
     "Apply clean → cut → rebin → count normalisation → transform → max normalisation to spectra `X`."
     if not hasattr(self, 'n_features_in_'): raise InputError("SpectraPreprocessor: call fit before transform")
     X = _check_spectra(X)
