@@ -271,3 +271,35 @@ def test_cuda_fit_and_cpu_load(X, tmp_path):
     assert est.device_.type == 'cuda' and next(est.model_.parameters()).is_cuda
     back = SpectralAE.load(est.save(tmp_path/'m.pt'), device='cpu')
     assert np.allclose(back.transform(X), est.transform(X), atol=1e-4)
+
+# --- NaN/inf in a cube given to train-spectral ----------------------------------------------------
+
+def _cube_with_holes(path):
+    "A 10×8×32 Poisson cube written to `path`, NaN at pixel (3, 6) channel 5, inf at (7, 2) channel 0 and 9."
+    from sediment_cluster.cubes.datacube import write_cube
+    a = np.random.default_rng(3).poisson(4, (10, 8, 32)).astype(np.float32)
+    a[3, 6, 5], a[7, 2, 0], a[7, 2, 9] = np.nan, np.inf, -np.inf
+    return write_cube(path, a, np.linspace(1, 20, 32))
+
+NAN_LINE = '2 of 80 pixels hold NaN or inf (first: pixel (row 3, column 6), channel 5); replace them'
+
+@pytest.mark.parametrize('name', ['c.h5', 'c.zarr', 'c.npy'])
+def test_train_spectral_names_the_file_and_first_bad_pixel(tmp_path, name):
+    from sediment_cluster.cubes.deepcluster import train_spectral
+    p = _cube_with_holes(tmp_path/name)
+    with pytest.raises(InputError) as e:   # 5 of 80 spectra sampled: every pixel is checked, drawn or not
+        train_spectral(p, tmp_path/'m.pt', max_spectra=5, chunk_rows=2, progress=False)
+    assert str(e.value).startswith(f'{p}: {NAN_LINE}') and '\n' not in str(e.value)
+    assert not (tmp_path/'m.pt').exists()
+
+def test_train_spectral_cli_nan_is_one_line(tmp_path):
+    import shutil, subprocess, sys
+    from pathlib import Path
+    exe = shutil.which('sediment-cluster', path=str(Path(sys.executable).parent))
+    p = _cube_with_holes(tmp_path/'holes.h5')
+    r = subprocess.run([exe, 'train-spectral', str(p), '--out', str(tmp_path/'m.pt'), '--epochs', '1', '--k-max', '3'],
+                       capture_output=True, text=True, timeout=300)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and 'Traceback' not in r.stderr
+    assert last.startswith('sediment-cluster train-spectral: error: ') and f'holes.h5: {NAN_LINE}' in last
+    assert not (tmp_path/'m.pt').exists()

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 from ..core import InputError, check_choice, read_model_file, write_model_file
 from ..ikmeans import IKMeans
 from ..latent import Ramp
-from .datacube import SpectraPreprocessor, iter_spectra, open_cube, rebin, rebin_axis
+from .datacube import (SpectraPreprocessor, first_nonfinite, iter_spectra, nonfinite_message,
+                                              open_cube, rebin, rebin_axis)
 from .spectral import AUTO_BETA, SpectralAE, check_spectra, _param_from_plain, _param_to_plain
 from .losses import CLUSTER_LOSSES, ClusteringLoss, IDECLoss
 
@@ -356,13 +357,16 @@ def _check_same_channels(paths:list, cubes:list):
 # %% ../../nbs/26_cubes.deepcluster.ipynb #7839a3d6
 def _read_picked(cube, pick:np.ndarray, start:int, chunk_rows:int, progress:bool) -> list:
     "The spectra of `cube` whose global indices (the cube's first pixel is `start`) are in sorted `pick`."
-    out = []
+    out, n_bad, first = [], 0, None
     desc = f'read {Path(cube.path).name}'
     blocks = tqdm(iter_spectra(cube, chunk_rows), desc=desc, disable=not progress, leave=False)
     for rows, S in blocks:
+        n, f = first_nonfinite(S, cube.shape[1], rows.start)    # every pixel is checked, not only the sample
+        n_bad, first = n_bad + n, first or f
         i0 = start + rows.start * cube.shape[1]
         sel = pick[(pick >= i0) & (pick < i0 + len(S))] - i0
         out.append(np.asarray(S[sel], np.float32))
+    if n_bad: raise InputError(nonfinite_message(cube.path, n_bad, first, cube.shape[0] * cube.shape[1]))
     return out
 
 # %% ../../nbs/26_cubes.deepcluster.ipynb #965dbae6
