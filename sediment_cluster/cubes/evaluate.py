@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_array
 from tqdm.auto import tqdm
 
 from ..core import InputError, atomic_path
-from .datacube import Datacube, read_cube, read_labels, write_labels
+from .datacube import Datacube, open_cube, read_cube, read_labels, write_labels
 from .synth_xrf import SynthCube, _as_rgb8, cluster_rgb
 from ..ikmeans import IKMeans
 from ..metrics import (UNMATCHED, _is_unlabelled, evaluate_labels, match_clusters, matched_confusion,
@@ -30,7 +30,7 @@ __all__ = ['SCORES', 'as_cube', 'check_reference', 'rgb_reference', 'CubeSegment
            'mislabelled', 'plot_cluster_check', 'plot_confusion_check', 'cluster_table', 'plot_cluster_scores',
            'plot_label_maps', 'UMAPEmbedding', 'baseline_segmenters', 'Comparison', 'score_row', 'compare_segmenters',
            'compare_baselines', 'psnr', 'add_noise', 'NoiseStudy', 'noise_study', 'plot_noise_curve', 'plot_noise_maps',
-           'save_evaluation', 'run_baselines', 'run_noise_study']
+           'save_evaluation', 'run_baselines', 'run_noise_study', 'cross_cube_protocol']
 
 # %% ../../nbs/28_cubes.evaluate.ipynb #e8e8e40e
 def as_cube(cube) -> np.ndarray: # H×W×C
@@ -587,3 +587,66 @@ def run_noise_study(
     return [_save_csv(study.table, out/'noise_table.csv'),
             _save_fig(plot_noise_curve(study).figure, out/'noise_curve.png'),
             _save_fig(plot_noise_maps(study), out/'noise_maps.png')]
+
+# %% ../../nbs/28_cubes.evaluate.ipynb #50e35937
+def _segment_scores(path, model, ref, k:int, k_range:tuple, seed:int) -> tuple: # (F1 at k, k found)
+    "Weighted F1 of `segment` at k against `ref`, and the k the silhouette picks in `k_range`."
+    from sediment_cluster.cubes.segment import segment
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')           # the baseline guard and k-range notes: the table says it all
+        lab = segment(path, model, k_range=(k, k), progress=False, random_state=seed).labels
+        found = segment(path, model, k_range=k_range, progress=False, baseline=False, random_state=seed).n_clusters
+    return evaluate_labels(lab, ref)['f1']['weighted'], int(found)
+
+# %% ../../nbs/28_cubes.evaluate.ipynb #1b0df90f
+def _timed_train(paths:list, out:Path, seed:int, progress:bool, train_kwargs:dict) -> tuple: # (model file, seconds)
+    from sediment_cluster.cubes.deepcluster import train_spectral
+    t0 = time.perf_counter()
+    model = train_spectral(paths, out, random_state=seed, progress=progress, **train_kwargs)
+    return model, time.perf_counter() - t0
+
+# %% ../../nbs/28_cubes.evaluate.ipynb #26ae386b
+def _pca_f1(path, ref, k:int, seed:int) -> float:
+    "Weighted F1 of the PCA baseline (`PCAKMeans` at k) fitted on the cube at `path`."
+    from sediment_cluster.cubes.baselines import PCAKMeans
+    X = as_cube(read_cube(path))
+    lab = PCAKMeans(k, random_state=seed).fit(X.reshape(-1, X.shape[-1])).labels_
+    return evaluate_labels(lab.reshape(ref.shape), ref)['f1']['weighted']
+
+# %% ../../nbs/28_cubes.evaluate.ipynb #1f8370e7
+def _hw(path) -> tuple:
+    with open_cube(path) as c: return tuple(c.shape[:2])
+
+# %% ../../nbs/28_cubes.evaluate.ipynb #efbff4ec
+def _protocol_row(i:int, paths:list, refs:list, out:Path, k, k_range, seed, progress, train_kwargs) -> dict:
+    "Cube `i` held out: trained on the others and on itself, both segmented, the PCA baseline beside them."
+    p, ref, stem = paths[i], refs[i], Path(paths[i]).stem
+    kk = k or len(np.unique(ref[ref >= 0]))
+    others, s_o = _timed_train([q for j, q in enumerate(paths) if j != i], out/f'{stem}_others.pt', seed, progress,
+                               train_kwargs)
+    own, s_s = _timed_train([p], out/f'{stem}_self.pt', seed, progress, train_kwargs)
+    (f_o, k_o), (f_s, k_s) = (_segment_scores(p, m, ref, kk, k_range, seed) for m in (others, own))
+    return dict(cube=stem, k=kk, f1_others=f_o, f1_self=f_s, f1_pca=_pca_f1(p, ref, kk, seed), gap=f_s - f_o,
+                k_found_others=k_o, k_found_self=k_s, train_s_others=s_o, train_s_self=s_s)
+
+# %% ../../nbs/28_cubes.evaluate.ipynb #16f5fc2b
+def cross_cube_protocol(
+    cubes:list,                 # cube files (.npy, .h5, .zarr), at least 2, all with the same channels
+    references:list,            # the reference labels of each cube: .npy files or H×W arrays
+    out,                        # folder for the models (<stem>_others.pt, <stem>_self.pt)
+    k:int=None,                 # clusters to segment into (None: the number of classes of each reference)
+    k_range:tuple=(2, 8),       # k tried for the "k found" columns
+    random_state:int=0,         # seed of the training, the segmentation and the baseline
+    progress:bool=False,        # training progress bars
+    **train_kwargs,             # `train_spectral` parameters (e.g. max_steps, latent)
+) -> pd.DataFrame:              # one row per held-out cube
+    "Each cube held out in turn: trained on the others vs on itself, weighted F1 against its reference, PCA beside."
+    paths = [Path(c) for c in cubes]
+    if len(paths) < 2: raise InputError(f"cross_cube_protocol: {len(paths)} cube given; give at least 2 cube files")
+    if len(references) != len(paths):
+        raise InputError(f"{len(paths)} cubes but {len(references)} references: give one reference per cube")
+    refs = [check_reference(read_labels(r), _hw(p), f"reference of {p.name}") for p, r in zip(paths, references)]
+    out = Path(out)
+    rows = [_protocol_row(i, paths, refs, out, k, k_range, random_state, progress, train_kwargs)
+            for i in range(len(paths))]
+    return pd.DataFrame(rows).set_index('cube')
