@@ -139,3 +139,14 @@ def test_preprocessor_passes_sklearn_estimator_checks():
         checks = check_estimator(SpectraPreprocessor(n_bins=None, log1p=True), on_fail=None)
         failed = [r['check_name'] for r in checks if r['status'] == 'failed']
     assert failed == []
+
+@pytest.mark.parametrize('kw', [dict(n_bins=97, log1p=True), dict(n_bins=256),
+                                dict(normalize='poisson', stabilize='anscombe'),
+                                dict(channel_range='auto', n_bins=128, normalize='total', stabilize='sqrt')])
+@pytest.mark.parametrize('dtype', [np.uint16, np.float32, np.float64])
+def test_preprocessor_float32_default_matches_float64(kw, dtype):
+    X = np.random.default_rng(8).poisson(np.linspace(1, 60, 1024), (40, 1024)).astype(dtype)
+    pp = SpectraPreprocessor(**kw).fit(X)
+    Y32, Y64 = pp.transform(X), pp.transform(X, dtype=np.float64)
+    assert Y32.dtype == np.float32 and Y64.dtype == np.float64
+    assert np.allclose(Y32, Y64, rtol=1e-5, atol=1e-6 * np.abs(Y64).max())
