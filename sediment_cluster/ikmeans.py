@@ -31,7 +31,7 @@ def as_points(X, device='cpu', name:str='X') -> torch.Tensor:
         X = np.asarray(X)
         if X.dtype.kind == 'c':
             raise InputError(f"{name} is complex: Complex data not supported; pass the real part or the modulus")
-        try: X = torch.as_tensor(X.astype(np.float32, copy=False))
+        try: X = torch.as_tensor(X.astype(np.float32, copy=not X.flags.writeable))  # torch warns on read-only memory
         except ValueError:
             raise InputError(f"{name} has dtype {X.dtype} with values that are not numbers; "
                              "k-means needs real numbers") from None

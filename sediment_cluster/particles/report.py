@@ -14,7 +14,8 @@ import pandas as pd
 
 from ..core import InputError, atomic_path, check_choice, encode_image
 from .store import ParticleStore
-from .overcluster import crops_at, plot_embedding, tile, umap_embedding
+from .features import feature_file
+from .overcluster import clustered_on, crops_at, plot_embedding, tile, umap_embedding
 from .label import LABELS, Labeller, _key
 from .proxies import (UNLABELLED, class_counts, particle_classes, plot_sizes, proxies,
                                                size_stats)
@@ -60,7 +61,8 @@ class ReportData:
     "What the report sections read: the store and its optional artefacts (None when missing)."
     store: ParticleStore
     clusters: pd.DataFrame|None = None     # clusters.parquet
-    latent: np.ndarray|None = None         # latent.npy (memory-mapped)
+    latent: np.ndarray|None = None         # the feature set the clusters came from (else latent.npy), memory-mapped
+    features: str|None = None              # its name: 'vae' (latent.npy), 'handcrafted', ...
     labeller: Labeller|None = None         # labels.csv, replayed
     pc: pd.DataFrame|None = None           # `particle_classes` (with labels only)
     groups: object = None                  # class → group mapping for the proxies
@@ -76,9 +78,11 @@ def load_report_data(store, samples=None, groups=None, labels:str=LABELS, **kw) 
     d = ReportData(store, groups=groups, **kw)
     if (p/'clusters.parquet').is_file():
         d.clusters = store.read_table('clusters.parquet').sort_values('particle_id').reset_index(drop=True)
-    if (p/'latent.npy').is_file(): d.latent = store.read_array('latent.npy')
+    d.features = (clustered_on(store) if d.clusters is not None else None) or 'vae'
+    f = feature_file(d.features)
+    if (p/f).is_file(): d.latent = store.read_array(f)
     if d.latent is not None and len(d.latent) != len(store):
-        raise InputError(f"{p/'latent.npy'}: {len(d.latent)} rows for {len(store)} particles; encode the store again")
+        raise InputError(f"{p/f}: {len(d.latent)} rows for {len(store)} particles; encode the store again")
     if d.clusters is not None and (p/labels).is_file():
         d.labeller = Labeller(store, labels)
         d.pc = particle_classes(store, samples, labels)
@@ -182,12 +186,14 @@ def clusters_section(d:ReportData) -> str|None:
             f'<div class="gals">{gals}</div>')
 
 # %% ../../nbs/18_particles.report.ipynb #51354d81
-def embed_2d(store:ParticleStore, X:np.ndarray, view:str='umap', max_fit:int=100_000, random_state:int=0) -> np.ndarray:
-    "2-D coordinates of the latent `X`: PCA, or UMAP (`overcluster.umap_embedding`) cached in the store as `umap.npy`."
+def embed_2d(store:ParticleStore, X:np.ndarray, view:str='umap', max_fit:int=100_000, random_state:int=0,
+             features:str='vae') -> np.ndarray:
+    "2-D coordinates of feature set `X`: PCA, or UMAP (`umap_embedding`) cached in the store (`umap.npy` for 'vae')."
     from sklearn.decomposition import PCA
     if view == 'pca': return umap_embedding(X, max_fit, random_state, reducer=PCA(2, random_state=random_state))
     check_choice('view', view, ('umap', 'pca', None))
-    p, lat = store.path/'umap.npy', store.path/'latent.npy'
+    p = store.path/('umap.npy' if features == 'vae' else f'umap_{features}.npy')
+    lat = store.path/feature_file(features)
     fresh = p.is_file() and lat.is_file() and p.stat().st_mtime_ns >= lat.stat().st_mtime_ns
     if fresh and len(E := np.load(p)) == len(X): return E
     E = umap_embedding(X, max_fit, random_state, n_neighbors=min(15, len(X) - 1))
@@ -215,14 +221,14 @@ def map_section(d:ReportData, view:str='umap', max_fit:int=100_000) -> str|None:
     "Scatter of the 2-D latent map coloured by cluster, and by class when labelled."
     import matplotlib.pyplot as plt
     if view is None or d.latent is None or len(d.latent) < 3: return None
-    E = embed_2d(d.store, d.latent, view, max_fit)
+    E = embed_2d(d.store, d.latent, view, max_fit, features=d.features)
     fig, axs = plt.subplots(1, 1 + (d.pc is not None), figsize=(5.4 * (1 + (d.pc is not None)), 4.8), squeeze=False)
     lab = d.clusters.cluster.to_numpy() if d.clusters is not None else np.zeros(len(E), int)
     plot_embedding(E, lab, ax=axs[0, 0], annotate=d.clusters is not None,
                    title='coloured by cluster' if d.clusters is not None else 'particles')
     if d.pc is not None: _by_class(axs[0, 1], E, d.pc['class'].to_numpy())
-    return (f"<p>{view.upper()} of the {d.latent.shape[1]}-dimensional latent features, for looking only: K-means "
-            "works on "
+    return (f"<p>{view.upper()} of the {d.latent.shape[1]}-dimensional feature set <code>{d.features}</code> (the "
+            "one the clusters were computed on), for looking only: K-means works on "
             f"the features themselves, not on this picture.</p><img alt=\"latent map\" src=\"{figure_uri(fig)}\">")
 
 # %% ../../nbs/18_particles.report.ipynb #73d2e846
