@@ -14,7 +14,7 @@ import cv2
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['XRF_PHOTOS', 'bench_extract', 'bench_cube_file', 'bench_cube', 'cluster_datasets', 'bench_cluster']
+__all__ = ['XRF_PHOTOS', 'bench_extract', 'bench_cube_file', 'bench_cube', 'cluster_datasets', 'bench_cluster', 'bench_features']
 
 # %% ../nbs/91_bench.ipynb #6d78b266
 from .core import InputError, FocalStack
@@ -418,3 +418,75 @@ def bench_cluster(
     table = pd.DataFrame(rows)
     if verbose: print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return table
+
+# %% ../nbs/91_bench.ipynb #eaef7a0e
+def _feature_store(workdir:Path, classes:str, n_stacks:int, size:tuple, random_state:int) -> tuple:
+    "Render plates of kind `classes`, extract them; (store, truth table path)."
+    from sediment_cluster.particles.synth import synth_plates
+    from sediment_cluster.particles.store import extract_store
+    plates = synth_plates(workdir/f'{classes}_plates', n_stacks=n_stacks, size=size, classes=classes,
+                          random_state=random_state, overwrite=True, progress=False)
+    store = extract_store(plates, workdir/f'{classes}_store', size=64, workers=1, progress=False)
+    return store, plates/'truth.parquet'
+
+# %% ../nbs/91_bench.ipynb #b7c4a916
+def _learned_sets(store, workdir:Path, vae_epochs:int, contrastive_epochs:int, random_state:int) -> dict:
+    "Train and encode the learned feature sets asked for; name → seconds (features land in the store)."
+    secs = {}
+    if vae_epochs:
+        from sediment_cluster.particles.vae import encode_store, train_vae
+        t0 = time.perf_counter()
+        m = train_vae(store, workdir/'vae.pt', epochs=vae_epochs, size=64, latent=32, batch_size=16,
+                      random_state=random_state, progress=False)
+        encode_store(store, m, progress=False)
+        secs['vae'] = time.perf_counter() - t0
+    if contrastive_epochs:
+        from sediment_cluster.particles.contrastive import encode_contrastive, train_contrastive
+        t0 = time.perf_counter()
+        m = train_contrastive(store, workdir/'contrastive.pt', epochs=contrastive_epochs, size=64,
+                              random_state=random_state, progress=False)
+        encode_contrastive(store, m, progress=False)
+        secs['contrastive'] = time.perf_counter() - t0
+    return secs
+
+# %% ../nbs/91_bench.ipynb #1a64fdf7
+def _feature_rows(store, truth, workdir, vae_epochs, contrastive_epochs, ks, random_state) -> pd.DataFrame:
+    "The `compare_feature_sets` table of one store, with the handcrafted, learned and fused sets written first."
+    from sediment_cluster.particles.evaluate import compare_feature_sets
+    from sediment_cluster.particles.features import encode_handcrafted, fuse_feature_sets
+    t0 = time.perf_counter()
+    encode_handcrafted(store, progress=False)
+    secs = {'handcrafted': time.perf_counter() - t0}
+    secs.update(_learned_sets(store, workdir, vae_epochs, contrastive_epochs, random_state))
+    for name in [n for n in ('vae', 'contrastive') if n in secs]:
+        t0 = time.perf_counter()
+        fuse_feature_sets(store, (name, 'handcrafted'), name=f'fused_{name}', random_state=random_state)
+        secs[f'fused_{name}'] = time.perf_counter() - t0 + secs[name] + secs['handcrafted']
+    tb = compare_feature_sets(store, truth, ks=ks, random_state=random_state)
+    tb['feature_seconds'] = tb.features.map(secs)
+    return tb
+
+# %% ../nbs/91_bench.ipynb #e92bb884
+def bench_features(
+    plates=('easy', 'hard'),    # plate kinds (`synth_plates(classes=...)`)
+    n_stacks:int=100,           # focal stacks rendered per plate kind (~5 particles each at 640 × 512)
+    size:tuple=(640, 512),      # (width, height) of the frames
+    ks=(30, 100),               # K of the starting clusterings
+    vae_epochs:int=0,           # train the VAE for this many epochs and compare its μ (0: skip)
+    contrastive_epochs:int=0,   # train the contrastive encoder for this many epochs (0: skip)
+    random_state:int=7,         # seed of the plates and the models: not one the features were tuned on
+    workdir=None,               # folder for plates, stores and models (default: a temporary one)
+    verbose:bool=True,          # print the table
+) -> pd.DataFrame:              # one row per plate kind, feature set and K
+    "Purity at each K, the simulated expert's objects per action and seconds for each feature set, per plate kind."
+    if bad := set(plates) - {'easy', 'hard'}: raise InputError(f"plates {sorted(bad)}: use 'easy' and/or 'hard'")
+    with tempfile.TemporaryDirectory() as tmp:
+        work, tables = Path(workdir or tmp), []
+        for kind in plates:
+            store, truth = _feature_store(work, kind, n_stacks, tuple(size), random_state)
+            tables.append(_feature_rows(store, truth, work/kind, vae_epochs, contrastive_epochs, tuple(ks),
+                                        random_state).assign(plates=kind, n_particles=len(store)))
+    tb = pd.concat(tables, ignore_index=True)
+    tb = tb[['plates', *[c for c in tb.columns if c != 'plates']]]
+    if verbose: print(tb.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return tb

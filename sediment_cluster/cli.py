@@ -39,6 +39,7 @@ _TARGETS = {  # command → 'module:function' it calls
     'bench extract': 'sediment_cluster.bench:bench_extract',
     'bench cube': 'sediment_cluster.bench:bench_cube',
     'bench cluster': 'sediment_cluster.bench:bench_cluster',
+    'bench features': 'sediment_cluster.bench:bench_features',
 }
 
 def _function(spec:str):
@@ -337,7 +338,7 @@ def _add_import_ecotaxa(p, fn):
 def _add_synth_cube(p, fn):
     add_options(p, fn, kind=Opt('--kind', choices=['xrf', 'astro']), out=Opt('--out', type=Path),
                 rgb=Opt(type=Path), size=Opt(), random_state=Opt('--seed'), n_channels=Opt('--channels'),
-                counts_per_pixel=Opt('--counts'), step=Opt(), snr=Opt(),
+                counts_per_pixel=Opt('--counts'), mixing=Opt(), count_spread=Opt(), step=Opt(), snr=Opt(),
                 k_range=Opt('--k-min', '--k-max', help=('smallest k tried when clustering the RGB image',
                                                         'largest k tried')))
 
@@ -480,10 +481,19 @@ def _add_bench_cluster(p, fn):
                 counts=Opt(), random_state=Opt('--seed'))
 
 # %% ../nbs/90_cli.ipynb #743246d3
+def _add_bench_features(p, fn):
+    add_options(p, fn, plates=Opt(nargs='+', choices=['easy', 'hard']), n_stacks=Opt('--stacks'),
+                size=Opt('--width', '--height', help=('frame width in px', 'frame height in px')),
+                ks=Opt('--k', nargs='+', type=int), vae_epochs=Opt(), contrastive_epochs=Opt(),
+                random_state=Opt('--seed'))
+
+# %% ../nbs/90_cli.ipynb #51774740
 _BENCHES = {'extract': ('extraction: ours vs scikit-image SLIC at full resolution on all layers', _add_bench_extract),
             'cube': ('IKMeans vs scikit-learn k selection; segmentation spectra/s vs UMAP+KMeans', _add_bench_cube),
             'cluster': ('deep clustering vs PCA + k-means and raw k-means on data not tuned on (NMI/ARI/F1)',
-                        _add_bench_cluster)}
+                        _add_bench_cluster),
+            'features': ('particle feature sets vs colour + shape: purity, simulated expert objects per action',
+                         _add_bench_features)}
 
 @command('bench', 'benchmarks: our pipeline against a library baseline in the same run',
          'Run a benchmark and print seconds, ratios and quality for both paths.', run=_bench)

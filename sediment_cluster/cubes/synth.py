@@ -46,6 +46,8 @@ def synth_cube(
     k_range:tuple=(2, 8),       # xrf: k tried by the RGB clustering
     step:float=1.25,            # astro: wavelength sampling (Å)
     snr:float=20.,              # astro: peak S/N of Hα at full brightness
+    mixing:float=0.,            # xrf: per-pixel pigment mixing (RGB distance scale); 0: pure classes
+    count_spread:float=0.,      # xrf: coefficient of variation of each pixel's expected count; 0: all equal
 ) -> dict:                      # 'cube', 'labels', 'rgb', 'info' → paths written
     "Generate a synthetic `kind` cube from `rgb` and write it with its labels, RGB picture and info to `out`."
     check_choice('kind', kind, SYNTH_KINDS)
@@ -53,7 +55,8 @@ def synth_cube(
     out = out.with_suffix('.h5') if not out.suffix else out
     cube_format(out)                                        # fail on a bad extension before any work
     img = _seed_image(kind, rgb, size, random_state)
-    sc = (xrf_cube_from_rgb(img, n_channels, counts_per_pixel, k_range, random_state=random_state) if kind == 'xrf'
+    xrf_kw = dict(random_state=random_state, mixing=mixing, count_spread=count_spread)
+    sc = (xrf_cube_from_rgb(img, n_channels, counts_per_pixel, k_range, **xrf_kw) if kind == 'xrf'
           else astro_cube_from_rgb(img, step, snr, random_state=random_state))
     return _write_synth(sc, out)
 
