@@ -31,7 +31,8 @@ def test_round_trip_and_description(tmp_path):
 
 def test_vae_is_latent(tmp_path):
     st = tiny_store(tmp_path/'s')
-    with pytest.raises(InputError, match="no feature set 'vae'.*encode it first"): read_feature_set(st, 'vae')
+    with pytest.raises(InputError, match='no latent features in the store; encode it first'):
+        read_feature_set(st, 'vae')
     mu = np.ones((20, 5), np.float32)
     st.write_array('latent.npy', mu, sources=['crops.sums.npy'])
     np.testing.assert_array_equal(read_feature_set(st), mu)     # the default set is 'vae'

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from fastcore.basics import noop, patch, store_attr
+from fastcore.basics import patch, store_attr
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
@@ -24,7 +24,6 @@ __all__ = ['LUMA', 'NET_CONFIG', 'random_affine', 'warp', 'colour_matrices', 'co
 
 # %% ../../nbs/13a_particles.contrastive.ipynb #b7c9b979
 from fastai.callback.core import Callback
-from fastai.callback.progress import ProgressCallback
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 from fastai.learner import Learner
@@ -36,8 +35,8 @@ import fastai.callback.schedule  # noqa: F401 (Learner.fit_one_cycle)
 from ..core import InputError, read_model_file, seed_everything, torch_device, write_model_file
 from ..latent import TrainingDiverged
 from .store import ParticleStore
-from .vae import (BatchNormStats, CropDataset, NonFiniteStop, normalise, resnet_trunk,
-                                            stack_split, unit_crops, _check_backbone)
+from .vae import (BatchNormStats, CropDataset, NonFiniteStop, finish_learner, normalise,
+                                            resnet_trunk, stack_split, unit_crops, _check_backbone)
 
 # %% ../../nbs/13a_particles.contrastive.ipynb #9ba6e50f
 def _uniform(n:int, lo:float, hi:float, g, device) -> torch.Tensor:
@@ -212,14 +211,7 @@ def contrastive_learner(store, net:FocalContrastiveNet, augment:StackAugment, te
     views = TwoViews(augment, random_state)
     learn = Learner(dls, net.to(dev), loss_func=NTXentLoss(temperature), opt_func=Adam, lr=lr,
                     cbs=[views, NonFiniteStop(), BatchNormStats(prepare=views.view)])
-    if dev.type == 'cuda':
-        net.channels_last = True
-        net.to(memory_format=torch.channels_last)
-        learn.to_bf16()
-    if not progress:
-        learn.remove_cb(ProgressCallback)
-        learn.logger = noop
-    return learn
+    return finish_learner(learn, net, dev, progress)
 
 # %% ../../nbs/13a_particles.contrastive.ipynb #22f3f837
 class ContrastiveEncoder(TransformerMixin, BaseEstimator):

@@ -94,8 +94,10 @@ def read_feature_set(
     if len(store) == 0: raise InputError(f"{store.path}: the store holds no particles; nothing to read features of")
     if not (store.path/f).is_file():
         have = ', '.join(feature_sets(store)) or 'none'
-        how = 'encode it first (sediment-cluster encode STORE)' if name == 'vae' else f"the store has: {have}"
-        raise InputError(f"{store.path/f}: no feature set '{name}' in the store; {how}")
+        if name == 'vae':
+            raise InputError(f"{store.path/f}: no latent features in the store; encode it first "
+                             f"(sediment-cluster encode STORE --model VAE.pt), or use a set it has: {have}")
+        raise InputError(f"{store.path/f}: no feature set '{name}' in the store; the store has: {have}")
     store.check_fresh(f)
     X = store.read_array(f, mmap=False)
     if X.ndim != 2 or len(X) != len(store):

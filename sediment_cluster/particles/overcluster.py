@@ -169,18 +169,8 @@ LATENT, CLUSTERS, MODEL = 'latent.npy', 'clusters.parquet', 'overcluster.npz'
 
 # %% ../../nbs/14_particles.overcluster.ipynb #21701e95
 def read_latent(store) -> np.ndarray:
-    "The latent matrix μ (`latent.npy`) of `store`, checked against its particles."
-    store = ParticleStore.open(store)
-    p = store.path/LATENT
-    if len(store) == 0: raise InputError(f"{store.path}: the store holds no particles; nothing to cluster")
-    if not p.is_file():
-        raise InputError(f"{p}: no latent features in the store; encode it first (sediment-cluster encode STORE)")
-    store.check_fresh(LATENT)
-    X = store.read_array(LATENT, mmap=False)
-    if X.ndim != 2 or len(X) != len(store):
-        raise InputError(f"{p}: shape {X.shape} does not match the store's {len(store)} particles; encode the store "
-                         "again")
-    return X
+    "The latent matrix μ (`latent.npy`) of `store`, checked against its particles: the feature set 'vae'."
+    return read_feature_set(store, 'vae')
 
 # %% ../../nbs/14_particles.overcluster.ipynb #612f0e5b
 def _model(model, X:np.ndarray, where:Path) -> OverClusterer:
@@ -213,7 +203,7 @@ def cluster_store(
     "Overcluster a feature set of `store`; write `clusters.parquet` and the model `overcluster.npz`."
     store = ParticleStore.open(store)
     features = features or default_features(store)
-    X, f = read_latent(store) if features == 'vae' else read_feature_set(store, features), feature_file(features)
+    X, f = read_feature_set(store, features), feature_file(features)
     with store.locked('cluster run'), tqdm(total=3, desc='cluster', disable=not progress) as bar:
         oc = OverClusterer(k, random_state=random_state).fit(X) if model is None else _model(model, X, store.path/f)
         bar.update()

@@ -39,8 +39,8 @@ from .store import ParticleStore
 __all__ = ['BACKBONES', 'CONFIG', 'REGULARISERS', 'MEAN', 'STD', 'weight_files', 'pretrained_file', 'resnet_trunk',
            'FocalDecoder', 'FocalVAE', 'VAELoss', 'recon_mse', 'latent_kl', 'unit_crops', 'normalise', 'prepare_crops',
            'restore_crops', 'dihedral', 'CropDataset', 'stack_split', 'CropBatch', 'crop_dataloaders',
-           'AutoencoderTarget', 'NonFiniteStop', 'recompute_bn', 'BatchNormStats', 'vae_learner', 'check_store',
-           'save_vae', 'load_vae', 'Checkpoints', 'train_vae', 'encode', 'encode_store', 'reconstruct',
+           'AutoencoderTarget', 'NonFiniteStop', 'recompute_bn', 'BatchNormStats', 'finish_learner', 'vae_learner',
+           'check_store', 'save_vae', 'load_vae', 'Checkpoints', 'train_vae', 'encode', 'encode_store', 'reconstruct',
            'show_reconstructions', 'latent_stats']
 
 # %% ../../nbs/13_particles.vae.ipynb #d4cea766
@@ -352,6 +352,18 @@ class BatchNormStats(Callback):
         with torch.no_grad(): recompute_bn(self.model, batches, self.max_batches)
 
 # %% ../../nbs/13_particles.vae.ipynb #747f92a6
+def finish_learner(learn:Learner, model:nn.Module, dev:torch.device, progress:bool) -> Learner:
+    "`learn` set up for `dev` (bf16 + channels_last on CUDA) and quiet unless `progress`."
+    if dev.type == 'cuda':
+        model.channels_last = True
+        model.to(memory_format=torch.channels_last)
+        learn.to_bf16()
+    if not progress:
+        learn.remove_cb(ProgressCallback)
+        learn.logger = noop
+    return learn
+
+# %% ../../nbs/13_particles.vae.ipynb #972d1ab2
 def vae_learner(
     store,                      # a `ParticleStore` or its folder
     model:FocalVAE,             # the network (its `size` is the input size; crops are resized to it)
@@ -374,14 +386,7 @@ def vae_learner(
                     metrics=[AvgMetric(recon_mse), AvgMetric(latent_kl)],
                     cbs=[AutoencoderTarget(), NonFiniteStop(), BatchNormStats()],
                     path=Path(tempfile.gettempdir()), model_dir=f'sediment_cluster_lr_find_{os.getpid()}')  # lr_find's
-    if dev.type == 'cuda':
-        model.channels_last = True
-        model.to(memory_format=torch.channels_last)
-        learn.to_bf16()
-    if not progress:
-        learn.remove_cb(ProgressCallback)
-        learn.logger = noop
-    return learn
+    return finish_learner(learn, model, dev, progress)
 
 # %% ../../nbs/13_particles.vae.ipynb #9a599377
 def check_store(model:FocalVAE, store:ParticleStore, trained:bool=True):
