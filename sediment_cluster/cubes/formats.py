@@ -433,14 +433,15 @@ def cluster_outputs(
     chunk_rows:int=16,      # image rows per block
 ) -> ClusterOutputs:
     "HyperSpy-style outputs of a segmentation: masks, distances to each centre, sum/mean/centroid spectra."
-    if hasattr(labels, 'latent') and hasattr(labels, 'centres'):
-        labels, centres, features = labels.labels, labels.centres, labels.latent
+    seg = labels if hasattr(labels, 'latent') and hasattr(labels, 'centres') else None
+    if seg is not None: labels, centres, features = seg.labels, seg.centres, seg.latent
     cube = cube if isinstance(cube, Datacube) else open_cube(cube) if isinstance(cube, (str, Path)) else Datacube(cube)
     labels = np.asarray(read_labels(labels))
     if labels.shape != cube.shape[:2]:
         raise InputError(f"labels: shape {labels.shape} but the cube has {cube.shape[:2]} pixels; pass its label map")
     K = len(centres) if centres is not None else int(labels.max()) + 1
-    S = _cluster_sums(cube, labels, K, chunk_rows)
+    done = getattr(seg, 'mean_spectra', None) is not None     # `segment` summed each cluster already
+    S = np.nan_to_num(seg.mean_spectra) * seg.counts[:, None] if done else _cluster_sums(cube, labels, K, chunk_rows)
     n = np.bincount(labels[labels >= 0].ravel(), minlength=K)[:K, None]
     mean = np.divide(S, n, out=np.full(S.shape, np.nan), where=n > 0)
     D = _distances(cube, mean, centres, features, chunk_rows)

@@ -17,18 +17,17 @@ from skimage.measure import regionprops
 from tqdm.auto import tqdm
 
 from ..core import InputError, atomic_path
-from .store import ParticleStore
+from .store import SUMS, TABLE, ParticleStore
 from .extract import to_lab
 
 # %% auto #0
-__all__ = ['LATENT', 'TABLE', 'SUMS', 'MORPHOMETRY', 'TEXTURE', 'COLOUR', 'FOCUS', 'LOG_COLUMNS', 'HANDCRAFTED_GROUPS',
-           'HANDCRAFTED_TABLE', 'feature_file', 'write_feature_set', 'feature_sets', 'read_feature_set',
-           'focus_columns', 'crop_masks', 'outline_curvature', 'morphometry', 'texture', 'focus_profile', 'lab_colour',
-           'handcrafted_features', 'standardise', 'handcrafted_matrix', 'encode_handcrafted', 'fuse_features',
-           'fuse_feature_sets']
+__all__ = ['LATENT', 'MORPHOMETRY', 'TEXTURE', 'COLOUR', 'FOCUS', 'LOG_COLUMNS', 'HANDCRAFTED_GROUPS', 'HANDCRAFTED_TABLE',
+           'feature_file', 'write_feature_set', 'feature_sets', 'read_feature_set', 'focus_columns', 'crop_masks',
+           'outline_curvature', 'morphometry', 'texture', 'focus_profile', 'lab_colour', 'handcrafted_features',
+           'standardise', 'handcrafted_matrix', 'encode_handcrafted', 'fuse_features', 'fuse_feature_sets']
 
 # %% ../../nbs/12a_particles.features.ipynb #96e36d5a
-LATENT, TABLE, SUMS = 'latent.npy', 'particles.parquet', 'crops.sums.npy'
+LATENT = 'latent.npy'  # the VAE's μ (`vae.encode_store`); the store's own files are `store.TABLE`, `store.SUMS`
 
 # %% ../../nbs/12a_particles.features.ipynb #e355eaf0
 def feature_file(name:str) -> str: # the store file holding the matrix

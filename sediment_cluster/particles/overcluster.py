@@ -24,10 +24,10 @@ from ..core import InputError, atomic_path, check_choice, model_format, torch_de
 from ..ikmeans import IKMeans, as_points, assign, sqdist, chunk_rows
 from ..metrics import purity
 from .store import ParticleStore
-from .features import feature_file, feature_sets, read_feature_set
+from .features import LATENT, feature_file, feature_sets, read_feature_set
 
 # %% auto #0
-__all__ = ['ENGINES', 'LATENT', 'CLUSTERS', 'MODEL', 'PREFERRED', 'UNMATCHED_CLASS', 'BOX', 'OverClusterer', 'read_latent',
+__all__ = ['ENGINES', 'CLUSTERS', 'MODEL', 'PREFERRED', 'UNMATCHED_CLASS', 'BOX', 'OverClusterer', 'read_latent',
            'default_features', 'cluster_store', 'clustered_on', 'pixel_features', 'sharpness', 'select_layer',
            'cluster_members', 'read_crops', 'tile', 'crops_at', 'montage_image', 'cluster_montage', 'write_montage',
            'clusters_overview', 'umap_embedding', 'plot_embedding', 'umap_view', 'particle_truth', 'cluster_purity',
@@ -165,7 +165,7 @@ def load(cls:OverClusterer, path) -> OverClusterer:
     return self
 
 # %% ../../nbs/14_particles.overcluster.ipynb #b43abe2b
-LATENT, CLUSTERS, MODEL = 'latent.npy', 'clusters.parquet', 'overcluster.npz'
+CLUSTERS, MODEL = 'clusters.parquet', 'overcluster.npz'  # LATENT ('latent.npy') comes from `particles.features`
 
 # %% ../../nbs/14_particles.overcluster.ipynb #21701e95
 def read_latent(store) -> np.ndarray:
