@@ -4,23 +4,28 @@
 
 # %% ../nbs/02_ikmeans.ipynb #b9a8c44c
 from __future__ import annotations
-import math, warnings
+import math, time, warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.metrics import adjusted_rand_score
 from sklearn.utils.validation import check_is_fitted
 from fastcore.basics import store_attr, patch
 from tqdm.auto import tqdm
 
-from .core import InputError, torch_device
+from .core import InputError, check_choice, torch_device
 
 # %% auto #0
-__all__ = ['as_points', 'sqdist', 'chunk_rows', 'as_generator', 'kmeans_plusplus', 'assign', 'lloyd', 'kmeans_fit', 'dist_sums',
-           'silhouette_samples_t', 'silhouette_scores_t', 'simplified_silhouette_t', 'soft_silhouette_t', 'silhouette',
-           'IKMeans', 'torch_threads']
+__all__ = ['K_CRITERIA', 'as_points', 'sqdist', 'chunk_rows', 'as_generator', 'kmeans_plusplus', 'assign', 'lloyd', 'kmeans_fit',
+           'dist_sums', 'silhouette_samples_t', 'silhouette_scores_t', 'simplified_silhouette_t', 'soft_silhouette_t',
+           'silhouette', 'IKMeans', 'torch_threads', 'KRangeWarning', 'UnstableKWarning', 'edge_message', 'within_ss',
+           'gap_statistic', 'gap_choice', 'kneedle', 'stability', 'stability_choice', 'KChoice', 'choose_k',
+           'plot_k_choice']
 
 # %% ../nbs/02_ikmeans.ipynb #48f7769d
 def as_points(X, device='cpu', name:str='X') -> torch.Tensor:
@@ -302,6 +307,9 @@ def silhouette(
     return silhouette_scores_t(X[idx], [lab[idx]], n_groups=10)[0]
 
 # %% ../nbs/02_ikmeans.ipynb #77d9c8b0
+K_CRITERIA = ('silhouette', 'gap', 'elbow', 'stability')   # ways `IKMeans` and `choose_k` can choose k
+
+# %% ../nbs/02_ikmeans.ipynb #71610f76
 class IKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
     "Iterative k-means: k-means++ and Lloyd for each k in `k_range`, the k with the best silhouette kept."
     def __init__(self,
@@ -319,6 +327,7 @@ class IKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         n_threads:int=None,             # torch CPU threads during fit (None: torch's setting)
         random_state=None,              # int or numpy Generator for reproducible runs
         progress:bool=False,            # show a progress bar over k
+        criterion:str='silhouette',     # how k is chosen: 'silhouette', 'gap', 'elbow' or 'stability' (see `choose_k`)
     ): store_attr()
 
 # %% ../nbs/02_ikmeans.ipynb #3889817e
@@ -336,6 +345,7 @@ def _k_values(self:IKMeans, n:int) -> list:
     if k1 > n: raise InputError(f"{name}: k={k1} is more than the {n} samples; lower k_max")
     if self.silhouette is None and k1 > k0:
         raise InputError(f"{name} with silhouette=None: choosing k needs a silhouette; use 'auto'")
+    check_choice('criterion', self.criterion, K_CRITERIA)
     if self.silhouette not in ('auto', 'exact', 'sampled', 'simplified', None):
         raise InputError(f"silhouette='{self.silhouette}': use 'auto', 'exact', 'sampled', 'simplified' or None")
     return list(range(k0, k1 + 1))
@@ -442,6 +452,7 @@ def _scan(self:IKMeans, X, ks, rng, method, sub, sil_idx) -> tuple:
         if self.patience and (b := _best_k(self.scores_)) is not None and k - b >= self.patience: break
     if runs: self._score(X, runs, method, sil_idx)
     k = _best_k(self.scores_) if method and len(ks) > 1 else ks[0]
+    if self.criterion != 'silhouette' and len(ks) > 1: k = self._criterion_k(X, ks, rng)
     if k is None: raise InputError(f"k_range={self.k_range}: no k gives that many distinct non-empty clusters; "
                                    "X has too few distinct points")
     (C, inertia, self.n_iter_), self.n_clusters_ = fits[k], k
@@ -473,3 +484,209 @@ def transform(self:IKMeans, X) -> np.ndarray:
     X, C = self._points(X)
     n = chunk_rows(len(C), X.device)
     return torch.cat([sqdist(X[s:s + n], C).sqrt() for s in range(0, len(X), n)]).cpu().numpy().astype(dtype)
+
+# %% ../nbs/02_ikmeans.ipynb #a4404307
+class KRangeWarning(UserWarning):
+    "The chosen k lies at an end of the range tried: the best k may lie outside it."
+
+# %% ../nbs/02_ikmeans.ipynb #e4a63e18
+class UnstableKWarning(UserWarning):
+    "k-means at the chosen k gives different partitions from different seeds and subsamples."
+
+# %% ../nbs/02_ikmeans.ipynb #9ef2ff91
+def edge_message(k:int, k_range:tuple, by:str='the silhouette') -> str|None:
+    "One line when `k` is the smallest or largest k of a `k_range` of several values; else None."
+    if k_range is None or k_range[0] == k_range[1] or k not in tuple(k_range): return None
+    side = 'smallest' if k == k_range[0] else 'largest'
+    return (f"k={k} chosen by {by} is the {side} k of k_range={tuple(k_range)}: the best k may lie outside; "
+            "widen the range")
+
+# %% ../nbs/02_ikmeans.ipynb #eb7d3301
+def _sample_points(X, size:int, rng, device) -> torch.Tensor:
+    "`X` as a centred float32 tensor on `device`: a seeded random subsample of `size` rows when it has more."
+    X = as_points(X, device)
+    if size and len(X) > size:
+        X = X[torch.as_tensor(np.sort(rng.choice(len(X), size, replace=False)), device=X.device)]
+    return X - X.mean(0)
+
+# %% ../nbs/02_ikmeans.ipynb #d877bf77
+def within_ss(
+    X:torch.Tensor,     # (N, D) float32 points (centred)
+    ks:list,            # the k to try
+    random_state=None,  # int or `Generator`
+    n_init:int=1,       # k-means++ restarts per k
+) -> np.ndarray:        # W_k per k (the k-means inertia)
+    "Within-cluster sum of squares W_k of a k-means of `X` for each k of `ks`."
+    rng, x2, var = as_generator(random_state), (X * X).sum(1), float(X.var(0).mean())
+    return np.array([kmeans_fit(X, k, rng, n_init, x2=x2, var=var)[2] for k in ks])
+
+# %% ../nbs/02_ikmeans.ipynb #0d9bc801
+def gap_statistic(
+    X,                      # (N, D) points
+    ks:list,                # the k to try
+    n_refs:int=10,          # B uniform reference sets
+    sample_size:int=4000,   # seeded subsample of `X` used (the references have as many points)
+    n_init:int=1,           # k-means++ restarts per k
+    random_state=None,      # int or `Generator`
+    device='auto',          # torch device
+) -> tuple:                 # (gap, s): arrays with one value per k
+    "Gap statistic (Tibshirani et al. 2001) with uniform references in the PCA-aligned box of `X`."
+    rng = as_generator(random_state)
+    X = _sample_points(X, sample_size, rng, torch_device(device))
+    Xr = X @ torch.linalg.svd(X, full_matrices=False)[2].T                  # principal-axis coordinates
+    lo, span = Xr.min(0).values, Xr.max(0).values - Xr.min(0).values
+    def log_w(Y): return np.log(np.maximum(within_ss(Y - Y.mean(0), ks, rng, n_init), 1e-30))
+    def ref(): return lo + span * torch.as_tensor(rng.random(Xr.shape), dtype=torch.float32, device=Xr.device)
+    refs = np.stack([log_w(ref()) for _ in range(n_refs)])
+    return refs.mean(0) - log_w(Xr), refs.std(0) * math.sqrt(1 + 1 / n_refs)
+
+# %% ../nbs/02_ikmeans.ipynb #718b65cd
+def gap_choice(ks:list, gap, s) -> int:
+    "Tibshirani's rule: the smallest k with gap(k) ≥ gap(k+1) − s(k+1); the largest k when there is none."
+    for i in range(len(ks) - 1):
+        if gap[i] >= gap[i + 1] - s[i + 1]: return ks[i]
+    return ks[-1]
+
+# %% ../nbs/02_ikmeans.ipynb #6e56cedb
+def kneedle(ks:list, W) -> tuple:
+    "Elbow of the decreasing curve `W`(`ks`): the k farthest below the chord of the curve scaled to the unit square."
+    ks, W = np.asarray(ks, float), np.asarray(W, float)
+    x = (ks - ks[0]) / max(ks[-1] - ks[0], 1)
+    y = (W - W.min()) / max(W.max() - W.min(), 1e-300)
+    d = 1 - x - y                                    # distance below the chord (0,1)–(1,0), up to a factor √2
+    return int(ks[int(np.argmax(d))]), d
+
+# %% ../nbs/02_ikmeans.ipynb #ea7fe3ec
+def stability(
+    X,                      # (N, D) points
+    ks:list,                # the k to try
+    n_runs:int=5,           # k-means runs per k (each a new seed and subsample)
+    sample_size:int=4000,   # seeded subsample of `X` that every run labels
+    fraction:float=0.8,     # share of the subsample each run is fitted on
+    n_init:int=3,           # k-means++ restarts per run (1: local optima count as instability)
+    random_state=None,      # int or `Generator`
+    device='auto',          # torch device
+) -> tuple:                 # (mean, sd) of the pairwise ARI per k
+    "Stability of k-means for each k of `ks`: mean ARI between runs with different seeds and subsamples."
+    rng = as_generator(random_state)
+    X = _sample_points(X, sample_size, rng, torch_device(device))
+    m, out = max(int(fraction * len(X)), max(ks)), []
+    for k in ks:
+        labs = []
+        for _ in range(n_runs):
+            idx = torch.as_tensor(rng.choice(len(X), m, replace=False), device=X.device)
+            labs.append(assign(X, kmeans_fit(X[idx], k, rng, n_init)[0])[0].cpu().numpy())
+        ari = [adjusted_rand_score(a, b) for i, a in enumerate(labs) for b in labs[i + 1:]]
+        out.append((np.mean(ari), np.std(ari)))
+    return tuple(np.array(v) for v in zip(*out))
+
+# %% ../nbs/02_ikmeans.ipynb #e86d0c5f
+def stability_choice(ks:list, ari, tol:float=0.02) -> int:
+    "The largest k whose stability `ari` is within `tol` of the highest."
+    ari = np.asarray(ari)
+    return int(max(k for k, a in zip(ks, ari) if a >= ari.max() - tol))
+
+# %% ../nbs/02_ikmeans.ipynb #ade82dc1
+@dataclass
+class KChoice:
+    "Criteria for the number of clusters: `table` (k × criterion), the k each criterion `chosen`, warning lines."
+    table:pd.DataFrame      # index k; silhouette(_se), inertia, elbow, gap(_se), stability(_sd)
+    chosen:dict             # criterion → chosen k
+    k_range:tuple           # the range tried
+    messages:list           # warning lines (edge of the range, unstable k)
+    seconds:dict            # criterion → seconds spent
+
+# %% ../nbs/02_ikmeans.ipynb #50e39937
+def _k_messages(chosen:dict, k_range:tuple, stab:dict|None, unstable:float) -> list:
+    "(category, line) warnings for chosen k at an end of `k_range` or with stability below `unstable`."
+    out = [(KRangeWarning, m) for c, k in chosen.items() if (m := edge_message(k, k_range, c))]
+    if stab is None: return out
+    return out + [(UnstableKWarning, f"k={k} chosen by {c} is unstable: k-means at k={k} from different seeds and "
+                   f"subsamples agrees only to ARI {stab[k]:.2f} (< {unstable}); treat its clusters with care")
+                  for c, k in chosen.items() if stab[k] < unstable]
+
+# %% ../nbs/02_ikmeans.ipynb #a9fa4389
+def _criteria_table(ik:IKMeans, ks:list, res:dict) -> pd.DataFrame:
+    "One row per k: the silhouette scan of `ik` and the other criteria of `res` (name → (values, errors))."
+    t = pd.DataFrame({'silhouette': ik.scores_, 'silhouette_se': ik.score_se_, 'inertia': ik.inertias_}).loc[ks]
+    err = {'gap': 'gap_se', 'stability': 'stability_sd', 'elbow': None}
+    for name, (v, e) in res.items():
+        t[name] = v
+        if err[name]: t[err[name]] = e
+    return t.rename_axis('k')
+
+# %% ../nbs/02_ikmeans.ipynb #053ef254
+def choose_k(
+    X,                              # (N, D) codes
+    k_range:tuple=(2, 12),          # inclusive range of k
+    criteria:tuple=K_CRITERIA,      # which criteria to compute (the silhouette scan always runs)
+    sample_size:int=4000,           # points of the seeded subsample for gap and stability
+    n_refs:int=10,                  # gap: uniform reference sets
+    n_runs:int=5,                   # stability: k-means runs per k
+    unstable:float=0.8,             # warn when the stability (mean ARI) at a chosen k is below this
+    random_state=None,              # int or `Generator`
+    device='auto',                  # torch device
+    warn:bool=True,                 # raise the warning lines as `KRangeWarning` / `UnstableKWarning`
+) -> KChoice:
+    "The number of clusters of `X` by silhouette, gap statistic, elbow and stability, with warnings."
+    for c in criteria: check_choice('criteria', c, K_CRITERIA)
+    rng, t0 = as_generator(random_state), time.perf_counter()
+    ik = IKMeans(k_range=k_range, random_state=rng, device=device).fit(X)
+    ks, sec, res = sorted(ik.inertias_), {'silhouette': time.perf_counter() - t0}, {}
+    run = {'gap': lambda: gap_statistic(X, ks, n_refs, sample_size, random_state=rng, device=device),
+           'stability': lambda: stability(X, ks, n_runs, sample_size, random_state=rng, device=device),
+           'elbow': lambda: (kneedle(ks, [ik.inertias_[k] for k in ks])[1], None)}
+    for c in [c for c in K_CRITERIA if c in criteria and c != 'silhouette']:
+        t0 = time.perf_counter()
+        res[c], sec[c] = run[c](), time.perf_counter() - t0
+    table = _criteria_table(ik, ks, res)
+    chosen = {c: _pick(c, ks, table) for c in K_CRITERIA if c in criteria}
+    stab = dict(zip(ks, table['stability'])) if 'stability' in table else None
+    msgs = _k_messages(chosen, tuple(k_range), stab, unstable)
+    if warn:
+        for cat, m in msgs: warnings.warn(m, cat, stacklevel=2)
+    return KChoice(table, chosen, tuple(k_range), [m for _, m in msgs], sec)
+
+# %% ../nbs/02_ikmeans.ipynb #9b276b72
+def _pick(criterion:str, ks:list, t:pd.DataFrame) -> int:
+    "The k chosen by `criterion` from the criteria table `t`."
+    if criterion == 'silhouette': return _best_k(t['silhouette'].to_dict())
+    if criterion == 'gap': return gap_choice(ks, t['gap'].to_numpy(), t['gap_se'].to_numpy())
+    if criterion == 'elbow': return kneedle(ks, t['inertia'].to_numpy())[0]
+    return stability_choice(ks, t['stability'].to_numpy())
+
+# %% ../nbs/02_ikmeans.ipynb #57360e78
+_PANELS = {'silhouette': ('silhouette', 'silhouette_se', 'silhouette (higher is better)'),
+           'gap': ('gap', 'gap_se', 'gap statistic ± s(k)'),
+           'elbow': ('inertia', None, 'within-cluster SS (elbow)'),
+           'stability': ('stability', 'stability_sd', 'stability: mean ARI between runs')}
+
+# %% ../nbs/02_ikmeans.ipynb #2db8ff6a
+def plot_k_choice(kc:KChoice, axs=None):
+    "One panel per criterion of `kc` with its values by k and the chosen k marked; returns the figure."
+    import matplotlib.pyplot as plt
+    names = list(kc.chosen)
+    if axs is None: axs = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.4), squeeze=False)[1][0]
+    for ax, c in zip(axs, names):
+        col, err, title = _PANELS[c]
+        t = kc.table
+        ax.errorbar(t.index, t[col], yerr=t[err] if err else None, fmt='o-', ms=3, capsize=2)
+        ax.axvline(kc.chosen[c], ls=':', c='k')
+        ax.set_title(f"{title}\nk = {kc.chosen[c]}", fontsize=8)
+        ax.set_xlabel('k')
+    axs[0].figure.tight_layout()
+    return axs[0].figure
+
+# %% ../nbs/02_ikmeans.ipynb #4f2a258b
+@patch
+def _criterion_k(self:IKMeans, X:torch.Tensor, ks:list, rng) -> int:
+    "The k chosen by `self.criterion` (gap, elbow or stability) among the scanned `ks`; values in `criterion_scores_`."
+    if self.criterion == 'elbow': k, v = kneedle(ks, [self.inertias_[k] for k in ks])
+    elif self.criterion == 'gap':
+        v, s = gap_statistic(X, ks, random_state=rng, device=X.device)
+        k = gap_choice(ks, v, s)
+    else:
+        v = stability(X, ks, random_state=rng, device=X.device)[0]
+        k = stability_choice(ks, v)
+    self.criterion_scores_ = dict(zip(ks, map(float, v)))
+    return k
