@@ -3,7 +3,8 @@ import numpy as np, pytest, torch
 import torch.nn.functional as F
 from hypothesis import assume, given, settings, strategies as st
 from sklearn.datasets import make_blobs
-from sklearn.metrics import silhouette_samples, silhouette_score
+from sklearn.metrics import adjusted_rand_score, silhouette_samples, silhouette_score
+import pandas.testing as pd_testing
 from sediment_cluster.core import InputError
 from sediment_cluster.ikmeans import IKMeans, silhouette, silhouette_samples_t, soft_silhouette_t
 
@@ -64,3 +65,73 @@ def test_constant_data_is_one_cluster_with_a_warning():
     with pytest.warns(UserWarning, match='identical'):
         km = IKMeans(random_state=0).fit(np.full((100, 3), 7., np.float32))
     assert km.n_clusters_ == 1 and (km.predict(np.ones((4, 3))) == 0).all()
+
+# Choosing k: the criteria of `choose_k` and `IKMeans(criterion=...)`
+from sklearn.base import clone
+from sediment_cluster.ikmeans import (KRangeWarning, UnstableKWarning, choose_k, gap_choice, gap_statistic, kneedle,
+                                      stability, stability_choice)
+
+@pytest.fixture(scope='module')
+def six():
+    return make_blobs(2400, 5, centers=6, cluster_std=0.6, center_box=(-15, 15), random_state=4)
+
+def test_default_criterion_is_the_silhouette(blobs):
+    X, _ = blobs
+    a, b = IKMeans(random_state=3).fit(X), IKMeans(criterion='silhouette', random_state=3).fit(X)
+    assert (a.labels_ == b.labels_).all() and a.scores_ == b.scores_ and not hasattr(a, 'criterion_scores_')
+
+def test_gap_finds_the_blobs_and_no_structure_in_uniform_noise(six):
+    X, _ = six
+    ks = list(range(1, 9))
+    assert gap_choice(ks, *gap_statistic(X, ks, sample_size=1200, random_state=0, device='cpu')) == 6
+    U = np.random.default_rng(1).random((1200, 3))
+    assert gap_choice(ks, *gap_statistic(U, ks, random_state=0, device='cpu')) == 1
+
+def test_gap_rule():
+    assert gap_choice([2, 3, 4], [1.0, 1.3, 1.35], [0.1, 0.1, 0.1]) == 3   # 1.0 < 1.3 - 0.1, 1.3 >= 1.35 - 0.1
+    assert gap_choice([2, 3, 4], [1.0, 0.5, 0.4], [0.1, 0.1, 0.1]) == 2
+    assert gap_choice([2, 3], [0.1, 0.9], [0.01, 0.01]) == 3
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(4, 15), j=st.integers(1, 13), steep=st.floats(2., 50.), flat=st.floats(0., 1.))
+def test_kneedle_finds_the_break_of_a_convex_two_piece_curve(n, j, steep, flat):
+    assume(0 < j < n - 1)
+    ks = list(range(2, 2 + n))
+    W = [1000 - steep * min(i, j) - flat * max(i - j, 0) for i in range(n)]
+    assert kneedle(ks, W)[0] == ks[j]
+
+def test_stability_is_one_at_the_true_k_and_lower_when_blobs_are_cut(six):
+    X, _ = six
+    ari, sd = stability(X, [4, 6, 9], sample_size=1200, random_state=0, device='cpu')
+    assert ari[1] == pytest.approx(1.0) and sd[1] == pytest.approx(0.0) and ari[2] < 0.95
+    assert stability_choice([2, 3, 4], [1.0, 0.99, 0.7]) == 3
+
+def test_choose_k_agrees_on_clear_blobs_and_is_reproducible(six):
+    X, _ = six
+    a = choose_k(X, (2, 9), sample_size=1200, random_state=0)
+    b = choose_k(X, (2, 9), sample_size=1200, random_state=0)
+    assert a.chosen == {'silhouette': 6, 'gap': 6, 'elbow': 6, 'stability': 6} and a.messages == []
+    pd_testing.assert_frame_equal(a.table, b.table)
+    assert list(a.table.index) == list(range(2, 10)) and {'gap_se', 'stability_sd'} <= set(a.table.columns)
+
+def test_choose_k_warns_when_k_is_at_the_edge(six):
+    X, _ = six
+    with pytest.warns(KRangeWarning, match=r'k=4 chosen by silhouette is the largest k of k_range=\(2, 4\)'):
+        kc = choose_k(X, (2, 4), criteria=('silhouette',), random_state=0)
+    assert list(kc.chosen) == ['silhouette'] and 'gap' not in kc.table
+
+def test_choose_k_warns_when_the_chosen_k_is_unstable():
+    X = np.random.default_rng(0).normal(size=(800, 5))       # one round blob: every cut is arbitrary
+    with pytest.warns(UnstableKWarning, match='k=8 chosen by silhouette is unstable'):
+        choose_k(X, (3, 8), criteria=('silhouette', 'stability'), random_state=0)
+
+def test_bad_criterion(six):
+    with pytest.raises(InputError, match="criteria='bic'"): choose_k(six[0], criteria=('gap', 'bic'))
+    with pytest.raises(InputError, match="criterion='bic'"): IKMeans(criterion='bic').fit(six[0])
+
+@pytest.mark.parametrize('criterion', ['gap', 'elbow', 'stability'])
+def test_ikmeans_criterion(six, criterion):
+    X, y = six
+    km = clone(IKMeans(k_range=(2, 9), criterion=criterion, random_state=0)).fit(X)
+    assert km.n_clusters_ == 6 and sorted(km.criterion_scores_) == list(range(2, 10))
+    assert adjusted_rand_score(y, km.labels_) == pytest.approx(1.0)
