@@ -635,7 +635,7 @@ def choose_k(
     ks, sec, res = sorted(ik.inertias_), {'silhouette': time.perf_counter() - t0}, {}
     run = {'gap': lambda: gap_statistic(X, ks, n_refs, sample_size, random_state=rng, device=device),
            'stability': lambda: stability(X, ks, n_runs, sample_size, random_state=rng, device=device),
-           'elbow': lambda: (kneedle(ks, np.log([ik.inertias_[k] for k in ks]))[1], None)}
+           'elbow': lambda: (kneedle(ks, [ik.inertias_[k] for k in ks])[1], None)}
     for c in [c for c in K_CRITERIA if c in criteria and c != 'silhouette']:
         t0 = time.perf_counter()
         res[c], sec[c] = run[c](), time.perf_counter() - t0
@@ -652,13 +652,13 @@ def _pick(criterion:str, ks:list, t:pd.DataFrame) -> int:
     "The k chosen by `criterion` from the criteria table `t`."
     if criterion == 'silhouette': return _best_k(t['silhouette'].to_dict())
     if criterion == 'gap': return gap_choice(ks, t['gap'].to_numpy(), t['gap_se'].to_numpy())
-    if criterion == 'elbow': return kneedle(ks, np.log(t['inertia'].to_numpy()))[0]
+    if criterion == 'elbow': return kneedle(ks, t['inertia'].to_numpy())[0]
     return stability_choice(ks, t['stability'].to_numpy())
 
 # %% ../nbs/02_ikmeans.ipynb #57360e78
 _PANELS = {'silhouette': ('silhouette', 'silhouette_se', 'silhouette (higher is better)'),
            'gap': ('gap', 'gap_se', 'gap statistic ± s(k)'),
-           'elbow': ('inertia', None, 'within-cluster SS (elbow on log)'),
+           'elbow': ('inertia', None, 'within-cluster SS (elbow)'),
            'stability': ('stability', 'stability_sd', 'stability: mean ARI between runs')}
 
 # %% ../nbs/02_ikmeans.ipynb #2db8ff6a
@@ -672,7 +672,6 @@ def plot_k_choice(kc:KChoice, axs=None):
         t = kc.table
         ax.errorbar(t.index, t[col], yerr=t[err] if err else None, fmt='o-', ms=3, capsize=2)
         ax.axvline(kc.chosen[c], ls=':', c='k')
-        if c == 'elbow': ax.set_yscale('log')
         ax.set_title(f"{title}\nk = {kc.chosen[c]}", fontsize=8)
         ax.set_xlabel('k')
     axs[0].figure.tight_layout()
@@ -682,7 +681,7 @@ def plot_k_choice(kc:KChoice, axs=None):
 @patch
 def _criterion_k(self:IKMeans, X:torch.Tensor, ks:list, rng) -> int:
     "The k chosen by `self.criterion` (gap, elbow or stability) among the scanned `ks`; values in `criterion_scores_`."
-    if self.criterion == 'elbow': k, v = kneedle(ks, np.log([self.inertias_[k] for k in ks]))
+    if self.criterion == 'elbow': k, v = kneedle(ks, [self.inertias_[k] for k in ks])
     elif self.criterion == 'gap':
         v, s = gap_statistic(X, ks, random_state=rng, device=X.device)
         k = gap_choice(ks, v, s)
