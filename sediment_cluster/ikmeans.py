@@ -577,14 +577,15 @@ def stability(
             idx = torch.as_tensor(rng.choice(len(X), m, replace=False), device=X.device)
             labs.append(assign(X, kmeans_fit(X[idx], k, rng, n_init)[0])[0].cpu().numpy())
         ari = [adjusted_rand_score(a, b) for i, a in enumerate(labs) for b in labs[i + 1:]]
-        out.append((np.mean(ari), np.std(ari)))
+        full = all(len(np.unique(lab)) == k for lab in labs)           # else: fewer distinct points than k
+        out.append((np.mean(ari), np.std(ari)) if full else (math.nan, math.nan))
     return tuple(np.array(v) for v in zip(*out))
 
 # %% ../nbs/02_ikmeans.ipynb #e86d0c5f
 def stability_choice(ks:list, ari, tol:float=0.02) -> int:
-    "The largest k whose stability `ari` is within `tol` of the highest."
-    ari = np.asarray(ari)
-    return int(max(k for k, a in zip(ks, ari) if a >= ari.max() - tol))
+    "The largest k whose stability `ari` is within `tol` of the highest (NaN: k not possible, ignored)."
+    ari = np.asarray(ari, float)
+    return int(max(k for k, a in zip(ks, ari) if a >= np.nanmax(ari) - tol))
 
 # %% ../nbs/02_ikmeans.ipynb #ade82dc1
 @dataclass
@@ -632,6 +633,7 @@ def choose_k(
     for c in criteria: check_choice('criteria', c, K_CRITERIA)
     rng, t0 = as_generator(random_state), time.perf_counter()
     ik = IKMeans(k_range=k_range, random_state=rng, device=device).fit(X)
+    if not ik.scores_: raise InputError("X: all rows are identical (up to float32 rounding); there is no k to choose")
     ks, sec, res = sorted(ik.inertias_), {'silhouette': time.perf_counter() - t0}, {}
     run = {'gap': lambda: gap_statistic(X, ks, n_refs, sample_size, random_state=rng, device=device),
            'stability': lambda: stability(X, ks, n_runs, sample_size, random_state=rng, device=device),

@@ -137,3 +137,11 @@ def test_ikmeans_criterion(six, criterion, k):
     assert km.n_clusters_ == k and sorted(km.criterion_scores_) == list(range(2, 10))
     assert km.labels_.max() == k - 1 and (km.predict(X) == km.labels_).all()
     if k == 6: assert adjusted_rand_score(y, km.labels_) == pytest.approx(1.0)
+
+def test_choose_k_on_data_without_k():
+    with pytest.warns(UserWarning, match='identical'), pytest.raises(InputError, match='no k to choose'):
+        choose_k(np.full((40, 2), 3.))
+    few = np.repeat(np.eye(3) * 10, 15, 0)                   # 3 distinct points: k = 4 impossible
+    with pytest.warns(UserWarning, match='only 3 non-empty clusters'):
+        kc = choose_k(few, (2, 4), criteria=('silhouette', 'stability'), random_state=0)
+    assert kc.chosen == {'silhouette': 3, 'stability': 3} and np.isnan(kc.table.loc[4, 'stability'])
