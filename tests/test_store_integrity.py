@@ -9,7 +9,7 @@ import pytest
 from sediment_cluster.core import InputError, write_image
 from sediment_cluster.particles import store as st
 from sediment_cluster.particles.store import ParticleStore, extract_store, verify_store
-from test_store import KW, SIZE, assert_same_store, plates, ref  # noqa: F401 (fixtures)
+from test_store import KW, SIZE, assert_same_store, bad_plates, plates, ref  # noqa: F401 (fixtures)
 
 
 @pytest.fixture
@@ -213,3 +213,101 @@ def test_tied_layer_counts_refused(plates, tmp_path):
         extract_store(p, tmp_path/'s', **KW)
     s = extract_store(p, tmp_path/'s', n_layers=6, workers=1, **KW)
     assert s.errors.stack_id.tolist() == ['s0000'] and '7 layers found, 6 expected' in s.errors.error[0]
+
+
+def every_file(path, names=(st.TABLE, st.ERRORS, st.SUMS, st.META, st.MANIFEST)):
+    "Every byte of the store's files (the crop chunks included), by relative path."
+    files = [path/n for n in names] + sorted((path/st.CROPS).rglob('*'))
+    return {str(f.relative_to(path)): f.read_bytes() for f in files if f.is_file()}
+
+
+def spy_on_stacks(monkeypatch, stop_after=None):
+    "Record the stack ids `extract_store` extracts (serial runs); Ctrl-C once `stop_after` are done."
+    seen, one = [], st._extract_one
+    def spy(fn, stack_id, *a):
+        if stop_after is not None and len(seen) == stop_after: raise KeyboardInterrupt
+        seen.append(stack_id)
+        return one(fn, stack_id, *a)
+    monkeypatch.setattr(st, '_extract_one', spy)
+    return seen
+
+
+def test_repair_extracts_only_the_damaged_stacks(ref, plates, copy, monkeypatch):
+    "Damaged crop chunks of two stacks: those two are extracted again, every other chunk file is kept as it was."
+    t = ref.table
+    hit = [t.stack_id.iat[3], t.stack_id.iat[-1]]
+    chunk(copy, 3).unlink()
+    last = chunk(copy, len(t) - 1)
+    last.write_bytes(last.read_bytes()[:-5])
+    others = {i: chunk(copy, i).stat().st_ino for i in np.flatnonzero(~t.stack_id.isin(hit))}
+    seen = spy_on_stacks(monkeypatch)
+    s, said = repair(plates, copy)
+    assert seen == sorted(set(hit)) and f'extracting again 2 of {len(t.stack_id.unique())} stacks' in ' '.join(said)
+    assert every_file(copy) == every_file(ref.path) and s.verify() == []
+    assert {i: chunk(copy, i).stat().st_ino for i in others} == others   # linked back, not rewritten
+
+
+def test_repair_killed_then_resumed(ref, plates, copy, monkeypatch):
+    "A repair killed while it extracts leaves an interrupted run: the plain extract command completes it."
+    chunk(copy, 0).unlink()
+    spy_on_stacks(monkeypatch, stop_after=0)
+    with pytest.raises(KeyboardInterrupt): repair(plates, copy)
+    with pytest.raises(InputError, match='extraction not finished; run the same extract command again'):
+        ParticleStore.open(copy)
+    monkeypatch.undo()
+    seen = spy_on_stacks(monkeypatch)
+    s = extract_store(plates, copy, workers=1, **KW)
+    assert seen == [ref.table.stack_id.iat[0]] and every_file(copy) == every_file(ref.path) and s.verify() == []
+
+
+def test_damaged_errors_file_reruns_only_stacks_without_rows(ref, bad_plates, tmp_path, monkeypatch):
+    "errors.csv lost: only the stacks that have no rows in the table (failed or empty) are extracted again."
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        s = extract_store(bad_plates, tmp_path/'s', workers=1, **KW)
+        before = every_file(s.path)
+        (s.path/st.ERRORS).unlink()
+        seen = spy_on_stacks(monkeypatch)
+        s = extract_store(bad_plates, tmp_path/'s', workers=1, repair=True, **KW)
+    stacks = sorted(p.name for p in bad_plates.iterdir() if p.is_dir())
+    assert seen == [x for x in stacks if x not in set(s.table.stack_id)] and len(seen) >= len(s.errors) > 0
+    assert every_file(s.path) == before
+
+
+def test_check_names_the_rebuild_of_derived_files(copy):
+    s = ParticleStore.open(copy)
+    cmd = f'sediment-cluster encode {copy} --model m.pt'
+    s.write_array('latent.npy', np.ones((len(s), 3), np.float32), sources=[st.SUMS], rebuild=cmd)
+    (copy/'latent.npy').unlink()
+    assert s.verify() == [f"{copy/'latent.npy'}: missing (deleted?); rebuild it with `{cmd}`"]
+
+
+def test_damaged_chunk_in_a_batch_is_one_clean_error(ref, copy):
+    "A damaged chunk among many read at once raises before zarr reads any (no reads left pending), then reads again."
+    chunk(copy, 5).write_bytes(b'\x28\xb5\x2f\xfd junk')
+    s = ParticleStore.open(copy)
+    mask = np.zeros(s.crops.shape, bool)
+    mask[5, 0, 0, 0, 0] = True
+    for read in (lambda: s[:], lambda: s.crops.oindex[[2, 5]], lambda: s.crops.vindex[[1, 5], 0, 0, 0, 0],
+                 lambda: s.crops.vindex[mask], lambda: s.crops.blocks[5], lambda: s.crops[..., 0]):
+        with pytest.raises(InputError, match='c.5.0.0.0.0: crop chunk truncated'): read()
+        assert s.crops.store.ready == {}    # nothing read ahead is left behind
+    np.testing.assert_array_equal(s.crops.vindex[[1, 7], 0, 0, 0, 0], ref.crops.vindex[[1, 7], 0, 0, 0, 0])
+    np.testing.assert_array_equal(s[6:9], ref[6:9])
+    np.testing.assert_array_equal(s[[1, 7], 0], ref[[1, 7], 0])
+    with pytest.raises(IndexError): s[len(s)]
+
+
+def test_twelve_bit_plates_noted_and_same_particles(ref, plates, tmp_path):
+    "The plates saved as 12-bit data in 16-bit PNGs: the same particles, and extract.json says 12-bit."
+    import cv2
+    from sediment_cluster.core import read_image
+    for f in sorted(plates.rglob('*.png')):
+        out = tmp_path/'p12'/f.relative_to(plates)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        twelve = np.round(read_image(f)[..., ::-1].astype(np.float64) * 4095 / 255).astype(np.uint16)
+        cv2.imwrite(str(out), twelve)
+    s = extract_store(tmp_path/'p12', tmp_path/'s', workers=1, **KW)
+    n = len([d for d in plates.iterdir() if d.is_dir()])
+    assert s.meta['bit_depth'] == {'12': n} and ref.meta['bit_depth'] == {'8': n}
+    pd.testing.assert_frame_equal(s.table, ref.table)

@@ -301,3 +301,23 @@ def test_encode_records_latent_and_flags_stale_clusters(trained, tmp_path):
         montage_image(st, 0)   # galleries refuse clusters of the old features
     cluster_store(st, k=3, progress=False)
     assert st.stale('clusters.parquet') == []
+
+# --- the epoch table ------------------------------------------------------------------------------
+
+def test_epoch_table_keeps_columns_apart_for_large_losses(store, capsys):
+    "fastprogress pads values to the header width: a loss of 3264512.5 ran into the next column."
+    from fastprogress.fastprogress import ConsoleMasterBar
+    from sediment_cluster.particles.vae import TableProgress
+    learn = vae_learner(store, FocalVAE(L, **TINY), progress=True)
+    bars = lambda learn: [c for c in learn.cbs if 'Progress' in type(c).__name__]
+    assert isinstance(learn.progress, TableProgress) and len(bars(learn)) == 1
+    cb = learn.progress
+    cb.mbar = ConsoleMasterBar(range(1))
+    names = ['epoch', 'train_loss', 'valid_loss', 'recon_mse', 'latent_kl', 'time']
+    cb._write_stats(names)
+    cb._write_stats([0, 3264512.5, 18640.236328, -0.663833, -1e100, '00:08'])
+    head, row = capsys.readouterr().out.splitlines()[-2:]
+    values = ['0', '3.26451e+06', '18640.236328', '-0.663833', '-1.00000e+100', '00:08']
+    assert head.split() == names and row.split() == values
+    assert [head.index(n) for n in names] == [row.index(v) for v in values]   # each value under its header
+    assert bars(vae_learner(store, FocalVAE(L, **TINY), progress=False)) == []

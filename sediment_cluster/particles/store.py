@@ -6,7 +6,7 @@
 from __future__ import annotations
 import hashlib, inspect, itertools, json, multiprocessing, os, shutil, threading, time, warnings, zlib
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import zarr
+from zarr.core.buffer import default_buffer_prototype
 from zarr.storage import LocalStore
 from fastcore.basics import patch
 from tqdm.auto import tqdm
@@ -182,14 +183,75 @@ class _CheckedStore(LocalStore):
     "A read-only zarr `LocalStore` that refuses a missing crop chunk and checks each one against its (size, CRC-32)."
     def __init__(self, root, sums=None, hint:str=''):
         super().__init__(root, read_only=True)
-        self.sums, self.hint = sums, hint
+        self.sums, self.hint, self.ready = sums, hint, {}  # ready: chunk bytes `fetch` read and checked
     async def get(self, key, prototype=None, byte_range=None):
+        if byte_range is None and (b := self.ready.pop(key, None)) is not None:
+            return (prototype or default_buffer_prototype()).buffer.from_bytes(b)
         buf = await super().get(key, prototype, byte_range)
         if key.startswith('c.') and byte_range is None:
             b = None if buf is None else buf.to_bytes()
             if problem := _chunk_problem(b, int(key.split('.')[1]), self.sums):
                 raise InputError(f"{self.root/key}: {problem}; {self.hint}")
         return buf
+
+# %% ../../nbs/12_particles.store.ipynb #b3a63adb
+def _read_checked(f:Path, i:int, sums) -> tuple:
+    "`(bytes, problem)` of crop chunk file `f` of particle `i` (bytes None when missing; problem None when whole)."
+    try: b = f.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError): b = None
+    return b, _chunk_problem(b, i, sums)
+
+# %% ../../nbs/12_particles.store.ipynb #51299c8e
+_READERS = {}  # process id → its pool of chunk readers (a forked child makes its own: threads do not survive a fork)
+
+def _readers() -> ThreadPoolExecutor:
+    "This process's pool of 8 threads that read and check chunk files (file reads and CRC-32 release the GIL)."
+    if os.getpid() not in _READERS:
+        _READERS.clear()
+        _READERS[os.getpid()] = ThreadPoolExecutor(8, thread_name_prefix='crop-reader')
+    return _READERS[os.getpid()]
+
+# %% ../../nbs/12_particles.store.ipynb #8431627f
+@patch
+def fetch(self:_CheckedStore, keys:dict) -> list:
+    "Read and check the chunks `keys` ({particle: chunk key}) now, for the zarr read that follows; the keys read."
+    read = lambda item: _read_checked(self.root/item[1], item[0], self.sums)
+    got = list(_readers().map(read, keys.items()) if len(keys) > 1 else map(read, keys.items()))
+    for key, (b, problem) in zip(keys.values(), got):
+        if problem: raise InputError(f"{self.root/key}: {problem}; {self.hint}")
+    self.ready.update(zip(keys.values(), (b for b, _ in got)))
+    return list(keys.values())
+
+# %% ../../nbs/12_particles.store.ipynb #fb9ffd8a
+def _rows(n:int, sel) -> range|np.ndarray:
+    "The particles (indices along axis 0 of an `n`-particle array) that a basic or orthogonal selection `sel` reads."
+    s = sel[0] if isinstance(sel, tuple) and sel else sel
+    if isinstance(s, (int, np.integer, slice)):
+        r = range(n)[s]
+        return [r] if isinstance(r, int) else r
+    return np.atleast_1d(np.arange(n)[s])
+
+# %% ../../nbs/12_particles.store.ipynb #e85d3ab2
+class _CheckedArray(zarr.Array):
+    "The crop array: each read first reads and checks the chunk files it needs (`_CheckedStore.fetch`), then decodes."
+    def _read(self, rows, read, sel, **kw):
+        key = self.metadata.encode_chunk_key
+        keys = self.store.fetch({int(i): key((int(i), *[0] * (self.ndim - 1))) for i in rows})
+        try: return read(sel, **kw)
+        finally:
+            for k in keys: self.store.ready.pop(k, None)
+    def get_basic_selection(self, selection=Ellipsis, **kw):
+        return self._read(_rows(self.shape[0], selection), super().get_basic_selection, selection, **kw)
+    def get_orthogonal_selection(self, selection, **kw):
+        return self._read(_rows(self.shape[0], selection), super().get_orthogonal_selection, selection, **kw)
+    def get_block_selection(self, selection, **kw):  # one chunk per particle: block i is particle i
+        return self._read(_rows(self.shape[0], selection), super().get_block_selection, selection, **kw)
+    def get_coordinate_selection(self, selection, **kw):
+        rows = np.unique(np.arange(self.shape[0])[np.asarray(selection[0]).ravel()])
+        return self._read(rows, super().get_coordinate_selection, selection, **kw)
+    def get_mask_selection(self, mask, **kw):
+        rows = np.flatnonzero(np.asarray(mask).reshape(self.shape[0], -1).any(1))
+        return self._read(rows, super().get_mask_selection, mask, **kw)
 
 # %% ../../nbs/12_particles.store.ipynb #2753ad67
 def _check_store(path:Path):
@@ -215,12 +277,30 @@ def _open_crops(path:Path, m:dict|None) -> zarr.Array:
         check_file(path, SUMS, m)
         try: sums = np.load(path/SUMS)
         except Exception as e: raise InputError(f"{path/SUMS}: not readable ({type(e).__name__}); {hint}") from None
-    try: return zarr.open_array(store=_CheckedStore(path/CROPS, sums, hint), mode='r')
+    try: return _CheckedArray(zarr.open_array(store=_CheckedStore(path/CROPS, sums, hint), mode='r')._async_array)
     except InputError: raise
     except Exception as e:
         raise InputError(f"{path/CROPS}: not a readable zarr array ({type(e).__name__}); {hint}") from None
 
 # %% ../../nbs/12_particles.store.ipynb #3f2aad84
+def _crops_of(path:Path, m:dict|None) -> zarr.Array:
+    "The checked crop array of the store at `path` (manifest `m`), once it agrees with the table and the sums."
+    crops = _open_crops(path, m)
+    try: n = pq.read_metadata(path/TABLE).num_rows
+    except Exception as e:
+        raise InputError(f"{path/TABLE}: not a readable parquet table ({type(e).__name__}); "
+                         f"{_hint(path, TABLE, m)}") from None
+    shape = crops.shape
+    if crops.dtype != np.uint8 or len(shape) != 5 or shape[-1] != 3 or shape[2] != shape[3]:
+        raise InputError(f"{path/CROPS}: expected a uint8 (N, L, S, S, 3) array, got {shape} {crops.dtype}")
+    if n != shape[0]:
+        raise InputError(f"{path}: {TABLE} has {n} rows but {CROPS} holds {shape[0]} crops; extract again "
+                         "into a new folder")
+    if crops.store.sums is not None and len(crops.store.sums) != n:
+        raise InputError(f"{path/SUMS}: {len(crops.store.sums)} chunk records for {n} crops; {_hint(path, SUMS, m)}")
+    return crops
+
+# %% ../../nbs/12_particles.store.ipynb #d80e18d7
 class ParticleStore:
     "A particle store folder: `particles.parquet` (a row per particle) and `crops.zarr` (N×L×S×S×3 uint8), read lazily."
     def __init__(self, path):
@@ -230,21 +310,7 @@ class ParticleStore:
         for name in _CORE: check_file(self.path, name, m)
         if m and m.get('kind') == 'extract' and not (self.path/META).is_file():
             raise InputError(f"{self.path/META}: missing (deleted?); rebuild it with {_extract_cmd(self.path)}")
-        self.crops = _open_crops(self.path, m)
-        try: n = pq.read_metadata(self.path/TABLE).num_rows
-        except Exception as e:
-            raise InputError(f"{self.path/TABLE}: not a readable parquet table ({type(e).__name__}); "
-                             f"{_hint(self.path, TABLE, m)}") from None
-        shape = self.crops.shape
-        if self.crops.dtype != np.uint8 or len(shape) != 5 or shape[-1] != 3 or shape[2] != shape[3]:
-            raise InputError(f"{self.path/CROPS}: expected a uint8 (N, L, S, S, 3) array, got {shape} "
-                             f"{self.crops.dtype}")
-        if n != shape[0]:
-            raise InputError(f"{self.path}: {TABLE} has {n} rows but {CROPS} holds {shape[0]} crops; extract again "
-                             "into a new folder")
-        sums = self.crops.store.sums
-        if sums is not None and len(sums) != n:
-            raise InputError(f"{self.path/SUMS}: {len(sums)} chunk records for {n} crops; {_hint(self.path, SUMS, m)}")
+        self.crops = _crops_of(self.path, m)
 
     @classmethod
     def open(cls, store) -> ParticleStore:
@@ -322,20 +388,31 @@ def verify(self:ParticleStore, progress:bool=False) -> list:
     return verify_store(self.path, progress)
 
 # %% ../../nbs/12_particles.store.ipynb #1a37ca45
+def _verify(path:Path, progress:bool=False) -> list: # (file name in the store, or None: the store, one line)
+    "The problems of the store at `path` as `(name, line)`: every recorded file and every crop chunk checked."
+    try:
+        _check_store(path)
+        m = _read_manifest(path)
+        if m is None: return [(MANIFEST, f"{path/MANIFEST}: missing (a store written before manifests, or deleted)")]
+    except InputError as e: return [(None, str(e))]
+    out = [(n, f"{path/n}: {p}; {_hint(path, n, m)}") for n, r in m['files'].items() if (p := _file_problem(path/n, r))]
+    if m.get('kind') == 'extract' and not (path/META).is_file():
+        out.append((META, f"{path/META}: missing (deleted?); rebuild it with {_extract_cmd(path)}"))
+    if any(n != ERRORS for n, _ in out if n in _CORE): return out  # the chunks cannot be checked without these
+    try: z = _crops_of(path, m)
+    except InputError as e: return [*out, (None, str(e))]
+    hint = _hint(path, CROPS, m)
+    for i in tqdm(range(z.shape[0]), desc='verify', unit='crop', disable=not progress):
+        key = z.metadata.encode_chunk_key((i, 0, 0, 0, 0))
+        b = (path/CROPS/key).read_bytes() if (path/CROPS/key).is_file() else None
+        if problem := _chunk_problem(b, i, z.store.sums):
+            out.append((f'{CROPS}/{key}', f"{path/CROPS/key}: {problem}; {hint}"))
+    return out
+
+# %% ../../nbs/12_particles.store.ipynb #11f6ff26
 def verify_store(path, progress:bool=False) -> list: # one line per damaged or missing file
     "Check the store folder `path` fully (files, every crop chunk, derived files): a line per problem found."
-    path = Path(path)
-    try:
-        m = _read_manifest(path)
-        if m is None: return [f"{path/MANIFEST}: missing (a store written before manifests, or deleted)"]
-        store = ParticleStore(path)
-    except InputError as e: return [str(e)]
-    out = [f"{path/n}: {p}" for n, r in m['files'].items() if n not in _CORE and (p := _file_problem(path/n, r))]
-    z, sums = store.crops, store.crops.store.sums
-    for i in tqdm(range(len(store)), desc='verify', unit='crop', disable=not progress):
-        f = path/CROPS/z.metadata.encode_chunk_key((i, 0, 0, 0, 0))
-        if problem := _chunk_problem(f.read_bytes() if f.is_file() else None, i, sums): out.append(f"{f}: {problem}")
-    return out
+    return [line for _, line in _verify(Path(path), progress)]
 
 # %% ../../nbs/12_particles.store.ipynb #7d5cc50b
 def _artefact(store:ParticleStore, name:str, exts:tuple) -> Path:
@@ -640,6 +717,13 @@ def _write_meta(out:Path, meta:dict):
 def _stacks_sha1(stacks:dict) -> str: return hashlib.sha1('\n'.join(stacks).encode()).hexdigest()
 
 # %% ../../nbs/12_particles.store.ipynb #7d1fe9d8
+def _bit_depths(parts:Path, keys:list, meta:dict) -> Counter:
+    "How many of the parts `keys` had each bit depth; after a repair (parts kept from the store) the run's record."
+    infos = [json.loads((parts/f'{k}.json').read_text()) for k in keys]
+    if any(i.get('kept') for i in infos): return Counter(meta.get('bit_depth') or {})
+    return Counter(str(i.get('bit_depth', 8)) for i in infos)
+
+# %% ../../nbs/12_particles.store.ipynb #24ecf7e0
 def _finish(out:Path, stacks:dict, meta:dict, progress:bool) -> ParticleStore:
     "Write `errors.csv`, consolidate the parts of `stacks`, record the files in the manifest and mark the run complete."
     parts, failed = out/PARTS, _committed(out/PARTS, 'error')
@@ -653,7 +737,7 @@ def _finish(out:Path, stacks:dict, meta:dict, progress:bool) -> ParticleStore:
                          f"is in {out/ERRORS})")
     p = meta['params']
     ok = [_key(s) for s in stacks if _key(s) not in failed]
-    depths = Counter(str(json.loads((parts/f'{k}.json').read_text()).get('bit_depth', 8)) for k in ok)
+    depths = _bit_depths(parts, ok, meta)
     n = _consolidate(out, ok, p['n_layers'], p['size'], progress)
     _update_manifest(out, _CORE, kind='extract')
     _write_meta(out, {**meta, 'complete': True, 'n_stacks': len(stacks), 'n_failed': len(errors), 'n_particles': n,
@@ -696,17 +780,66 @@ def _locked(out:Path):
 
 # %% ../../nbs/12_particles.store.ipynb #113591cf
 def _damaged(out:Path, progress:bool) -> list:
-    "The problems `verify_store` finds in the extraction's own files (derived files are only named in a warning)."
-    problems = verify_store(out, progress)
-    core = [p for p in problems if any(p.startswith(str(out/n)) for n in (*_CORE, CROPS, META, MANIFEST))]
-    if other := [p for p in problems if p not in core]:
+    "The problems `_verify` finds in the extraction's own files, `(name, line)` (derived files: named in a warning)."
+    problems = _verify(out, progress)
+    core = [(n, l) for n, l in problems if n is None or n in (*_CORE, META, MANIFEST) or n.startswith(CROPS)]
+    if other := [l for n, l in problems if (n, l) not in core]:
         warnings.warn(f"{len(other)} derived file(s) damaged, which extract does not rebuild: {other[0]}")
     return core
 
 # %% ../../nbs/12_particles.store.ipynb #0fe3e617
-def _reset(out:Path, meta:dict, problems:list) -> dict:
-    "Start the run in `out` afresh (keeping derived files and their records) because of `problems`."
-    warnings.warn(f"{out}: {len(problems)} damaged or missing file(s), e.g. {problems[0]}; extracting again")
+def _redo(out:Path, problems:list, stacks:dict) -> list|None:
+    "The stacks to extract again for `problems`, when only crop chunks or `errors.csv` are damaged; None: all."
+    names = {n for n, _ in problems}
+    if None in names or any(n != ERRORS and not n.startswith(f'{CROPS}/c.') for n in names): return None
+    table = pd.read_parquet(out/TABLE, columns=['stack_id'])
+    redo = {table.stack_id.iat[int(n.rsplit('/', 1)[1].split('.')[1])] for n in names if n != ERRORS}
+    if ERRORS in names: redo |= set(stacks) - set(table.stack_id)   # failed or empty: errors.csv said which
+    return [s for s in stacks if s in redo]
+
+# %% ../../nbs/12_particles.store.ipynb #c811a5f0
+def _read_errors(out:Path) -> dict:
+    "stack → reason from `errors.csv` of `out` ({} when unreadable)."
+    try: return dict(pd.read_csv(out/ERRORS, dtype=str, keep_default_na=False).values)
+    except Exception: return {}
+
+# %% ../../nbs/12_particles.store.ipynb #63befa88
+def _part_of(tmp:Path, k:str, rows:pd.DataFrame, idx, z:zarr.Array, sums:np.ndarray):
+    "Write the committed part `k` of a finished store into `tmp`: table `rows`, chunk files `idx` of `z` linked."
+    if len(idx):
+        (tmp/f'{k}.chunks').mkdir()
+        for j, i in enumerate(idx): _link(z.store.root/z.metadata.encode_chunk_key((int(i), 0, 0, 0, 0)),
+                                          tmp/f'{k}.chunks'/str(j))
+        np.save(tmp/f'{k}.chunks'/'sums.npy', sums[idx])
+    (tmp/f'{k}.json').write_text(json.dumps({'kept': True}))
+    rows.drop(columns='particle_id').reset_index(drop=True).to_parquet(tmp/f'{k}.parquet', index=False)
+
+# %% ../../nbs/12_particles.store.ipynb #df8e2b6d
+def _unconsolidate(out:Path, stacks:dict, redo:list):
+    "Turn the finished store in `out` back into the committed parts of every stack but those in `redo`."
+    table, sums, errors = pd.read_parquet(out/TABLE), np.load(out/SUMS), _read_errors(out)
+    z, rows = zarr.open_array(store=LocalStore(out/CROPS, read_only=True), mode='r'), table.groupby('stack_id').indices
+    with atomic_path(out/PARTS) as tmp:
+        tmp.mkdir()
+        for sid in (s for s in stacks if s not in redo):
+            if sid in errors and sid not in rows: (tmp/f'{_key(sid)}.error').write_text(errors[sid])
+            else:
+                idx = rows.get(sid, np.zeros(0, int))
+                _part_of(tmp, _key(sid), table.iloc[idx], idx, z, sums)
+
+# %% ../../nbs/12_particles.store.ipynb #4e09d475
+def _reset(out:Path, meta:dict, problems:list, stacks:dict) -> dict:
+    "Start the run in `out` again for the stacks `problems` touch, or all (keeping derived files and their records)."
+    redo = _redo(out, problems, stacks)
+    what = ('every stack' if redo is None else
+            f"{len(redo)} of {len(stacks)} stacks ({', '.join(redo[:3])}{' …' if len(redo) > 3 else ''})")
+    warnings.warn(f"{out}: {len(problems)} damaged or missing file(s), e.g. {problems[0][1]}; extracting again {what}")
+    if redo is not None:
+        _remove(out/PARTS)
+        _unconsolidate(out, stacks, redo)
+        meta = {**meta, 'complete': False}
+        _write_meta(out, meta)
+        return meta
     for name in (TABLE, CROPS, SUMS, ERRORS, PARTS): _remove(out/name)
     if _read_manifest(out, strict=False) is None: _remove(out/MANIFEST)
     meta = dict(params=meta['params'], complete=False)
@@ -754,7 +887,7 @@ def extract_store(
         meta = _start(out, _params(photo_dir, pattern, n_layers, extractor, kw), repair)
         problems = _damaged(out, progress) if meta['complete'] and repair else []
         if meta['complete'] and not problems: return _finished(out, meta, stacks)
-        if meta['complete']: meta = _reset(_checked_stacks(out, meta, stacks), meta, problems)
+        if meta['complete']: meta = _reset(_checked_stacks(out, meta, stacks), meta, problems, stacks)
         if stray: meta['stray_files'] = _stray_note(stray)
         _extract_missing(out, stacks, extractor, n_layers, kw, workers, scheduler, progress)
         return _finish(out, stacks, meta, progress)

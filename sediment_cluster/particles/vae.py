@@ -39,9 +39,9 @@ from .store import ParticleStore
 __all__ = ['BACKBONES', 'CONFIG', 'REGULARISERS', 'MEAN', 'STD', 'weight_files', 'pretrained_file', 'resnet_trunk',
            'FocalDecoder', 'FocalVAE', 'VAELoss', 'recon_mse', 'latent_kl', 'unit_crops', 'normalise', 'prepare_crops',
            'restore_crops', 'dihedral', 'CropDataset', 'stack_split', 'CropBatch', 'crop_dataloaders',
-           'AutoencoderTarget', 'NonFiniteStop', 'recompute_bn', 'BatchNormStats', 'finish_learner', 'vae_learner',
-           'check_store', 'save_vae', 'load_vae', 'Checkpoints', 'train_vae', 'encode', 'encode_store', 'reconstruct',
-           'show_reconstructions', 'latent_stats']
+           'AutoencoderTarget', 'NonFiniteStop', 'recompute_bn', 'BatchNormStats', 'TableProgress', 'finish_learner',
+           'vae_learner', 'check_store', 'save_vae', 'load_vae', 'Checkpoints', 'train_vae', 'encode', 'encode_store',
+           'reconstruct', 'show_reconstructions', 'latent_stats']
 
 # %% ../../nbs/13_particles.vae.ipynb #d4cea766
 BACKBONES = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')
@@ -351,6 +351,21 @@ class BatchNormStats(Callback):
         batches = self.dls.train if self.prepare is None else map(self.prepare, self.dls.train)
         with torch.no_grad(): recompute_bn(self.model, batches, self.max_batches)
 
+# %% ../../nbs/13_particles.vae.ipynb #7146156a
+def _cell(v) -> str:
+    "A value of the epoch table in at most 13 characters: six decimals while they fit in 12, else scientific."
+    if not isinstance(v, float): return str(v)
+    s = f'{v:.6f}'
+    return s if len(s) <= 12 else f'{v:.5e}'
+
+# %% ../../nbs/13_particles.vae.ipynb #64a10dce
+class TableProgress(ProgressCallback):
+    "fastai's `ProgressCallback` with an epoch table whose columns stay apart for values of any size."
+    @property
+    def name(self): return 'progress'  # where fastai looks for its progress callback (`Learner.no_bar`)
+    def _write_stats(self, log):
+        if getattr(self, 'mbar', False): self.mbar.write([_cell(l).ljust(12) for l in log], table=True)
+
 # %% ../../nbs/13_particles.vae.ipynb #747f92a6
 def finish_learner(learn:Learner, model:nn.Module, dev:torch.device, progress:bool) -> Learner:
     "`learn` set up for `dev` (bf16 + channels_last on CUDA) and quiet unless `progress`."
@@ -358,9 +373,9 @@ def finish_learner(learn:Learner, model:nn.Module, dev:torch.device, progress:bo
         model.channels_last = True
         model.to(memory_format=torch.channels_last)
         learn.to_bf16()
-    if not progress:
-        learn.remove_cb(ProgressCallback)
-        learn.logger = noop
+    learn.remove_cb(ProgressCallback)
+    if progress: learn.add_cb(TableProgress())
+    else: learn.logger = noop
     return learn
 
 # %% ../../nbs/13_particles.vae.ipynb #972d1ab2
