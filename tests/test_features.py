@@ -81,10 +81,10 @@ def hard_store(tmp_path_factory):
 
 
 def test_handcrafted_table(hard_store):
-    from sediment_cluster.particles.features import (COLOUR, MORPHOMETRY, TEXTURE, focus_columns,
+    from sediment_cluster.particles.features import (COLOUR, MORPHOMETRY, OUTLINE, TEXTURE, focus_columns,
                                                      handcrafted_features)
     df = handcrafted_features(hard_store, progress=False)
-    cols = ['particle_id', *MORPHOMETRY, *TEXTURE, *COLOUR, *sum(focus_columns(6).values(), [])]
+    cols = ['particle_id', *MORPHOMETRY, *OUTLINE, 'border', *TEXTURE, *COLOUR, *sum(focus_columns(6).values(), [])]
     assert list(df.columns) == cols and len(df) == len(hard_store)
     assert (df.particle_id == hard_store.table.particle_id).all()
     assert np.isfinite(df[cols[1:]].to_numpy(float)).all()
@@ -94,6 +94,9 @@ def test_handcrafted_table(hard_store):
     np.testing.assert_allclose(df.esd, 2 * px.esd, rtol=1e-6)
     np.testing.assert_allclose(df.area, 4 * px.area, rtol=1e-6)
     np.testing.assert_allclose(df.circularity, px.circularity, rtol=1e-6)
+    np.testing.assert_allclose(df[OUTLINE], px[OUTLINE], rtol=1e-6)                 # outline columns: no lengths
+    assert ((df.border >= 0) & (df.border < 1) & (df.rim_p10 <= df.rim_p90)).all()
+    assert ((df.flat_sag8 >= 0) & (df.flat_sag8 <= .5) & (df.defect_n >= 0)).all()
 
 
 def test_encode_and_fuse(hard_store, tmp_path):
@@ -103,7 +106,8 @@ def test_encode_and_fuse(hard_store, tmp_path):
     encode_handcrafted(st, progress=False)
     X = read_feature_set(st, 'handcrafted')
     np.testing.assert_allclose(X, handcrafted_matrix(st.read_table('handcrafted.parquet')), atol=1e-6)
-    assert feature_sets(st)['handcrafted']['params']['groups'] == ['morphometry', 'texture', 'colour', 'focus']
+    groups = feature_sets(st)['handcrafted']['params']['groups']
+    assert groups == ['morphometry', 'outline', 'texture', 'colour', 'focus']
     write_feature_set(st, 'other', np.random.default_rng(0).normal(size=(len(st), 5)))
     fuse_feature_sets(st, ['other', 'handcrafted'], n_components=4)
     assert read_feature_set(st, 'fused').shape == (len(st), 4)
@@ -125,3 +129,19 @@ def test_handcrafted_without_boxes(tmp_path):
     df = handcrafted_features(st, progress=False)
     assert df.area[0] == 256 and abs(df.feret_min[0] - 16) < 1 and df.area[1] == 32 * 32
     assert np.isfinite(df.drop(columns='particle_id').to_numpy(float)).all()
+
+
+def test_outline_sees_cuts_not_the_crop_edge():
+    "A shaded disc cut by a straight edge: flat chord, bright rim; the same disc cut by the crop: its own outline."
+    from sediment_cluster.particles.features import OUTLINE, outline_features
+    yy, xx = np.mgrid[:80, :80] - 39.5
+    nz = np.sqrt(np.clip(1 - (xx ** 2 + yy ** 2) / 30 ** 2, 0, 1))
+    disc, grey = nz > 0, np.where(nz > 0, 60 + 160 * nz, 20.)
+    whole, cut = outline_features(disc, grey), outline_features(disc & (xx < 12), grey)
+    edge = outline_features(disc[:, 30:], grey[:, 30:])
+    assert set(whole) == {*OUTLINE, 'border'} and whole['border'] == 0 and edge['border'] > .2
+    assert cut['flat_sag16'] < .02 < .15 < whole['flat_sag16'] and cut['curv4_sharp'] > whole['curv4_sharp']
+    assert cut['rim_bright'] > .1 and whole['rim_bright'] == 0 == edge['rim_bright'] and whole['rim_med'] < .8
+    assert abs(edge['flat_sag16'] - whole['flat_sag16']) < .04 and edge['curv4_run'] < .1 < cut['curv4_run']
+    blob = outline_features(np.ones((3, 3), bool), np.ones((3, 3)))     # degenerate: finite values, no error
+    assert np.isfinite(list(blob.values())).all()

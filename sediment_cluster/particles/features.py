@@ -21,10 +21,12 @@ from .store import SUMS, TABLE, ParticleStore
 from .extract import to_lab
 
 # %% auto #0
-__all__ = ['LATENT', 'MORPHOMETRY', 'TEXTURE', 'COLOUR', 'FOCUS', 'LOG_COLUMNS', 'HANDCRAFTED_GROUPS', 'HANDCRAFTED_TABLE',
-           'feature_file', 'write_feature_set', 'feature_sets', 'read_feature_set', 'focus_columns', 'crop_masks',
-           'outline_curvature', 'morphometry', 'texture', 'focus_profile', 'lab_colour', 'handcrafted_features',
-           'standardise', 'handcrafted_matrix', 'encode_handcrafted', 'fuse_features', 'fuse_feature_sets']
+__all__ = ['LATENT', 'MORPHOMETRY', 'OUTLINE', 'TEXTURE', 'COLOUR', 'FOCUS', 'LOG_COLUMNS', 'HANDCRAFTED_GROUPS',
+           'HANDCRAFTED_TABLE', 'feature_file', 'write_feature_set', 'feature_sets', 'read_feature_set',
+           'focus_columns', 'crop_masks', 'morphometry', 'resample_outline', 'outline_curvature', 'straightest_chord',
+           'radius_spectrum', 'rim_contrast', 'outline_features', 'texture', 'focus_profile', 'lab_colour',
+           'handcrafted_features', 'standardise', 'handcrafted_matrix', 'encode_handcrafted', 'fuse_features',
+           'fuse_feature_sets']
 
 # %% ../../nbs/12a_particles.features.ipynb #96e36d5a
 LATENT = 'latent.npy'  # the VAE's μ (`vae.encode_store`); the store's own files are `store.TABLE`, `store.SUMS`
@@ -106,8 +108,11 @@ def read_feature_set(
 
 # %% ../../nbs/12a_particles.features.ipynb #0387b445
 MORPHOMETRY = ['area', 'esd', 'perimeter', 'feret_max', 'feret_min', 'aspect', 'elongation', 'convexity', 'solidity',
-               'eccentricity', 'extent', 'circularity', 'roundness', 'corners', 'curv_concave', 'curv_straight',
-               'curv_gentle', 'curv_sharp', 'curv_std', 'straight_run'] + [f'hu{i}' for i in range(1, 8)]
+               'eccentricity', 'extent', 'circularity', 'roundness', 'corners'] + [f'hu{i}' for i in range(1, 8)]
+OUTLINE = ([f'curv{k}_{v}' for k in (2, 4) for v in ('straight', 'concave', 'sharp', 'std', 'run')]
+           + ['flat_sag8', 'flat_len8', 'flat_sag16', 'flat_len16', 'defect_max', 'defect_n', 'defect_sum']
+           + [f'radius_f{i}' for i in range(1, 9)]
+           + ['rim_med', 'rim_p10', 'rim_p90', 'rim_bright', 'rim_run', 'rim_std', 'rim_abs'])
 TEXTURE = ([f'glcm_{p}_d{d}' for d in (1, 3) for p in ('contrast', 'dissimilarity', 'homogeneity', 'energy',
                                                         'correlation')]
            + [f'lbp_r{r}_{b}' for r in (1, 3) for b in range(10)] + ['grey_cv', 'edge_energy'])
@@ -184,25 +189,6 @@ def _longest_run(b:np.ndarray) -> int:
     d = np.diff(np.r_[0, np.roll(b, -int(np.argmin(b))).astype(int), 0])  # rolled to start at a False: no wrap
     return int((np.flatnonzero(d == -1) - np.flatnonzero(d == 1)).max(initial=0))
 
-# %% ../../nbs/12a_particles.features.ipynb #ff958b79
-def outline_curvature(
-    c:np.ndarray,       # closed contour, n×1×2 or n×2 (OpenCV's)
-    n:int=64,           # points resampled evenly along the outline
-    k:int=2,            # turning angle between the chords to the k-th neighbours (~3 % of the outline each)
-) -> dict:              # the `curv_*` and `straight_run` columns
-    "Angularity of an outline: shares of concave, straight, gently and sharply turning points, their spread."
-    p = c.reshape(-1, 2).astype(np.float64)
-    s = np.r_[0, np.cumsum(np.linalg.norm(np.diff(np.r_[p, p[:1]], axis=0), axis=1))]
-    t = np.linspace(0, s[-1], n, endpoint=False)
-    q = np.c_[np.interp(t, s, np.r_[p[:, 0], p[:1, 0]]), np.interp(t, s, np.r_[p[:, 1], p[:1, 1]])]
-    a, b = q - np.roll(q, k, 0), np.roll(q, -k, 0) - q
-    ang = np.arctan2(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0], (a * b).sum(1))
-    ang = ang * (np.sign(ang.sum()) or 1)  # convex turns positive, whichever way the contour runs
-    flat = np.abs(ang) < .12
-    return dict(curv_concave=(ang < -.12).mean(), curv_straight=flat.mean(),
-                curv_gentle=((ang >= .12) & (ang < .45)).mean(), curv_sharp=(ang >= .45).mean(), curv_std=ang.std(),
-                straight_run=_longest_run(flat) / n)
-
 # %% ../../nbs/12a_particles.features.ipynb #c1058e09
 def _hu_log(hu:np.ndarray) -> np.ndarray: # the 7 Hu moments, sign-kept log10, hu7 by magnitude (mirror-invariant)
     h = np.asarray(hu, float)
@@ -228,8 +214,125 @@ def morphometry(
                 convexity=cv2.arcLength(hull, True) / P, solidity=cv2.contourArea(c) / max(cv2.contourArea(hull), 1),
                 eccentricity=r.eccentricity, extent=r.extent,
                 circularity=4 * np.pi * r.area / P ** 2, roundness=2 * inner / fmax, corners=corners,
-                **outline_curvature(c),
                 **dict(zip(MORPHOMETRY[-7:], _hu_log(r.moments_hu))))
+
+# %% ../../nbs/12a_particles.features.ipynb #a1800d74
+def resample_outline(
+    c:np.ndarray,   # closed contour, n×1×2 or n×2 (OpenCV's)
+    n:int=64,       # points
+) -> np.ndarray:    # n×2 float64
+    "`n` points spaced evenly along the closed contour `c`."
+    p = c.reshape(-1, 2).astype(np.float64)
+    s = np.r_[0, np.cumsum(np.linalg.norm(np.diff(np.r_[p, p[:1]], axis=0), axis=1))]
+    t = np.linspace(0, s[-1], n, endpoint=False)
+    return np.c_[np.interp(t, s, np.r_[p[:, 0], p[:1, 0]]), np.interp(t, s, np.r_[p[:, 1], p[:1, 1]])]
+
+# %% ../../nbs/12a_particles.features.ipynb #bd1f9988
+def outline_curvature(
+    q:np.ndarray,       # n×2 outline points, evenly spaced (`resample_outline`)
+    k:int=2,            # turning angle between the chords to the k-th neighbours
+    valid=None,         # n bool: points to count (default: all)
+) -> dict:              # `curv<k>_straight`, `_concave`, `_sharp`, `_std`, `_run`
+    "Angularity of an outline: shares of straight, concave and sharply turning points, their spread, straight run."
+    a, b = q - np.roll(q, k, 0), np.roll(q, -k, 0) - q
+    ang = np.arctan2(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0], (a * b).sum(1))
+    ang = ang * (np.sign(ang.sum()) or 1)  # convex turns positive, whichever way the contour runs
+    ok = np.ones(len(q), bool) if valid is None else valid & np.roll(valid, k) & np.roll(valid, -k)
+    A, t = (ang[ok], .06 * k) if ok.sum() >= 6 else (ang, .06 * k)
+    flat = (np.abs(ang) < t) & ok
+    return {f'curv{k}_straight': (np.abs(A) < t).mean(), f'curv{k}_concave': (A < -t).mean(),
+            f'curv{k}_sharp': (A > 3.5 * t).mean(), f'curv{k}_std': A.std(),
+            f'curv{k}_run': _longest_run(flat) / len(q)}
+
+# %% ../../nbs/12a_particles.features.ipynb #a8fc3fe4
+def straightest_chord(
+    q:np.ndarray,   # n×2 outline points, evenly spaced
+    k:int,          # window: k steps along the outline
+    valid,          # n bool: points that may be in a window
+) -> tuple:         # (sagitta ÷ chord, chord length) of the flattest window; (0.5, 0) when none is valid
+    "The flattest stretch of `k` steps of the outline: its largest distance from its chord ÷ the chord, and the chord."
+    n = len(q)
+    idx = (np.arange(n)[:, None] + np.arange(k + 1)[None]) % n
+    a, ch = q, q[idx[:, -1]] - q
+    L = np.linalg.norm(ch, axis=1) + 1e-9
+    d = q[idx] - a[:, None]
+    sag = np.abs(d[..., 0] * ch[:, None, 1] - d[..., 1] * ch[:, None, 0]).max(1) / L ** 2
+    ok = valid[idx].all(1)
+    if not ok.any(): return .5, 0.
+    i = np.flatnonzero(ok)[np.argmin(sag[ok])]
+    return float(sag[i]), float(L[i])
+
+# %% ../../nbs/12a_particles.features.ipynb #f3510bda
+def _defects(c:np.ndarray, esd:float) -> dict:
+    "Convexity defects of contour `c`, depths ÷ `esd`: the deepest, how many exceed 4 %, their sum."
+    try: d = cv2.convexityDefects(c, cv2.convexHull(c, returnPoints=False))
+    except cv2.error: d = None  # a degenerate (e.g. self-touching) contour
+    dep = d[:, 0, 3] / 256 / esd if d is not None else np.zeros(1)
+    return dict(defect_max=dep.max(initial=0), defect_n=(dep > .04).sum(), defect_sum=dep.sum())
+
+# %% ../../nbs/12a_particles.features.ipynb #012d55f0
+def radius_spectrum(
+    q:np.ndarray,   # n×2 outline points, evenly spaced
+    n_harm:int=8,   # harmonics kept
+) -> np.ndarray:    # n_harm amplitudes, harmonic 1 first
+    "Fourier amplitudes of the outline's distance from its centroid (÷ its mean), harmonics 1…`n_harm`."
+    r = np.linalg.norm(q - q.mean(0), axis=1)
+    r = r / max(r.mean(), 1e-9)
+    return np.abs(np.fft.rfft(r))[1:n_harm + 1] / len(q)
+
+# %% ../../nbs/12a_particles.features.ipynb #c4f00477
+def _inward(q:np.ndarray, m:np.ndarray) -> np.ndarray:
+    "Unit normals of the outline points `q` (n×2) pointing into the mask `m` (uint8)."
+    t = np.roll(q, -2, 0) - np.roll(q, 2, 0)
+    nrm = np.c_[-t[:, 1], t[:, 0]] / (np.linalg.norm(t, axis=1, keepdims=True) + 1e-9)
+    x, y = np.round(q + 2 * nrm).astype(int).T
+    inside = m[np.clip(y, 0, m.shape[0] - 1), np.clip(x, 0, m.shape[1] - 1)].mean()
+    return nrm if inside >= .5 else -nrm
+
+# %% ../../nbs/12a_particles.features.ipynb #0429b476
+def _sample_inward(g:np.ndarray, q, nrm, depths) -> np.ndarray:
+    "Mean grey level of `g` at `depths` px along the normals `nrm` from the points `q`, per point (bilinear)."
+    p = (q[:, None] + nrm[:, None] * np.asarray(depths)[None, :, None]).astype(np.float32)
+    return cv2.remap(g, p[..., 0], p[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).mean(1)
+
+# %% ../../nbs/12a_particles.features.ipynb #c4cfdbec
+def rim_contrast(
+    q:np.ndarray,       # n×2 outline points of `m`
+    m:np.ndarray,       # mask (uint8), padded like the outline
+    g:np.ndarray,       # grey image of the same shape
+    esd:float,          # equivalent diameter in px
+    valid:np.ndarray,   # n bool: points to count
+) -> dict:              # the `rim_*` columns
+    "How dark the rim is against the inside, along the outline: a whole chamber darkens to its rim, a cut does not."
+    g, nrm, w = g.astype(np.float32), _inward(q, m), max(.04 * esd, 1.5)
+    rim = _sample_inward(g, q, nrm, np.array([.7, 1.4, 2.1]) * w)
+    r_all = rim / np.maximum(_sample_inward(g, q, nrm, [.15 * esd, .2 * esd]), 1)
+    r = r_all[valid] if valid.sum() >= 8 else r_all
+    bright = (np.convolve(np.r_[r_all[-2:], r_all, r_all[:2]], np.ones(5) / 5, 'valid') > .95) & valid
+    return dict(rim_med=np.median(r), rim_p10=np.quantile(r, .1), rim_p90=np.quantile(r, .9),
+                rim_bright=bright.mean(), rim_run=_longest_run(bright) / len(q), rim_std=r.std(),
+                rim_abs=np.median(rim[valid] if valid.sum() >= 8 else rim) / max(np.median(g[m > 0]), 1))
+
+# %% ../../nbs/12a_particles.features.ipynb #f6a5bbe6
+def outline_features(
+    mask:np.ndarray,    # S×S bool, one particle
+    grey:np.ndarray,    # S×S grey image of it, same scale
+    n:int=64,           # outline points
+) -> dict:              # `OUTLINE` columns and `border`
+    "Curvature, straight edges, notches, radius spectrum and rim contrast of an outline (crop border left out)."
+    m, g = np.pad(mask, 1).astype(np.uint8), np.pad(grey, 1, mode='edge')
+    c = max(cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0], key=len)
+    q, esd = resample_outline(c, n), np.sqrt(4 * m.sum() / np.pi)
+    H, W = m.shape
+    on_border = (q[:, 0] <= 1.5) | (q[:, 1] <= 1.5) | (q[:, 0] >= W - 2.5) | (q[:, 1] >= H - 2.5)
+    valid = ~on_border if (~on_border).sum() >= 8 else np.ones(n, bool)
+    flat = {}
+    for k in (8, 16):
+        sag, L = straightest_chord(q, k, valid)
+        flat |= {f'flat_sag{k}': sag, f'flat_len{k}': L / esd}
+    return {**outline_curvature(q, 2, valid), **outline_curvature(q, 4, valid), **flat, **_defects(c, esd),
+            **{f'radius_f{i + 1}': a for i, a in enumerate(radius_spectrum(q))},
+            **rim_contrast(q, m, g, esd, valid), 'border': on_border.mean()}
 
 # %% ../../nbs/12a_particles.features.ipynb #2bf8fbd0
 _GLCM = ('contrast', 'dissimilarity', 'homogeneity', 'energy', 'correlation')
@@ -302,13 +405,14 @@ def _undistort(x:np.ndarray, box, keep_aspect:bool, scale:float=None) -> tuple:
 
 # %% ../../nbs/12a_particles.features.ipynb #44c5fe65
 def _shape_texture(grey, masks, best, boxes, keep_aspect:bool, um:float, tex_scale:float) -> pd.DataFrame:
-    "Morphometry (lengths × `um`) and texture (at `tex_scale`) of each particle of a batch, stretched back to its box."
+    "Morphometry (lengths × `um`), outline and texture (at `tex_scale`) of each particle of a batch, box-shaped."
     rows = []
     for g, m, box in zip(grey[np.arange(len(best)), best], masks, boxes):
         mu, s = _undistort(m if m.any() else ~m, box, keep_aspect)
         (gt, _), (mt, _) = _undistort(g, box, keep_aspect, tex_scale), _undistort(m, box, keep_aspect, tex_scale)
-        rows.append({**morphometry(mu, s * um), **texture(gt, mt if mt.any() else ~mt)})
-    return pd.DataFrame(rows, columns=MORPHOMETRY + TEXTURE)
+        rows.append({**morphometry(mu, s * um), **outline_features(mu, _undistort(g, box, keep_aspect, s)[0]),
+                     **texture(gt, mt if mt.any() else ~mt)})
+    return pd.DataFrame(rows, columns=MORPHOMETRY + OUTLINE + ['border'] + TEXTURE)
 
 # %% ../../nbs/12a_particles.features.ipynb #012b7b72
 def _batch_features(crops, boxes, keep_aspect:bool, um:float, tex_scale:float) -> pd.DataFrame:
@@ -327,8 +431,8 @@ def handcrafted_features(
     texture_scale:float=None,   # frame px per px for texture (default: 90th percentile of the crops' scales)
     batch_size:int=256,         # particles read at a time
     progress:bool=True,         # show a progress bar
-) -> pd.DataFrame:              # particle_id, then `MORPHOMETRY`, `TEXTURE`, `COLOUR` and `focus_columns(L)`
-    "The handcrafted feature bank of every particle of `store`: morphometry, texture, Lab colour, focus profile."
+) -> pd.DataFrame:              # particle_id, `MORPHOMETRY`, `OUTLINE`, border, `TEXTURE`, `COLOUR`, focus
+    "The handcrafted feature bank of every particle of `store`: morphometry, outline, texture, Lab colour, focus."
     store = ParticleStore.open(store)
     if len(store) == 0: raise InputError(f"{store.path}: the store holds no particles; nothing to compute features of")
     params = store.meta.get('params', {})
@@ -344,7 +448,7 @@ def handcrafted_features(
     return pd.concat([t[['particle_id']], pd.concat(parts, ignore_index=True)], axis=1)
 
 # %% ../../nbs/12a_particles.features.ipynb #a7dc077c
-HANDCRAFTED_GROUPS = ('morphometry', 'texture', 'colour', 'focus')
+HANDCRAFTED_GROUPS = ('morphometry', 'outline', 'texture', 'colour', 'focus')
 
 # %% ../../nbs/12a_particles.features.ipynb #dbb9142a
 def _check_groups(groups):
@@ -356,8 +460,8 @@ def _check_groups(groups):
 def _group_columns(df:pd.DataFrame) -> dict:
     "The matrix columns of each family, for the number of layers `df` has."
     L = sum(c.startswith('focus_p') for c in df)
-    return dict(morphometry=[c for c in MORPHOMETRY if not c.startswith('hu')], texture=TEXTURE, colour=COLOUR,
-                focus=focus_columns(L)['focus'])
+    return dict(morphometry=[c for c in MORPHOMETRY if not c.startswith('hu') and c != 'corners'], outline=OUTLINE,
+                texture=TEXTURE, colour=COLOUR, focus=focus_columns(L)['focus'])
 
 # %% ../../nbs/12a_particles.features.ipynb #0a6b60ba
 def standardise(X:np.ndarray, clip:float=5.) -> np.ndarray: # float32, same shape
@@ -376,7 +480,7 @@ def handcrafted_matrix(
     _check_groups(groups)
     cols, mats = _group_columns(df), []
     for g in groups:
-        x = df[cols[g]].to_numpy(np.float64)
+        x = df[cols[g]].to_numpy(np.float64, copy=True)
         if g == 'morphometry': x[:, :len(LOG_COLUMNS)] = np.log(np.maximum(x[:, :len(LOG_COLUMNS)], 1e-9))
         mats.append(standardise(x) / (np.sqrt(x.shape[1]) if balance else 1))
     return np.concatenate(mats, 1)
