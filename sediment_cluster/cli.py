@@ -9,6 +9,8 @@ from pathlib import Path
 
 # On a busy 2-core machine spinning OpenMP threads waste 3-5x the CPU; set before torch is imported.
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+# A damaged photo is reported as one line naming it; OpenCV would also log libtiff's/libpng's complaint to stderr.
+os.environ.setdefault('OPENCV_LOG_LEVEL', 'OFF')
 
 from fastcore.docments import docments
 from .core import InputError

@@ -195,8 +195,55 @@ def test_extract_summary_check_and_repair(tmp_path):
     next((tmp_path/'s'/'crops.zarr').glob('c.0.*')).unlink()               # a crop chunk deleted
     r = run('check', tmp_path/'s')
     assert r.returncode == 2 and 'crop chunk missing' in r.stderr
-    ok('extract', tmp_path/'p', '--out', tmp_path/'s', '--size', '32', '--workers', '1', '--repair')
+    r = ok('extract', tmp_path/'p', '--out', tmp_path/'s', '--size', '32', '--workers', '1', '--repair')
+    assert 'extracting again 1 of 3 stacks' in r.stderr                     # only the stack of that chunk
     assert 'every file intact' in ok('check', tmp_path/'s').stdout
+
+def test_pattern_help_says_whole_file_name():
+    h = ' '.join(make_parser('extract')._subparsers._group_actions[0].choices['extract'].format_help().split())
+    assert '--pattern PATTERN flat folder: regex with groups stack and layer, matching the whole file name' in h
+
+def _errors_and_warnings(stderr:str) -> list:
+    "The lines of `stderr` that are not progress bars."
+    return [l for l in stderr.splitlines() if l.strip() and '%|' not in l]
+
+def test_damaged_chunk_read_by_many_commands_is_one_line(tmp_path):
+    s, _ = _toy_store(tmp_path/'s', n=40)
+    ok('cluster', s.path, '--k', '2')
+    c = s.path/'crops.zarr'/'c.5.0.0.0.0'
+    c.write_bytes(c.read_bytes()[:-3])
+    for args in (['encode', s.path, '--features', 'handcrafted'], ['report', s.path, '--out', tmp_path/'r.html'],
+                 ['export-ecotaxa', s.path, '--out', tmp_path/'eco']):
+        r = run(*args)
+        assert r.returncode == 2 and _errors_and_warnings(r.stderr) == [r.stderr.strip().splitlines()[-1]], r.stderr
+        assert f'{c}: crop chunk truncated' in r.stderr and '--repair' not in r.stderr   # made by create: no extract
+
+def test_empty_store_warns_then_one_line(tmp_path):
+    import numpy as np
+    from sediment_cluster.core import write_image
+    rng = np.random.default_rng(0)
+    for st in 'ab':
+        for l in range(3):
+            write_image(tmp_path/'p'/st/f'layer{l}.png',
+                        np.clip(rng.normal((50, 190, 60), 3, (128, 160, 3)), 0, 255).astype(np.uint8))
+    r = ok('extract', tmp_path/'p', '--out', tmp_path/'s', '--size', '32', '--workers', '1')
+    assert '0 particles from 2 stacks' in r.stdout
+    assert _errors_and_warnings(r.stderr) == ['sediment-cluster extract: warning: ' + str(tmp_path/'s') + ': no '
+        'particles found on the 2 stacks read; check the photos and the plate model (--background; `threshold=` from '
+        'Python): the store is empty, encode and cluster will refuse it']
+    for cmd in ('encode', 'cluster'):
+        r = run(cmd, tmp_path/'s')
+        assert r.returncode == 2 and _errors_and_warnings(r.stderr) == [r.stderr.strip()] and 'no particles' in r.stderr
+
+def test_damaged_tiff_is_one_line_without_opencv_log(tmp_path):
+    import numpy as np
+    from sediment_cluster.core import write_image
+    for l in range(2):
+        write_image(tmp_path/'p'/'a'/f'layer{l}.png', np.full((64, 80, 3), (50, 190, 60), np.uint8))
+        (tmp_path/'p'/'b').mkdir(parents=True, exist_ok=True)
+        (tmp_path/'p'/'b'/f'layer{l}.png').write_bytes(b'II*\x00' + bytes(range(256)) * 4)
+    r = run('extract', tmp_path/'p', '--out', tmp_path/'s', '--size', '32', '--workers', '1')
+    assert 'ERROR' not in r.stderr and 'TIFF' not in r.stderr, r.stderr
 
 def test_cluster_k_above_particles_is_one_line(tmp_path):
     s, _ = _toy_store(tmp_path/'s', n=6)

@@ -100,3 +100,12 @@ def test_twelve_bit_particle_is_not_lost(tmp_path):
     cv2.imwrite(str(tmp_path/'a.png'), img)
     out = read_image(tmp_path/'a.png')
     assert out[10, 10, 0] == round(3000 * 255 / 4095) and out[0, 0, 0] == round(600 * 255 / 4095)
+
+
+def test_random_bytes_are_not_called_truncated(tmp_path):
+    "Random bytes named .png (the issue's case) are 'not an image', not a 'truncated' one."
+    import pytest
+    p = tmp_path/'x.png'
+    p.write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(InputError, match=r'x.png: not an image \(its first bytes are no PNG, JPEG or TIFF signature\)'):
+        read_image(p)

@@ -745,8 +745,8 @@ def _finish(out:Path, stacks:dict, meta:dict, progress:bool) -> ParticleStore:
     _remove(parts)
     if len(errors): warnings.warn(f"{len(errors)} of {len(stacks)} stacks skipped; reasons in {out/ERRORS}")
     if not n:
-        warnings.warn(f"{out}: no particles found on the {len(ok)} stacks read; check the photos, `background` and "
-                      "`threshold` (the store is empty: encode and cluster will refuse it)")
+        warnings.warn(f"{out}: no particles found on the {len(ok)} stacks read; check the photos and the plate model "
+                      "(--background; `threshold=` from Python): the store is empty, encode and cluster will refuse it")
     return ParticleStore(out)
 
 # %% ../../nbs/12_particles.store.ipynb #f825e31d
