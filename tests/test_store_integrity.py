@@ -311,3 +311,14 @@ def test_twelve_bit_plates_noted_and_same_particles(ref, plates, tmp_path):
     n = len([d for d in plates.iterdir() if d.is_dir()])
     assert s.meta['bit_depth'] == {'12': n} and ref.meta['bit_depth'] == {'8': n}
     pd.testing.assert_frame_equal(s.table, ref.table)
+
+
+def test_rebuild_command_follows_a_moved_store(copy, tmp_path):
+    "The command recorded with a derived file names the store where it is now, not where it was written."
+    s = ParticleStore.open(copy)
+    s.write_array('features_x.npy', np.ones((len(s), 2), np.float32), sources=[st.SUMS],
+                  rebuild=f'sediment-cluster encode {copy} --features x')
+    moved = Path(shutil.move(copy, tmp_path/'moved'))
+    (moved/'features_x.npy').unlink()
+    assert verify_store(moved) == [f"{moved/'features_x.npy'}: missing (deleted?); rebuild it with "
+                                   f"`sediment-cluster encode {moved} --features x`"]

@@ -131,19 +131,26 @@ def _update_manifest(path:Path, names=(), sources=(), rebuild:str=None, drop=(),
         src = {s: files.get(s, {}).get('sha256') for s in sources}
         for n in names:
             files[n] = {**_file_record(path/n), **({'from': src} if sources else {}),
-                        **({'rebuild': rebuild} if rebuild else {}), **info}
+                        **({'rebuild': rebuild, 'at': str(path)} if rebuild else {}), **info}
         m['files'] = files
         if kind: m['kind'] = kind
         with atomic_path(path/MANIFEST) as tmp: tmp.write_text(json.dumps(m, indent=1))
     return m
 
 # %% ../../nbs/12_particles.store.ipynb #847125d8
+def _moved(cmd:str, at:str|None, path:Path) -> str:
+    "The rebuild command `cmd` (`sediment-cluster COMMAND STORE …`), recorded when the store was at `at`, for `path`."
+    words = cmd.split(' ')
+    if at and len(words) > 2 and words[2] == at: words[2] = str(path)  # the store was moved or copied since
+    return ' '.join(words)
+
+# %% ../../nbs/12_particles.store.ipynb #90008479
 _CORE = (TABLE, SUMS, f'{CROPS}/zarr.json', ERRORS)  # the extraction's files, rebuilt by `extract --repair`
 
 def _hint(path:Path, name:str, manifest:dict=None) -> str:
     "How to rebuild the file `name` of the store at `path`: the command recorded with it, or the extract run."
     rec = ((manifest or _read_manifest(path, strict=False) or {}).get('files') or {}).get(name, {})
-    if rec.get('rebuild'): return f"rebuild it with `{rec['rebuild']}`"
+    if rec.get('rebuild'): return f"rebuild it with `{_moved(rec['rebuild'], rec.get('at'), path)}`"
     if name in (*_CORE, META, MANIFEST) or name.startswith(CROPS):
         return (f"rebuild it with {_extract_cmd(path)}" if _read_meta(path, strict=False) else
                 "write the store again (ParticleStore.create)")
