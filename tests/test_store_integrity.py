@@ -322,3 +322,15 @@ def test_rebuild_command_follows_a_moved_store(copy, tmp_path):
     (moved/'features_x.npy').unlink()
     assert verify_store(moved) == [f"{moved/'features_x.npy'}: missing (deleted?); rebuild it with "
                                    f"`sediment-cluster encode {moved} --features x`"]
+
+
+def test_read_json_checked(copy):
+    s = ParticleStore.open(copy)
+    (copy/'latent.json').write_text('{"latent": 3}')
+    s.record('latent.json', rebuild=f'sediment-cluster encode {copy} --model m.pt')
+    assert s.read_json('latent.json') == {'latent': 3}
+    (copy/'latent.json').write_text('{"lat')
+    with pytest.raises(InputError, match=r"latent.json: truncated or changed .*; rebuild it with `sediment-cl"):
+        s.read_json('latent.json')
+    (copy/'other.json').write_text('{"a": ')   # not recorded: read as it is, a failure still one line
+    with pytest.raises(InputError, match=r'other.json: not readable \(JSONDecodeError'): s.read_json('other.json')

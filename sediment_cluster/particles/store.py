@@ -491,6 +491,13 @@ def read_array(self:ParticleStore, name:str, mmap:bool=True) -> np.ndarray:
     p = _checked_artefact(self, name, ('.npy',))
     return _load(p, lambda f: np.load(f, mmap_mode='r' if mmap else None), _hint(self.path, name))
 
+# %% ../../nbs/12_particles.store.ipynb #d71909ce
+@patch
+def read_json(self:ParticleStore, name:str):
+    "Read the `.json` artefact `name` (a feature set's description, say), checked against the manifest."
+    p = _checked_artefact(self, name, ('.json',))
+    return _load(p, lambda f: json.loads(f.read_text()), _hint(self.path, name))
+
 # %% ../../nbs/12_particles.store.ipynb #18cb1b91
 @patch
 def stale(self:ParticleStore, name:str) -> list:
