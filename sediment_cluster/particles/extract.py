@@ -17,12 +17,12 @@ from ..core import InputError, FocalStack, check_choice
 
 # %% auto #0
 __all__ = ['BACKGROUNDS', 'MIN_CONTRAST', 'CONTRAST_FRAC', 'SEED_FACTOR', 'SHAPE_COLUMNS', 'PARTICLE_COLUMNS', 'UM_COLUMNS',
-           'work_layers', 'to_lab', 'slic_superpixels', 'saturation_map', 'fit_plate', 'plate_distance', 'flat_field',
-           'field_distance', 'blank_field', 'Background', 'superpixel_means', 'histogram_threshold', 'plot_threshold',
-           'clean_mask', 'object_mask', 'closed_loops', 'plate_edges', 'layer_edges', 'StackSegmentation',
-           'detect_background', 'segment_layers', 'particle_masks', 'match_layers', 'full_res_mask', 'shape_measures',
-           'count_lobes', 'measure_particles', 'crop_particles', 'extract_particles', 'show_particles', 'box_iou',
-           'evaluate_extraction', 'synth_stacks', 'score_extraction']
+           'work_layers', 'to_lab', 'delta_e', 'slic_superpixels', 'saturation_map', 'fit_plate', 'plate_distance',
+           'flat_field', 'field_distance', 'blank_field', 'Background', 'superpixel_means', 'histogram_threshold',
+           'plot_threshold', 'clean_mask', 'object_mask', 'closed_loops', 'plate_edges', 'layer_edges',
+           'StackSegmentation', 'detect_background', 'segment_layers', 'particle_masks', 'match_layers',
+           'full_res_mask', 'shape_measures', 'count_lobes', 'measure_particles', 'crop_particles', 'extract_particles',
+           'show_particles', 'box_iou', 'evaluate_extraction', 'synth_stacks', 'score_extraction']
 
 # %% ../../nbs/11_particles.extract.ipynb #0635b7cf
 def work_layers(
@@ -105,6 +105,12 @@ def to_lab(rgb:np.ndarray) -> np.ndarray: # float32 CIELAB (L 0–100)
     "CIELAB of RGB uint8 `rgb` (any leading shape), as float32."
     return cv2.cvtColor(rgb.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2Lab)
 
+# %% ../../nbs/11_particles.extract.ipynb #527de4db
+def delta_e(a:np.ndarray, b:np.ndarray) -> np.ndarray: # h×w float32
+    "CIE76 colour distance of h×w×3 CIELAB images `a` and `b` (as `np.linalg.norm(a - b, axis=-1)`, ~5× faster)."
+    d = np.subtract(a, b, dtype=np.float32)
+    return cv2.sqrt(cv2.transform(cv2.multiply(d, d), np.ones((1, 3), np.float32)))
+
 # %% ../../nbs/11_particles.extract.ipynb #37596e8a
 def slic_superpixels(
     rgb:np.ndarray,          # h×w×3 uint8 layer
@@ -157,7 +163,7 @@ def plate_distance(
     h, w, _ = lab.shape
     x = ((np.arange(w, dtype=np.float32) + origin[0] + .5) / scale[0]) / grid[0]
     y = ((np.arange(h, dtype=np.float32) + origin[1] + .5) / scale[1]) / grid[1]
-    return np.linalg.norm(lab - _quad(*np.meshgrid(x, y)) @ coef, axis=-1)
+    return delta_e(lab, _quad(*np.meshgrid(x, y)) @ coef)
 
 # %% ../../nbs/11_particles.extract.ipynb #e52ae339
 def flat_field(
@@ -195,12 +201,12 @@ def field_distance(
     "CIELAB distance of every pixel of `lab` to the plate field at its place."
     h, w, _ = lab.shape
     if (origin, tuple(scale), (h, w)) == ((0, 0), (1., 1.), field.shape[:2]):
-        return np.linalg.norm(lab - field, axis=-1)
+        return delta_e(lab, field)
     mx = ((np.arange(w, dtype=np.float32) + origin[0] + .5) / scale[0] - .5)
     my = ((np.arange(h, dtype=np.float32) + origin[1] + .5) / scale[1] - .5)
     gx, gy = np.meshgrid(mx, my)
     F = cv2.remap(field, gx, gy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return np.linalg.norm(lab - F, axis=-1)
+    return delta_e(lab, F)
 
 # %% ../../nbs/11_particles.extract.ipynb #9d771bb0
 def blank_field(
@@ -254,7 +260,7 @@ def superpixel_means(
     return np.bincount(labels.ravel(), value.ravel(), minlength=n) / np.maximum(cnt, 1), cnt
 
 # %% ../../nbs/11_particles.extract.ipynb #7d5dde70
-MIN_CONTRAST = dict(saturation=.08, auto=6., flat=6.)
+MIN_CONTRAST = dict(saturation=.08, auto=6., flat=4.5)
 
 # %% ../../nbs/11_particles.extract.ipynb #bd6b3441
 def histogram_threshold(
@@ -295,16 +301,31 @@ def plot_threshold(values, weights, bg:Background, ax=None, bins:int=64):
     return ax
 
 # %% ../../nbs/11_particles.extract.ipynb #1aba8dc3
+@njit(cache=True, nogil=True)
+def _peaks(lab, c, n, q):
+    "Per-component `q`-th percentile of `c`: values grouped by label (a counting sort), then a partition per group."
+    cnt = np.zeros(n + 1, np.int64)
+    h, w = lab.shape
+    for y in range(h):
+        for x in range(w): cnt[lab[y, x] + 1] += 1
+    off = np.cumsum(cnt)  # component k's values go to buf[off[k]:off[k + 1]]
+    buf, pos = np.empty(off[-1], np.float32), off[:-1].copy()
+    for y in range(h):
+        for x in range(w):
+            buf[pos[lab[y, x]]] = c[y, x]
+            pos[lab[y, x]] += 1
+    peaks = np.zeros(n, np.float32)
+    for k in range(1, n):
+        v = buf[off[k]:off[k + 1]]
+        if len(v) == 0: continue
+        i = min(int((len(v) - 1) * q / 100), len(v) - 1)
+        peaks[k] = v.max() if q >= 100 else np.partition(v, i)[i]
+    return peaks
+
+# %% ../../nbs/11_particles.extract.ipynb #8dd970a3
 def _component_peaks(lab:np.ndarray, c:np.ndarray, n:int, q:float=90) -> np.ndarray:
     "The `q`-th percentile of `c` over each of the `n` components of `lab` (0 for the background)."
-    keep = lab.ravel() > 0
-    l, v = lab.ravel()[keep], c.ravel()[keep]
-    o = np.lexsort((v, l))
-    l, v = l[o], v[o]
-    lo, hi = np.searchsorted(l, np.arange(1, n)), np.searchsorted(l, np.arange(1, n), 'right')
-    peaks = np.zeros(n, np.float32)
-    if len(v): peaks[1:] = v[np.minimum(lo + ((hi - lo - 1) * q / 100).astype(int), len(v) - 1)]
-    return peaks
+    return _peaks(np.ascontiguousarray(lab, np.int32), np.ascontiguousarray(c, np.float32), int(n), float(q))
 
 # %% ../../nbs/11_particles.extract.ipynb #15a2bb10
 def clean_mask(fg:np.ndarray, min_px:float) -> np.ndarray: # uint8 0/1
