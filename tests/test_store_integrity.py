@@ -72,13 +72,15 @@ def test_crop_chunk_damage(ref, plates, copy, damage):
     assert_same_store(s.path, ref.path) and s.verify() == []
 
 
+@pytest.mark.parametrize('damage', ['garbage', 'delete'])
 @pytest.mark.parametrize('name', [st.MANIFEST, st.META, st.SUMS, st.ERRORS, 'crops.zarr/zarr.json'])
-def test_other_core_files(ref, plates, copy, name):
-    (copy/name).write_bytes(b'{"garbage')
+def test_other_core_files(ref, plates, copy, name, damage):
+    if damage == 'garbage': (copy/name).write_bytes(b'{"garbage')
+    else: (copy/name).unlink()
     with pytest.raises(InputError) as e: ParticleStore.open(copy)
     assert name.split('/')[-1] in str(e.value) and '--repair' in str(e.value)
     s, _ = repair(plates, copy)
-    assert_same_store(s.path, ref.path) and s.verify() == []
+    assert every_file(copy) == every_file(ref.path) and s.verify() == []
 
 
 def test_repair_of_an_intact_store_does_nothing(ref, plates, copy):

@@ -314,6 +314,8 @@ class ParticleStore:
         self.path = Path(path)
         _check_store(self.path)
         m = _read_manifest(self.path)
+        if m is None and (self.path/SUMS).is_file():  # written with a manifest (an older store has neither)
+            raise InputError(f"{self.path/MANIFEST}: missing (deleted?); {_hint(self.path, MANIFEST)}")
         for name in _CORE: check_file(self.path, name, m)
         if m and m.get('kind') == 'extract' and not (self.path/META).is_file():
             raise InputError(f"{self.path/META}: missing (deleted?); rebuild it with {_extract_cmd(self.path)}")
@@ -845,9 +847,10 @@ def _unconsolidate(out:Path, stacks:dict, redo:list):
 def _reset(out:Path, meta:dict, problems:list, stacks:dict) -> dict:
     "Start the run in `out` again for the stacks `problems` touch, or all (keeping derived files and their records)."
     redo = _redo(out, problems, stacks)
-    what = ('every stack' if redo is None else
+    what = ('every stack' if redo is None else 'no stack (the table and the crops are whole)' if not redo else
             f"{len(redo)} of {len(stacks)} stacks ({', '.join(redo[:3])}{' …' if len(redo) > 3 else ''})")
-    warnings.warn(f"{out}: {len(problems)} damaged or missing file(s), e.g. {problems[0][1]}; extracting again {what}")
+    e_g = problems[0][1].split('; rebuild it with')[0]
+    warnings.warn(f"{out}: {len(problems)} damaged or missing file(s), e.g. {e_g}; extracting again {what}")
     if redo is not None:
         _remove(out/PARTS)
         _unconsolidate(out, stacks, redo)
