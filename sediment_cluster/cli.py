@@ -519,6 +519,17 @@ def _stack_picture(plates:Path, out:Path) -> Path:
     return out
 
 # %% ../nbs/90_cli.ipynb #a7c04512
+def _demo_feature_table(store, plates:Path, k:int, out:Path, random_state:int) -> Path:
+    "Compare the feature sets of `store` against the true classes of `plates`; print and write the table to `out`."
+    from sediment_cluster.core import atomic_path
+    from sediment_cluster.particles.evaluate import compare_feature_sets
+    t = compare_feature_sets(store, plates, ks=(k,), random_state=random_state)
+    t = t[['features', 'k', 'purity', 'objects_per_action', 'precision']].round(3)
+    print(f"feature sets against the plates' true classes (K = {k}):\n{t.to_string(index=False)}")
+    with atomic_path(out) as tmp: t.to_csv(tmp, index=False)
+    return out
+
+# %% ../nbs/90_cli.ipynb #fcbf1d85
 def _demo_particles(out:Path, n_stacks:int, random_state:int, epochs:int, workers) -> dict:
     "Synthetic plates → store → VAE → latent → clusters → HTML report."
     synth_plates, train_vae = target('synth-plates'), target('train-vae')
@@ -530,13 +541,17 @@ def _demo_particles(out:Path, n_stacks:int, random_state:int, epochs:int, worker
     model = train_vae(store, out/'vae.pt', epochs=epochs, size=64, latent=32, batch_size=16, lr=1e-3,
                       random_state=random_state)
     target('encode')(store, model=model)
+    simclr = target('train-contrastive')(store, out/'contrastive.pt', epochs=10, size=32, batch_size=32,
+                                         random_state=random_state)
+    target('encode')(store, features='contrastive', model=simclr)
     target('encode')(store, features='handcrafted')  # the best set on the hard plates: `cluster` picks it
     k = min(100, max(2, len(store) // 3))
     if k < 100: print(f"K = {k} clusters for the demo's {len(store)} particles (100 on real data)")
     clusters = target('cluster')(store, k=k, random_state=random_state)
     report = target('report')(store, out/'report.html', view='pca')
-    return {'plates': plates, 'stack picture': picture, 'store': store.path, 'model': model, 'clusters': clusters,
-            'report': report}
+    return {'plates': plates, 'stack picture': picture, 'store': store.path, 'model': model,
+            'contrastive model': simclr, 'clusters': clusters, 'report': report,
+            'feature comparison': _demo_feature_table(store, plates, k, out/'feature_comparison.csv', random_state)}
 
 # %% ../nbs/90_cli.ipynb #0541d4b4
 def _demo_cube(out:Path, random_state:int, epochs:int) -> dict:

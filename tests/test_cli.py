@@ -42,6 +42,9 @@ def test_demo_writes_what_it_prints(tmp_path):
     store = ParticleStore(tmp_path/'demo'/'store')
     assert len(store) > 0 and np.load(store.path/'latent.npy').shape[0] == len(store)
     assert 'data:image/png;base64' in (tmp_path/'demo'/'report.html').read_text()
+    import pandas as pd
+    t = pd.read_csv(tmp_path/'demo'/'feature_comparison.csv')
+    assert {'vae', 'contrastive', 'handcrafted', 'colour + shape'} <= set(t.features) and t.purity.between(0, 1).all()
     m = json.loads((tmp_path/'demo'/'cube_metrics.json').read_text())
     assert m['n_pred'] == m['n_ref'] == 3 and m['f1']['weighted'] > .95, m  # the demo cube is easy: 3 pigments
 
