@@ -9,7 +9,8 @@ from sediment_cluster.core import InputError
 from sediment_cluster.cubes.datacube import Datacube, SpectraPreprocessor, rebin, write_cube
 from sediment_cluster.latent import Ramp, TrainingDiverged
 from sediment_cluster.cubes.losses import ClusteringLoss, kmeans_loss, silhouette_loss
-from sediment_cluster.cubes.deepcluster import DeepSpectralClustering, train_spectral, within_between, cluster_latents
+from sediment_cluster.cubes.deepcluster import (DeepSpectralClustering, ManifoldRefine, train_spectral, within_between,
+                                                cluster_latents)
 from sediment_cluster.cubes.segment import segment, segment_file
 from sediment_cluster.cubes.spectral import SpectralAutoencoder, autoencoder_loss
 
@@ -287,7 +288,8 @@ def test_other_bad_input(model, cube, data, tmp_path, monkeypatch):
     with pytest.raises(InputError, match='20 channels but the model was trained on 32'): segment(cb[..., :20], model)
     nan = cb.copy()
     nan[5, 9, 0] = np.inf
-    with pytest.raises(InputError, match=r'first: row 5, column 9'): segment(nan, model, progress=False)
+    with pytest.raises(InputError, match=r'first: pixel \(row 5, column 9\), channel 0'):
+        segment(nan, model, progress=False)
     with pytest.raises(InputError, match="mode='times'"): DeepSpectralClustering(mode='times').fit(data[0])
     with pytest.raises(InputError, match='not both'):
         DeepSpectralClustering(n_bins=8, preprocessor=SpectraPreprocessor()).fit(data[0])
@@ -303,3 +305,60 @@ def test_other_bad_input(model, cube, data, tmp_path, monkeypatch):
     write_cube(tmp_path/'d.npy', np.zeros((4, 4, 16), np.uint16))
     with pytest.raises(InputError, match='different channel counts'):
         train_spectral([tmp_path/'c.h5', tmp_path/'d.npy'], tmp_path/'m.pt')
+
+# --- the manifold head (N2D on a sample of codes) ------------------------------------------------
+
+def _bars(seed=1, n=1000):
+    "Two long parallel bars in 8 dimensions (k-means cuts them across): codes and labels."
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1], n // 2)
+    X = np.c_[rng.normal(size=n) * 4, rng.normal(size=n) * .3 + 2 * y, rng.normal(size=(n, 6)) * .3]
+    return (X @ np.linalg.qr(rng.normal(size=(8, 8)))[0]).astype(np.float32), y
+
+@pytest.mark.parametrize('method', ['spectral', 'umap'])
+def test_manifold_refine_fits_a_sample_and_assigns_all(method):
+    Z, y = _bars()
+    mr = ManifoldRefine(n_clusters=2, method=method, fit_size=500, random_state=0).fit(Z)
+    assert mr.n_clusters_ == 2 and len(mr.sample_labels_) == 500 and mr.cluster_centers_.shape == (2, 8)
+    assert adjusted_rand_score(y, mr.predict(Z)) > 0.9
+    assert adjusted_rand_score(y, cluster_latents(Z, None, 2, None, 0)[1]) < 0.3
+    again = ManifoldRefine(n_clusters=2, method=method, fit_size=500, random_state=0).fit(Z)
+    assert (again.predict(Z) == mr.predict(Z)).all()
+
+def test_cluster_codes_manifold_takes_k_from_the_codes():
+    "With a range of k, the manifold head clusters at the k IKMeans's silhouette picks on the codes."
+    from sediment_cluster.cubes.deepcluster import cluster_codes
+    Z, _ = spectra(400, seed=5)
+    km = cluster_codes(Z, (2, 6), refine='kmeans')
+    mr = cluster_codes(Z, (2, 6), refine='manifold')
+    assert mr.n_clusters_ == km.n_clusters_ == 3 and mr.scores_ == km.scores_
+    with pytest.raises(InputError, match="method='tsne'"): ManifoldRefine(method='tsne').fit(Z)
+
+def test_manifold_refine_small_or_identical_codes():
+    "Too few codes for a manifold: k-means on the codes; identical codes: one cluster, predict all zeros."
+    Z, y = _bars(n=40)
+    assert ManifoldRefine(n_clusters=2).fit(Z).n_clusters_ == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        one = ManifoldRefine(k_range=(2, 4)).fit(np.ones((300, 3), np.float32))
+    assert one.n_clusters_ == 1 and (one.predict(np.zeros((5, 3))) == 0).all()
+
+def test_segment_manifold_head(model, cube):
+    "Every pixel labelled by the head fitted on the sample; on these round clusters it is worse than k-means."
+    cb, ref = cube
+    s = segment(cb, model, k_range=(3, 3), refine='manifold', baseline=False, progress=False)
+    assert s.n_clusters == 3 and s.centres.shape == (3, model.latent) and (s.counts > 0).all()
+    assert 0.3 < adjusted_rand_score(ref.ravel(), s.labels.ravel()) < 0.99     # measured 0.60; k-means 1.000
+
+# --- NaN/inf in a cube given to segment: the file, the pixel, the channel, all bad pixels counted --
+
+def test_segment_nan_names_file_pixel_channel_and_count(model, tmp_path):
+    a = spectra(80, seed=3)[0].reshape(10, 8, C)
+    a[3, 6, 5], a[7, 2, 0], a[9, 7, 9] = np.nan, np.inf, -np.inf     # 3 bad pixels, in three row blocks
+    p = write_cube(tmp_path/'holes.h5', a)
+    line = (f'{p}: 3 of 80 pixels hold NaN or inf (first: pixel (row 3, column 6), channel 5); replace them')
+    for run in (lambda: segment(p, model, chunk_rows=2, progress=False),
+                lambda: segment_file(p, model.save(tmp_path/'m.pt'), tmp_path/'l.npy', chunk_rows=2, progress=False)):
+        with pytest.raises(InputError) as e: run()
+        assert str(e.value).startswith(line) and '\n' not in str(e.value)
+    assert not (tmp_path/'l.npy').exists()

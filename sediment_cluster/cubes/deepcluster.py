@@ -26,8 +26,9 @@ from .spectral import AUTO_BETA, SpectralAE, check_spectra, _param_from_plain, _
 from .losses import CLUSTER_LOSSES, ClusteringLoss, IDECLoss
 
 # %% auto #0
-__all__ = ['CLUSTERINGS', 'AUTO_GAMMA', 'AE_PARAMS', 'DeepSpectralClustering', 'auto_preprocessor', 'check_latents',
-           'cluster_latents', 'GaussianRefine', 'refine_clusters', 'within_between', 'train_spectral']
+__all__ = ['CLUSTERINGS', 'AUTO_GAMMA', 'AE_PARAMS', 'REFINES', 'DeepSpectralClustering', 'auto_preprocessor', 'check_latents',
+           'cluster_latents', 'GaussianRefine', 'refine_clusters', 'ManifoldRefine', 'cluster_codes', 'within_between',
+           'train_spectral']
 
 # %% ../../nbs/26_cubes.deepcluster.ipynb #e010b98e
 CLUSTERINGS = (None, *CLUSTER_LOSSES, 'idec')
@@ -182,6 +183,107 @@ def refine_clusters(km:IKMeans, Z:np.ndarray, refine:str='gmm', random_state=0):
     check_choice('refine', refine, (None, 'kmeans', 'gmm'))
     if refine != 'gmm' or km.n_clusters_ < 2: return km
     return GaussianRefine(km, random_state=random_state).fit(Z)
+
+# %% ../../nbs/26_cubes.deepcluster.ipynb #e43b2817
+def _merge_small(E:np.ndarray, labels:np.ndarray, min_size:int=2) -> np.ndarray:
+    "`labels` with clusters of fewer than `min_size` points given to the nearest larger cluster (in `E`), renumbered."
+    sizes = np.bincount(labels)
+    keep = np.flatnonzero(sizes >= min_size)
+    if len(keep) == len(sizes): return labels
+    centres = np.stack([E[labels == k].mean(0) for k in keep])
+    out, small = labels.copy(), ~np.isin(labels, keep)
+    out[small] = keep[np.argmin(((E[small, None] - centres) ** 2).sum(-1), 1)]
+    return np.searchsorted(keep, out)
+
+# %% ../../nbs/26_cubes.deepcluster.ipynb #f63e3324
+def _gaussians(Z:np.ndarray, labels:np.ndarray, K:int) -> tuple:
+    "(K×d means, K×d×d Cholesky factors of the ridged covariances, K log shares) of the clusters of `labels`."
+    d, ridge = Z.shape[1], 1e-3 * float(Z.var(0).mean()) + 1e-12
+    groups = [Z[labels == k] for k in range(K)]
+    covs = [np.atleast_2d(np.cov(g, rowvar=False, bias=True)) if len(g) > 1 else np.zeros((d, d)) for g in groups]
+    chol = np.stack([np.linalg.cholesky(c + ridge * np.eye(d)) for c in covs])
+    return np.stack([g.mean(0) for g in groups]), chol, np.log([len(g) / len(Z) for g in groups])
+
+# %% ../../nbs/26_cubes.deepcluster.ipynb #14ac1149
+def _log_densities(Z:np.ndarray, means:np.ndarray, chol:np.ndarray, log_prior:np.ndarray) -> np.ndarray:
+    "N×K log prior + log density (up to a shared constant) of codes `Z` under each Gaussian."
+    out = np.empty((len(Z), len(means)))
+    for k, (m, L) in enumerate(zip(means, chol)):
+        y = (Z - m) @ np.linalg.inv(L).T              # whitened: L⁻¹(z − m), one small inverse per cluster
+        out[:, k] = log_prior[k] - np.log(np.diag(L)).sum() - 0.5 * np.einsum('ij,ij->i', y, y)
+    return out
+
+# %% ../../nbs/26_cubes.deepcluster.ipynb #c18f07ab
+class ManifoldRefine(ClusterMixin, BaseEstimator):
+    "N2D: a manifold embedding of a sample of codes, k-means there; one Gaussian per cluster assigns every code."
+    def __init__(self,
+        k_range:tuple=(2, 12), n_clusters:int=None,  # k tried in the embedding (or a fixed k)
+        method:str='spectral',  # 'spectral' (Laplacian eigenmaps of the neighbour graph) or 'umap' (N2D's)
+        n_components:int=None,  # embedding dimensions (None: k when fixed, else the largest k tried, at most 10)
+        n_neighbors:int=10,     # neighbours in the graph: the size of the local manifold
+        n_epochs:int=200,       # UMAP layout epochs (its own choice for large data; 500 below 10,000 points)
+        fit_size:int=5_000,     # UMAP and the discriminant on at most this many codes (seeded sample)
+        random_state=0,
+    ): store_attr()
+
+# %% ../../nbs/26_cubes.deepcluster.ipynb #75be2ccc
+@patch
+def _embed(self:ManifoldRefine, Zs:np.ndarray) -> np.ndarray:
+    "The embedding of the sampled codes `Zs`: Laplacian eigenmaps of their neighbour graph, or a (seeded) UMAP."
+    n, nn = self.n_components or (self.n_clusters or min(max(self.k_range), 10)), min(self.n_neighbors, len(Zs) - 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')     # a disconnected graph, numba and UMAP notices
+        if self.method == 'spectral':
+            from sklearn.manifold import SpectralEmbedding
+            return SpectralEmbedding(int(n), n_neighbors=nn, random_state=self.random_state).fit_transform(Zs)
+        import umap
+        return umap.UMAP(n_components=int(n), n_neighbors=nn, min_dist=0., n_epochs=self.n_epochs,
+                         random_state=self.random_state).fit_transform(Zs)
+
+# %% ../../nbs/26_cubes.deepcluster.ipynb #99a953f1
+@patch
+def fit(self:ManifoldRefine, Z, y=None):
+    "Embed (a sample of) codes `Z`, k-means in the embedding (k by silhouette), the Gaussians that carry it to all."
+    check_choice('method', self.method, ('spectral', 'umap'))
+    Z = np.asarray(Z, np.float64)
+    idx = _sample_rows(len(Z), self.fit_size, self.random_state)
+    Zs = Z if idx is None else Z[idx]
+    few = len(Zs) < 4 * self.n_neighbors or np.ptp(Zs, 0).max() == 0
+    E = Zs if few else self._embed(Zs)       # too few or identical codes: no manifold to learn, k-means on them
+    self.kmeans_ = IKMeans(k_range=self.k_range, n_clusters=self.n_clusters, random_state=self.random_state).fit(E)
+    lab = _merge_small(E, self.kmeans_.labels_, min_size=2)
+    self.n_clusters_ = int(lab.max()) + 1
+    self.means_, self.chol_, self.log_prior_ = _gaussians(Zs, lab, self.n_clusters_)
+    self.cluster_centers_ = self.means_.astype(np.float32)
+    self.scores_, self.sample_labels_ = dict(self.kmeans_.scores_), lab
+    return self
+
+# %% ../../nbs/26_cubes.deepcluster.ipynb #2edd227f
+@patch
+def predict(self:ManifoldRefine, Z) -> np.ndarray:
+    "The cluster of each code: the most probable of the discriminant's Gaussians."
+    check_is_fitted(self, 'means_')
+    return _log_densities(np.asarray(Z, np.float64), self.means_, self.chol_, self.log_prior_).argmax(1)
+
+# %% ../../nbs/26_cubes.deepcluster.ipynb #2195d0fc
+REFINES = (None, 'kmeans', 'gmm', 'manifold', 'umap')
+
+def cluster_codes(Z:np.ndarray, k_range:tuple=(2, 12), n_clusters:int=None, refine:str=None,
+                  fit_size:int=100_000, random_state=0, what:str='the model'):
+    "The fitted clusterer of codes `Z` for `refine` (None/'kmeans', 'gmm', 'manifold', 'umap'); k in `k_range`."
+    check_choice('refine', refine, REFINES)
+    if refine not in ('manifold', 'umap'):
+        km = cluster_latents(Z, k_range, n_clusters, fit_size, random_state, what)[0]
+        return refine_clusters(km, Z, refine, random_state)
+    km = None
+    if n_clusters is None and k_range is not None and k_range[0] != k_range[1]:     # k by silhouette on the codes
+        km = cluster_latents(Z, k_range, None, fit_size, random_state, what)[0]
+    check_latents(Z, what)
+    k = km.n_clusters_ if km is not None else (n_clusters or k_range[0])
+    mr = ManifoldRefine(n_clusters=k, method='umap' if refine == 'umap' else 'spectral', random_state=random_state)
+    mr.fit(Z)
+    if km is not None: mr.scores_ = dict(km.scores_)
+    return mr
 
 # %% ../../nbs/26_cubes.deepcluster.ipynb #b7110034
 @patch

@@ -17,15 +17,16 @@ from tqdm.auto import tqdm
 
 from ..core import InputError, check_choice, dask_client
 from ..ikmeans import IKMeans
-from .datacube import Datacube, cube_format, iter_spectra, open_cube, rebin, write_labels
+from .datacube import (Datacube, cube_format, first_nonfinite, iter_spectra, nonfinite_message,
+                                             open_cube, rebin, write_labels)
 from .synth_xrf import SynthCube
 from .baselines import BaselineCheck, BaselineWarning, compare_with_baseline
-from .deepcluster import (DeepSpectralClustering, check_latents, cluster_latents,
-                                                refine_clusters)
+from .deepcluster import (REFINES, DeepSpectralClustering, ManifoldRefine, check_latents,
+                                                cluster_codes)
 
 # %% auto #0
-__all__ = ['CubeSegmentation', 'baseline_input', 'dask_scheduler', 'segment', 'KRangeWarning', 'plot_cluster_spectra',
-           'plot_barycentres', 'plot_integrated', 'plot_cluster_masks', 'segment_file']
+__all__ = ['CubeSegmentation', 'NonFiniteBlock', 'baseline_input', 'dask_scheduler', 'segment', 'KRangeWarning',
+           'plot_cluster_spectra', 'plot_barycentres', 'plot_integrated', 'plot_cluster_masks', 'segment_file']
 
 # %% ../../nbs/27_cubes.segment.ipynb #6e208f84
 @dataclass(eq=False)
@@ -56,16 +57,25 @@ class CubeSegmentation:
                 f"{self.latent.shape[-1]} → {len(self.model_axis)} channels)")
 
 # %% ../../nbs/27_cubes.segment.ipynb #443767b8
+class NonFiniteBlock(InputError):
+    "A block of the cube holds NaN or inf (`segment` replaces it by the message for the whole cube)."
+
 def _block_spectra(X, C:int, r0:int, W:int) -> np.ndarray:
     "A block (rows×W×C or n×C) as n×C spectra in its own type, refused when a pixel is NaN or inf; `r0`: first row."
     X = np.asarray(X).reshape(-1, C)
-    if X.dtype.kind == 'f':
-        bad = ~np.isfinite(X).all(1)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise InputError(f"{int(bad.sum())} pixels have NaN or inf values (first: row {r0 + i // W}, column "
-                             f"{i % W}); fill or mask them first")
+    if X.dtype.kind == 'f' and not np.isfinite(X).all():
+        n, (r, c, ch) = first_nonfinite(X, W, r0)
+        raise NonFiniteBlock(f"{n} pixels hold NaN or inf (first: pixel (row {r}, column {c}), channel {ch})")
     return X
+
+# %% ../../nbs/27_cubes.segment.ipynb #c7bae7cc
+def _nonfinite_line(cube:Datacube, chunk_rows:int, name:str) -> str:
+    "The one-line message for a cube with NaN/inf: all its bad pixels counted, the first one's place and channel."
+    n, first = 0, None
+    for rows, S in iter_spectra(cube, chunk_rows):
+        m, f = first_nonfinite(S, cube.shape[1], rows.start)
+        n, first = n + m, first or f
+    return nonfinite_message(name, n, first, cube.shape[0] * cube.shape[1])
 
 # %% ../../nbs/27_cubes.segment.ipynb #f7d9b8f7
 def baseline_input(model, X:np.ndarray) -> np.ndarray:
@@ -204,12 +214,12 @@ def segment(
     scheduler=None,             # dask: None (local threads), an address 'tcp://…', a `Client` or a cluster
     progress:bool=True,         # progress bars
     use_dask:bool=None,         # run the blocks as dask tasks (default: when `scheduler` is given)
-    fit_size:int=100_000,       # IKMeans is fitted on at most this many codes (seeded sample), then assigns all
+    fit_size:int=20_000,        # IKMeans is fitted on at most this many codes (seeded sample), then assigns all
     n_flat:int=1000,            # evenly spaced pixels kept for the flattened-cube backgrounds of the figures
     random_state=0,             # seed of IKMeans and its sample
     baseline:bool=True,         # also run PCA + k-means at the same k; warn and keep its labels when it scores better
     baseline_sample:int=10_000, # evenly spaced pixels the baseline is fitted and compared on
-    refine:str=None,            # None/'kmeans': IKMeans's labels; 'gmm': a Gaussian mixture from its centres
+    refine:str=None,            # None/'kmeans': IKMeans; 'gmm': mixture; 'manifold'/'umap': `ManifoldRefine`
 ) -> CubeSegmentation:
     "Segment `cube` with `model`: encode every pixel spectrum, cluster the codes, summarise the clusters."
     t0, model = time.perf_counter(), _as_model(model)
@@ -218,12 +228,13 @@ def segment(
     try:
         H, W, C = cube.shape
         _check_segment_args(cube, model, k_range, chunk_rows, name)
-        check_choice('refine', refine, (None, 'kmeans', 'gmm'))
+        check_choice('refine', refine, REFINES)
         use_dask = scheduler is not None if use_dask is None else use_dask
         with (dask_scheduler(scheduler) if use_dask else _no_scheduler()) as sched:
             run = partial(_dask_map, sched=sched) if use_dask else _stream_map
             res = _segment_passes(run, cube, model, k_range, chunk_rows, fit_size, n_flat, random_state, progress, name,
                                   baseline_sample if baseline else 0, refine)
+    except NonFiniteBlock: raise InputError(_nonfinite_line(cube, chunk_rows, name)) from None
     except InputError as e:
         raise InputError(str(e) if str(e).startswith(name) else f"{name}: {e}") from None
     finally:
@@ -268,7 +279,8 @@ def _sample_pass(run, cube, model, k_range, chunk_rows, fit_size, random_state, 
                  info:dict, refine=None) -> tuple:
     "Pass 1 and the clustering: (clusterer, codes of all pixels or None, baseline input and codes of pixels `bpx`)."
     H, W, _ = cube.shape
-    fit = _fit_pixels(H * W, fit_size, random_state) if k_range is not None else np.empty(0, np.int64)
+    size = min(fit_size or H * W, ManifoldRefine().fit_size) if refine in ('manifold', 'umap') else fit_size
+    fit = _fit_pixels(H * W, size, random_state) if k_range is not None else np.empty(0, np.int64)
     if k_range is None and bpx is None: return model.kmeans_, None, None, None
     pick = np.arange(H * W) if fit is None else np.union1d(fit, np.empty(0, np.int64) if bpx is None else bpx)
     p1 = run(_sample_block, model=model, cube=cube, chunk_rows=chunk_rows, progress=progress, desc='sample',
@@ -278,8 +290,7 @@ def _sample_pass(run, cube, model, k_range, chunk_rows, fit_size, random_state, 
     if k_range is None: km = model.kmeans_
     else:
         Zf = Zp if fit is None else Zp[np.searchsorted(pick, fit)]
-        km = refine_clusters(cluster_latents(Zf, k_range, None, None, random_state, what=name)[0], Zf, refine,
-                             random_state)
+        km = cluster_codes(Zf, k_range, None, refine, None, random_state, what=name)
     info['cluster_s'] = time.perf_counter() - t0
     Xb = None if bpx is None else np.concatenate([p['base'] for p in p1])
     return km, (Zp if fit is None else None), Xb, (None if bpx is None else Zp[np.searchsorted(pick, bpx)])
@@ -434,7 +445,7 @@ def segment_file(
     scheduler=None,             # dask scheduler address (None: stream locally, or local dask with `use_dask`)
     use_dask:bool=None,         # dask path (default: when `scheduler` is given)
     progress:bool=True,         # progress bars
-    refine:str=None,            # None/'kmeans': IKMeans's labels; 'gmm': a Gaussian mixture from its centres
+    refine:str=None,            # None/'kmeans': IKMeans; 'gmm': mixture; 'manifold'/'umap': `ManifoldRefine`
     read_options:dict=None,     # format options of the cube (`cubes.formats.load_cube`: hdu, downsample, ...)
 ) -> Path:                      # the label file
     "Segment the cube at `cube_path` with the model at `model_path` and save the label map."
