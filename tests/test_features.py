@@ -62,6 +62,20 @@ def test_bad_input(tmp_path, name, X, msg):
     assert not list(st.path.glob('features_*'))
 
 
+
+@pytest.mark.parametrize('name', ['features_abc.json', 'latent.json'])
+def test_damaged_description_is_one_line(tmp_path, name):
+    "A truncated description (of a feature set, or the VAE's latent.json) names the file, not a JSONDecodeError."
+    st = tiny_store(tmp_path/'s')
+    write_feature_set(st, 'abc', np.ones((20, 2)))
+    st.write_array('latent.npy', np.ones((20, 5), np.float32), sources=['crops.sums.npy'])
+    (st.path/'latent.json').write_text('{"latent": 5}')
+    st.record('latent.json', sources=['latent.npy'])
+    assert set(feature_sets(st)) == {'abc', 'vae'}
+    p = st.path/name
+    p.write_bytes(p.read_bytes()[:5])
+    with pytest.raises(InputError, match=name.replace('.', r'\.')): feature_sets(st)
+
 def test_missing_set_names_the_others(tmp_path):
     st = tiny_store(tmp_path/'s')
     write_feature_set(st, 'a', np.ones((20, 2)))

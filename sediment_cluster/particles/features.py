@@ -77,11 +77,11 @@ def feature_sets(store) -> dict: # name -> description (dim, made_by, params, fi
     out = {}
     if (store.path/LATENT).is_file():
         j = store.path/'latent.json'
-        info = json.loads(j.read_text()) if j.is_file() else {}
+        info = store.read_json('latent.json') if j.is_file() else {}
         out['vae'] = dict(name='vae', dim=info.get('latent'), made_by='FocalVAE (encode_store)',
                           params=info.get('config', {}))
     for j in sorted(store.path.glob('features_*.json')):
-        if j.with_suffix('.npy').is_file(): out[j.stem[len('features_'):]] = json.loads(j.read_text())
+        if j.with_suffix('.npy').is_file(): out[j.stem[len('features_'):]] = store.read_json(j.name)
     return {k: {**v, 'file': feature_file(k), 'stale': store.stale(feature_file(k))} for k, v in sorted(out.items())}
 
 # %% ../../nbs/12a_particles.features.ipynb #5ca30913
