@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from sediment_cluster.core import FocalStack, InputError
-from sediment_cluster.particles.extract import (PARTICLE_COLUMNS, UM_COLUMNS, box_iou, extract_particles,
+from sediment_cluster.particles.extract import (PARTICLE_COLUMNS, UM_COLUMNS, box_iou, extract_particles, match_layers,
                                                 score_extraction,
                                       slic_superpixels, synth_stacks)
 from sediment_cluster.particles.synth import make_scene, render_layers, render_stack
@@ -223,3 +223,15 @@ def test_empty_plate_photo_as_field(tmp_path):
     write_image(tmp_path/'square.png', np.zeros((100, 100, 3), np.uint8))
     with pytest.raises(InputError, match="square.png: empty-plate photo is 100×100 px, not the shape"):
         extract_particles(st, size=16, background='flat', plate_image=tmp_path/'square.png')
+
+
+@pytest.mark.parametrize('focus_box, box', [(None, (10, 10, 30, 30)), (.5, (12, 12, 28, 28)), (.7, (10, 10, 30, 30))])
+def test_focus_layer_box(focus_box, box):
+    "A blurred layer's halo (20 px) around the grain of the sharp layer (16 px): the focus box if it covers enough."
+    masks = np.zeros((2, 40, 40), np.uint8)
+    masks[0, 10:30, 10:30], masks[1, 12:28, 12:28] = 1, 1
+    small = np.full((2, 40, 40, 3), 128, np.uint8)
+    small[1, 12:28, 12:28] = (np.indices((16, 16)).sum(0) % 2 * 200)[..., None]   # sharp texture in layer 1
+    df, groups = match_layers(masks, small, focus_box)
+    test = df[['x0', 'y0', 'x1', 'y1']].to_numpy().tolist()
+    assert test == [list(box)] and df.focus_layer.tolist() == [1] and groups.max() == 1, df

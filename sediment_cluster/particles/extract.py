@@ -16,11 +16,11 @@ from fastcore.basics import patch
 from ..core import InputError, FocalStack, check_choice
 
 # %% auto #0
-__all__ = ['BACKGROUNDS', 'MIN_CONTRAST', 'CONTRAST_FRAC', 'SEED_FACTOR', 'SHAPE_COLUMNS', 'PARTICLE_COLUMNS', 'UM_COLUMNS',
-           'work_layers', 'to_lab', 'delta_e', 'slic_superpixels', 'saturation_map', 'fit_plate', 'plate_distance',
-           'flat_field', 'field_distance', 'blank_field', 'Background', 'superpixel_means', 'histogram_threshold',
-           'plot_threshold', 'clean_mask', 'object_mask', 'closed_loops', 'plate_edges', 'layer_edges',
-           'StackSegmentation', 'detect_background', 'segment_layers', 'particle_masks', 'match_layers',
+__all__ = ['BACKGROUNDS', 'MIN_CONTRAST', 'CONTRAST_FRAC', 'SEED_FACTOR', 'FOCUS_BOX', 'SHAPE_COLUMNS', 'PARTICLE_COLUMNS',
+           'UM_COLUMNS', 'work_layers', 'to_lab', 'delta_e', 'slic_superpixels', 'saturation_map', 'fit_plate',
+           'plate_distance', 'flat_field', 'field_distance', 'blank_field', 'Background', 'superpixel_means',
+           'histogram_threshold', 'plot_threshold', 'clean_mask', 'object_mask', 'closed_loops', 'plate_edges',
+           'layer_edges', 'StackSegmentation', 'detect_background', 'segment_layers', 'particle_masks', 'match_layers',
            'full_res_mask', 'shape_measures', 'count_lobes', 'measure_particles', 'crop_particles', 'extract_particles',
            'show_particles', 'box_iou', 'evaluate_extraction', 'synth_stacks', 'score_extraction']
 
@@ -473,6 +473,7 @@ def segment_layers(
 # %% ../../nbs/11_particles.extract.ipynb #8c7432ed
 CONTRAST_FRAC = dict(saturation=.5, auto=.4, flat=.4)
 SEED_FACTOR = dict(saturation=1., auto=2., flat=1.5)  # objects must reach this × the threshold somewhere (hysteresis)
+FOCUS_BOX = dict(flat=.7)   # (flat) the focus layer's box when it covers this share of the widest (`match_layers`)
 
 # %% ../../nbs/11_particles.extract.ipynb #30229855
 def particle_masks(
@@ -501,11 +502,20 @@ def _widest(masks, sub, x, y):
     return (x + a, y + b, x + c, y + d), l
 
 # %% ../../nbs/11_particles.extract.ipynb #26d95e84
+def _focus_box(m, x, y, box, l, focus, share):
+    "The box of `m` (the object in its focus layer, at offset x, y) if it covers `share` of `box`'s area: (box, layer)."
+    if not m.any(): return box, l
+    a, b, c, d = _bbox(m)
+    if (c - a) * (d - b) < share * (box[2] - box[0]) * (box[3] - box[1]): return box, l
+    return (x + a, y + b, x + c, y + d), focus
+
+# %% ../../nbs/11_particles.extract.ipynb #f82c13a3
 def match_layers(
     masks:np.ndarray,       # L×h×w particle masks
     small:np.ndarray,       # L×h×w×3 working layers (for the focus layer)
+    focus_box:float=None,   # take the focus layer's box when its area is at least this × the widest's; None: widest
 ) -> tuple:                 # (DataFrame x0, y0, x1, y1, layer, focus_layer in working px; h×w group labels)
-    "Unite the layer masks into particles; per particle the widest layer box and the sharpest layer."
+    "Unite the layer masks into particles; per particle the widest (or the focus) layer box and the sharpest layer."
     n, groups, st, _ = cv2.connectedComponentsWithStats(masks.max(0), connectivity=8)
     sharp = [np.abs(cv2.Laplacian(cv2.cvtColor(l, cv2.COLOR_RGB2GRAY), cv2.CV_32F)) for l in small]
     rows = []
@@ -514,6 +524,8 @@ def match_layers(
         sub = groups[y:y + h, x:x + w] == g
         box, l = _widest(masks[:, y:y + h, x:x + w], sub, x, y)
         focus = int(np.argmax([s[y:y + h, x:x + w][sub].var() for s in sharp]))
+        if focus_box is not None:
+            box, l = _focus_box(masks[focus, y:y + h, x:x + w] & sub, x, y, box, l, focus, focus_box)
         rows.append((*box, l, focus, g))
     return pd.DataFrame(rows, columns=['x0', 'y0', 'x1', 'y1', 'layer', 'focus_layer', 'group']), groups
 
@@ -712,7 +724,7 @@ def extract_particles(
     seg = segment_layers(stack, n_segments, compactness, background, threshold, work_size, method, plate_image)
     masks = particle_masks(seg, min_area, contrast_frac)
     if _no_plate(seg, stack.stack_id): masks[:] = 0
-    boxes, groups = match_layers(masks, seg.layers)
+    boxes, groups = match_layers(masks, seg.layers, FOCUS_BOX.get(seg.background.kind))
     df = measure_particles(stack, seg, boxes, groups, min_area, contrast_frac, clump_neck)
     df = _table(df, stack.stack_id, pixel_size_um).sort_values(['y0', 'x0', 'y1', 'x1'], kind='stable')
     df = df.reset_index(drop=True)
