@@ -413,13 +413,16 @@ def _add_train_spectral(p, fn):
 
 # %% ../nbs/90_cli.ipynb #b4560aa8
 @command('segment', 'segment a datacube with a trained spectral model',
-         'Encode every pixel spectrum (streamed in row blocks), choose k by silhouette and save the label map.')
+         'Encode every pixel spectrum (streamed in row blocks), choose k (by silhouette unless --k-criterion says '
+         'otherwise) and save the label map.')
 def _add_segment(p, fn):
+    from sediment_cluster.ikmeans import K_CRITERIA
     add_options(p, fn, cube_path=Opt('cube', type=Path, help='cube file (.npy, .h5, .zarr, .hspy, .rpl, .bcf, .fits…)'),
                 model_path=Opt('--model', type=Path, help='model file from train-spectral'),
                 out_labels_npy=Opt('--out', type=Path, help='label map to write (.npy, H x W)'),
                 k_range=Opt('--k-range', nargs=2, metavar=('KMIN', 'KMAX')), scheduler=Opt(),
-                refine=Opt(choices=['kmeans', 'gmm']), read_options=Opt('--read', type=_read_options, help=_READ_HELP))
+                refine=Opt(choices=['kmeans', 'gmm', 'manifold', 'umap']), k_criterion=Opt(choices=list(K_CRITERIA)),
+                fit_size=Opt(), read_options=Opt('--read', type=_read_options, help=_READ_HELP))
 
 # %% ../nbs/90_cli.ipynb #dea64aef
 def _evaluate(fn, kw:dict, args) -> list:

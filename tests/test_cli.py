@@ -284,6 +284,12 @@ def test_train_spectral_segment_evaluate(tmp_path):
     assert seg.shape == ref.shape and 2 <= len(np.unique(seg)) <= 6
     r = run('evaluate', tmp_path/'seg.npy', '--reference', tmp_path/'c_labels.npy', '--out', tmp_path/'m.json')
     assert r.returncode == 0 and 0 <= json.loads((tmp_path/'m.json').read_text())['f1']['weighted'] <= 1
+    r = run('segment', tmp_path/'c.h5', '--model', tmp_path/'m.pt', '--out', tmp_path/'el.npy', '--k-range', '2', '6',
+            '--k-criterion', 'elbow', '--refine', 'manifold', '--fit-size', '300')
+    assert r.returncode == 0, r.stderr
+    info = json.loads((tmp_path/'el.json').read_text())
+    assert info['info']['k_criterion'] == 'elbow' and 2 <= info['k'] <= 6
+    assert np.load(tmp_path/'el.npy').shape == ref.shape
 
 def test_segment_bad_k_range_is_one_line(tmp_path):
     ok('synth-cube', '--kind', 'xrf', '--out', tmp_path/'c.h5', '--size', '16', '--channels', '64')

@@ -136,11 +136,12 @@ def cluster_latents(
     fit_size:int=200_000,       # IKMeans is fitted on at most this many codes (None: all)
     random_state=0,             # seed of the sample and of IKMeans
     what:str='the model',       # named in error messages
+    criterion:str='silhouette', # how k in `k_range` is chosen (`IKMeans.criterion`)
 ) -> tuple:                     # (fitted IKMeans, labels of all N codes)
-    "IKMeans on (a sample of) codes `Z`, k by silhouette; labels for every code."
+    "IKMeans on (a sample of) codes `Z`, k by `criterion`; labels for every code."
     check_latents(Z, what)
     k_range = tuple(k_range) if k_range is not None else None
-    km = IKMeans(k_range=k_range, n_clusters=n_clusters, random_state=random_state)
+    km = IKMeans(k_range=k_range, n_clusters=n_clusters, random_state=random_state, criterion=criterion)
     if not fit_size or len(Z) <= fit_size: return km, km.fit(Z).labels_
     idx = np.sort(np.random.default_rng(random_state).choice(len(Z), fit_size, replace=False))
     return km, km.fit(Z[idx]).predict(Z)
@@ -269,15 +270,15 @@ def predict(self:ManifoldRefine, Z) -> np.ndarray:
 REFINES = (None, 'kmeans', 'gmm', 'manifold', 'umap')
 
 def cluster_codes(Z:np.ndarray, k_range:tuple=(2, 12), n_clusters:int=None, refine:str=None,
-                  fit_size:int=100_000, random_state=0, what:str='the model'):
+                  fit_size:int=100_000, random_state=0, what:str='the model', criterion:str='silhouette'):
     "The fitted clusterer of codes `Z` for `refine` (None/'kmeans', 'gmm', 'manifold', 'umap'); k in `k_range`."
     check_choice('refine', refine, REFINES)
     if refine not in ('manifold', 'umap'):
-        km = cluster_latents(Z, k_range, n_clusters, fit_size, random_state, what)[0]
+        km = cluster_latents(Z, k_range, n_clusters, fit_size, random_state, what, criterion)[0]
         return refine_clusters(km, Z, refine, random_state)
     km = None
-    if n_clusters is None and k_range is not None and k_range[0] != k_range[1]:     # k by silhouette on the codes
-        km = cluster_latents(Z, k_range, None, fit_size, random_state, what)[0]
+    if n_clusters is None and k_range is not None and k_range[0] != k_range[1]:     # k by `criterion` on the codes
+        km = cluster_latents(Z, k_range, None, fit_size, random_state, what, criterion)[0]
     check_latents(Z, what)
     k = km.n_clusters_ if km is not None else (n_clusters or k_range[0])
     mr = ManifoldRefine(n_clusters=k, method='umap' if refine == 'umap' else 'spectral', random_state=random_state)

@@ -16,7 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ..core import InputError, check_choice, dask_client
-from ..ikmeans import IKMeans
+from ..ikmeans import IKMeans, K_CRITERIA, KRangeWarning, edge_message
 from .datacube import (Datacube, cube_format, first_nonfinite, iter_spectra, nonfinite_message,
                                              open_cube, rebin, write_labels)
 from .synth_xrf import SynthCube
@@ -25,8 +25,8 @@ from .deepcluster import (REFINES, DeepSpectralClustering, ManifoldRefine, check
                                                 cluster_codes)
 
 # %% auto #0
-__all__ = ['CubeSegmentation', 'NonFiniteBlock', 'baseline_input', 'dask_scheduler', 'segment', 'KRangeWarning',
-           'plot_cluster_spectra', 'plot_barycentres', 'plot_integrated', 'plot_cluster_masks', 'segment_file']
+__all__ = ['CubeSegmentation', 'NonFiniteBlock', 'baseline_input', 'dask_scheduler', 'segment', 'plot_cluster_spectra',
+           'plot_barycentres', 'plot_integrated', 'plot_cluster_masks', 'segment_file']
 
 # %% ../../nbs/27_cubes.segment.ipynb #6e208f84
 @dataclass(eq=False)
@@ -220,6 +220,7 @@ def segment(
     baseline:bool=True,         # also run PCA + k-means at the same k; warn and keep its labels when it scores better
     baseline_sample:int=10_000, # evenly spaced pixels the baseline is fitted and compared on
     refine:str=None,            # None/'kmeans': IKMeans; 'gmm': mixture; 'manifold'/'umap': `ManifoldRefine`
+    k_criterion:str='silhouette', # how k in `k_range` is chosen: 'silhouette', 'gap', 'elbow', 'stability'
 ) -> CubeSegmentation:
     "Segment `cube` with `model`: encode every pixel spectrum, cluster the codes, summarise the clusters."
     t0, model = time.perf_counter(), _as_model(model)
@@ -229,11 +230,12 @@ def segment(
         H, W, C = cube.shape
         _check_segment_args(cube, model, k_range, chunk_rows, name)
         check_choice('refine', refine, REFINES)
+        check_choice('k_criterion', k_criterion, K_CRITERIA)
         use_dask = scheduler is not None if use_dask is None else use_dask
         with (dask_scheduler(scheduler) if use_dask else _no_scheduler()) as sched:
             run = partial(_dask_map, sched=sched) if use_dask else _stream_map
             res = _segment_passes(run, cube, model, k_range, chunk_rows, fit_size, n_flat, random_state, progress, name,
-                                  baseline_sample if baseline else 0, refine)
+                                  baseline_sample if baseline else 0, refine, k_criterion)
     except NonFiniteBlock: raise InputError(_nonfinite_line(cube, chunk_rows, name)) from None
     except InputError as e:
         raise InputError(str(e) if str(e).startswith(name) else f"{name}: {e}") from None
@@ -241,23 +243,16 @@ def segment(
         if opened: cube.close()
     seconds = time.perf_counter() - t0
     res.info.update(backend='dask' if use_dask else 'stream', chunk_rows=int(chunk_rows), seconds=seconds,
-                    spectra_per_s=H * W / seconds)
+                    spectra_per_s=H * W / seconds, k_criterion=k_criterion)
     if res.baseline is not None and res.baseline.baseline_better:
         warnings.warn(f"{name}: {res.baseline.message}", BaselineWarning, stacklevel=2)
-    if (msg := _edge_message(res, k_range)): warnings.warn(f"{name}: {msg}", KRangeWarning, stacklevel=2)
+    if (msg := _edge_message(res)): warnings.warn(f"{name}: {msg}", KRangeWarning, stacklevel=2)
     return res
 
 # %% ../../nbs/27_cubes.segment.ipynb #decbff31
-class KRangeWarning(UserWarning):
-    "The k chosen by the silhouette lies at an end of the range tried."
-
-# %% ../../nbs/27_cubes.segment.ipynb #e6e02877
-def _edge_message(seg, k_range) -> str|None:
-    "One line when the chosen k is the smallest or largest of a `k_range` of several values; else None."
-    if k_range is None or k_range[0] == k_range[1] or seg.n_clusters not in tuple(k_range): return None
-    side = 'smallest' if seg.n_clusters == k_range[0] else 'largest'
-    return (f"k={seg.n_clusters} is the {side} k of k_range={tuple(k_range)}: the best k may lie outside; "
-            "widen the range or check the silhouette by k (`scores`)")
+def _edge_message(seg) -> str|None:
+    "`ikmeans.edge_message` for the k of segmentation `seg`, with the range and criterion it was chosen by."
+    return edge_message(seg.n_clusters, seg.info.get('k_range'), f"the {seg.info.get('k_criterion', 'silhouette')}")
 
 # %% ../../nbs/27_cubes.segment.ipynb #7ac06ef8
 @contextmanager
@@ -276,7 +271,7 @@ def _inside(px:np.ndarray, rows:slice, W:int) -> np.ndarray:
 
 # %% ../../nbs/27_cubes.segment.ipynb #b70bb0df
 def _sample_pass(run, cube, model, k_range, chunk_rows, fit_size, random_state, progress, name, bpx,
-                 info:dict, refine=None) -> tuple:
+                 info:dict, refine=None, k_criterion='silhouette') -> tuple:
     "Pass 1 and the clustering: (clusterer, codes of all pixels or None, baseline input and codes of pixels `bpx`)."
     H, W, _ = cube.shape
     size = min(fit_size or H * W, ManifoldRefine().fit_size) if refine in ('manifold', 'umap') else fit_size
@@ -290,7 +285,7 @@ def _sample_pass(run, cube, model, k_range, chunk_rows, fit_size, random_state, 
     if k_range is None: km = model.kmeans_
     else:
         Zf = Zp if fit is None else Zp[np.searchsorted(pick, fit)]
-        km = cluster_codes(Zf, k_range, None, refine, None, random_state, what=name)
+        km = cluster_codes(Zf, k_range, None, refine, None, random_state, what=name, criterion=k_criterion)
     info['cluster_s'] = time.perf_counter() - t0
     Xb = None if bpx is None else np.concatenate([p['base'] for p in p1])
     return km, (Zp if fit is None else None), Xb, (None if bpx is None else Zp[np.searchsorted(pick, bpx)])
@@ -322,12 +317,12 @@ def _baseline_check(Xb, Zb, km, random_state) -> tuple:
 
 # %% ../../nbs/27_cubes.segment.ipynb #3ffb1269
 def _segment_passes(run, cube, model, k_range, chunk_rows, fit_size, n_flat, random_state, progress,
-                    name, baseline_sample:int=0, refine=None) -> CubeSegmentation:
+                    name, baseline_sample:int=0, refine=None, k_criterion='silhouette') -> CubeSegmentation:
     "Sample and cluster, check against the baseline on the sample, then label and summarise in one pass."
     H, W, C = cube.shape
     bpx, info, t0 = _flat_pixels(H * W, baseline_sample) if baseline_sample else None, {}, time.perf_counter()
     km, Z, Xb, Zb = _sample_pass(run, cube, model, k_range, chunk_rows, fit_size, random_state, progress, name, bpx,
-                                 info, refine)
+                                 info, refine, k_criterion)
     t1 = time.perf_counter()
     check, base = _baseline_check(Xb, Zb, km, random_state)
     t2, flat = time.perf_counter(), _flat_pixels(H * W, n_flat)
@@ -446,6 +441,8 @@ def segment_file(
     use_dask:bool=None,         # dask path (default: when `scheduler` is given)
     progress:bool=True,         # progress bars
     refine:str=None,            # None/'kmeans': IKMeans; 'gmm': mixture; 'manifold'/'umap': `ManifoldRefine`
+    k_criterion:str='silhouette', # how k in `k_range` is chosen: 'silhouette', 'gap', 'elbow', 'stability'
+    fit_size:int=20_000,        # codes the clusterer is fitted on (seeded sample; None: all)
     read_options:dict=None,     # format options of the cube (`cubes.formats.load_cube`: hdu, downsample, ...)
 ) -> Path:                      # the label file
     "Segment the cube at `cube_path` with the model at `model_path` and save the label map."
@@ -456,7 +453,8 @@ def segment_file(
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', BaselineWarning)      # said below, in one line
         with open_cube(cube_path, **(read_options or {})) as cube:
-            seg = segment(cube, model_path, k_range, chunk_rows, scheduler, progress, use_dask, refine=refine)
+            seg = segment(cube, model_path, k_range, chunk_rows, scheduler, progress, use_dask, fit_size=fit_size,
+                          refine=refine, k_criterion=k_criterion)
     chk = seg.baseline
     base = out.with_name(f'{out.stem}_baseline.npy')
     if chk is not None and chk.baseline_better:
@@ -475,6 +473,6 @@ def _write_summary(path:Path, seg:CubeSegmentation, labels:Path, base:Path|None)
     d = {'labels': labels.name, 'k': seg.n_clusters, 'silhouette_by_k': {str(k): v for k, v in seg.scores.items()},
          'counts': seg.counts.tolist(), 'baseline': None if seg.baseline is None else seg.baseline.to_dict(),
          'baseline_labels': None if base is None else base.name,
-         'k_warning': _edge_message(seg, seg.info.get('k_range')), 'info': info}
+         'k_warning': _edge_message(seg), 'info': info}
     with atomic_path(path) as tmp: tmp.write_text(json.dumps(d, indent=1, default=float))
     return path
