@@ -22,7 +22,7 @@ _API = {  # name → module of sediment_cluster that defines it
     'load_cube': 'cubes.formats', 'cluster_outputs': 'cubes.formats',
     'synth_cube': 'cubes.synth', 'DeepSpectralClustering': 'cubes.deepcluster',
     'train_spectral': 'cubes.deepcluster', 'segment': 'cubes.segment',
-    'IKMeans': 'ikmeans', 'evaluate_labels': 'metrics',
+    'IKMeans': 'ikmeans', 'choose_k': 'ikmeans', 'evaluate_labels': 'metrics',
 }
 __all__ = ['__version__', *_API]  # replaces the empty __all__ nbdev writes at the top
 
