@@ -358,7 +358,7 @@ def _k_found(S:np.ndarray, k_range:tuple, seed:int) -> int:
         return int(IKMeans(k_range=k_range, random_state=seed).fit(S).n_clusters_)
 
 # %% ../nbs/91_bench.ipynb #ecf7bcb0
-def _deep_row(cube, axis, ref, k, k_range, seed, workdir, deep_kwargs, progress) -> dict:
+def _deep_row(cube, axis, ref, k, k_range, seed, workdir, deep_kwargs, progress, head:dict) -> dict:
     "The command line's protocol: `train_spectral` on the cube file, `segment` at k and with k in `k_range`."
     from sediment_cluster.cubes.datacube import write_cube
     from sediment_cluster.cubes.deepcluster import train_spectral
@@ -370,9 +370,10 @@ def _deep_row(cube, axis, ref, k, k_range, seed, workdir, deep_kwargs, progress)
         model = train_spectral(path, Path(d)/'model.pt', random_state=seed, progress=progress, **deep_kwargs)
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', BaselineWarning)
-            seg = segment(path, model, k_range=(k, k), progress=False, random_state=seed)
+            seg = segment(path, model, k_range=(k, k), progress=False, random_state=seed, refine=head['refine'])
             secs = time.perf_counter() - t0
-            found = segment(path, model, k_range=k_range, progress=False, baseline=False, random_state=seed).n_clusters
+            found = segment(path, model, k_range=k_range, progress=False, baseline=False, random_state=seed,
+                            **head).n_clusters
     return dict(**_scores(seg.labels, ref), seconds=secs, k_found=found,
                 guard=bool(seg.baseline is not None and seg.baseline.baseline_better))
 
@@ -396,6 +397,8 @@ def bench_cluster(
     datasets=('digits', *XRF_PHOTOS),   # 'digits' and scikit-image photo names (low-count XRF cubes)
     methods=('deep', 'pca', 'kmeans'),  # the deep model (command-line defaults), the PCA baseline, raw k-means
     k_range:tuple=(2, 15),      # k range for the "k found" column
+    refine:str=None,            # the deep rows' clustering head (`segment`'s `refine`: 'gmm', 'manifold', ...)
+    k_criterion:str='silhouette', # how the deep rows' "k found" is chosen (`segment`'s `k_criterion`)
     size:int=96,                # XRF cubes: size × size pixels
     counts:float=200,           # XRF cubes: mean photons per pixel
     random_state:int=0,         # seed of the data, the models and the baselines
@@ -412,7 +415,8 @@ def bench_cluster(
         k, X = len(np.unique(ref)), cube.reshape(-1, cube.shape[-1]).astype(np.float32)
         found = {}
         if 'deep' in methods:
-            found['deep'] = _deep_row(cube, axis, ref, k, k_range, random_state, workdir, deep_kwargs, progress)
+            found['deep'] = _deep_row(cube, axis, ref, k, k_range, random_state, workdir, deep_kwargs, progress,
+                                      dict(refine=refine, k_criterion=k_criterion))
         if {'pca', 'kmeans'} & set(methods): found.update(_simple_rows(X, ref.ravel(), k, k_range, random_state))
         rows += [dict(dataset=name, method=m, k_true=k, **found[m]) for m in methods]
     table = pd.DataFrame(rows)

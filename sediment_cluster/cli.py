@@ -483,7 +483,8 @@ def _add_bench_cube(p, fn):
 def _add_bench_cluster(p, fn):
     add_options(p, fn, datasets=Opt(nargs='+'), methods=Opt(nargs='+', choices=['deep', 'pca', 'kmeans']),
                 k_range=Opt('--k-min', '--k-max', help=('smallest k tried', 'largest k tried')), size=Opt(),
-                counts=Opt(), random_state=Opt('--seed'))
+                counts=Opt(), refine=Opt(choices=['kmeans', 'gmm', 'manifold', 'umap']),
+                k_criterion=Opt(choices=['silhouette', 'gap', 'elbow', 'stability']), random_state=Opt('--seed'))
 
 # %% ../nbs/90_cli.ipynb #743246d3
 def _add_bench_features(p, fn):
