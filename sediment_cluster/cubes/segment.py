@@ -244,15 +244,20 @@ def segment(
     seconds = time.perf_counter() - t0
     res.info.update(backend='dask' if use_dask else 'stream', chunk_rows=int(chunk_rows), seconds=seconds,
                     spectra_per_s=H * W / seconds, k_criterion=k_criterion)
-    if res.baseline is not None and res.baseline.baseline_better:
-        warnings.warn(f"{name}: {res.baseline.message}", BaselineWarning, stacklevel=2)
-    if (msg := _edge_message(res)): warnings.warn(f"{name}: {msg}", KRangeWarning, stacklevel=2)
+    _warn_segment(res, name)
     return res
 
 # %% ../../nbs/27_cubes.segment.ipynb #decbff31
 def _edge_message(seg) -> str|None:
     "`ikmeans.edge_message` for the k of segmentation `seg`, with the range and criterion it was chosen by."
     return edge_message(seg.n_clusters, seg.info.get('k_range'), f"the {seg.info.get('k_criterion', 'silhouette')}")
+
+# %% ../../nbs/27_cubes.segment.ipynb #622f6b05
+def _warn_segment(seg, name:str):
+    "Warn (for `segment`'s caller) when the baseline scores better or the k chosen is at an end of the range."
+    if seg.baseline is not None and seg.baseline.baseline_better:
+        warnings.warn(f"{name}: {seg.baseline.message}", BaselineWarning, stacklevel=3)
+    if (msg := _edge_message(seg)): warnings.warn(f"{name}: {msg}", KRangeWarning, stacklevel=3)
 
 # %% ../../nbs/27_cubes.segment.ipynb #7ac06ef8
 @contextmanager
