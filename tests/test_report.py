@@ -154,6 +154,7 @@ def test_stale_clusters_are_flagged_on_the_page(store, tmp_path):
     cluster_store(store, k=5, random_state=0, progress=False)
     assert 'out of date' not in write_report(store, tmp_path/'fresh.html', view=None).read_text()
     store.write_array('latent.npy', pixel_features(store, n_components=4))      # features changed after clustering
-    with pytest.warns(UserWarning, match='clusters out of date: computed from an earlier latent.npy'):
+    with pytest.warns(UserWarning, match=r'clusters out of date: computed from an earlier latent.npy; rebuild it with '
+                                         r'`sediment-cluster cluster \S+ --k 5'):
         page = write_report(store, tmp_path/'stale.html', view=None).read_text()
     assert 'WARNING: clusters out of date' in page

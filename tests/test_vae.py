@@ -294,7 +294,8 @@ def test_encode_records_latent_and_flags_stale_clusters(trained, tmp_path):
     assert st.stale('latent.npy') == []
     cluster_store(st, k=3, progress=False)
     other = FocalVAE(L, **TINY)   # another model: other features
-    with pytest.warns(UserWarning, match='clusters.parquet was computed from the previous latent.npy'):
+    with pytest.warns(UserWarning, match=r'clusters.parquet was computed from the previous latent.npy and is now '
+                                         r'stale; rebuild it with `sediment-cluster cluster \S+ --k 3'):  # its flags
         encode_store(st, other, progress=False)
     assert st.stale('clusters.parquet') == ['latent.npy']
     with pytest.raises(InputError, match='from an earlier latent.npy; rebuild it with `sediment-cluster cluster'):

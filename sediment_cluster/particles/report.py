@@ -302,7 +302,7 @@ def _stale_note(store:ParticleStore) -> str:
     "A warning line when the store's clusters were computed from features that have changed since, else ''."
     if not (store.path/'clusters.parquet').exists() or not (changed := store.stale('clusters.parquet')): return ''
     note = (f"clusters out of date: computed from an earlier {' and '.join(changed)}; "
-            f"run `sediment-cluster cluster {store.path}` again")
+            f"{store.rebuild_hint('clusters.parquet')}")
     warnings.warn(f"{store.path/'clusters.parquet'}: {note}")
     return note
 

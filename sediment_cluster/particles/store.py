@@ -500,6 +500,12 @@ def read_json(self:ParticleStore, name:str):
     p = _checked_artefact(self, name, ('.json',))
     return _load(p, lambda f: json.loads(f.read_text()), _hint(self.path, name))
 
+# %% ../../nbs/12_particles.store.ipynb #1c984f82
+@patch
+def rebuild_hint(self:ParticleStore, name:str) -> str:
+    "How to rebuild the file `name`: 'rebuild it with `COMMAND`' (the command recorded when it was written)."
+    return _hint(self.path, name)
+
 # %% ../../nbs/12_particles.store.ipynb #18cb1b91
 @patch
 def stale(self:ParticleStore, name:str) -> list:

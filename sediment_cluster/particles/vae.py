@@ -590,8 +590,8 @@ def _warn_stale(store:ParticleStore):
     "Warn about the store files computed from features that were just replaced (e.g. `clusters.parquet`)."
     for name in ('clusters.parquet', 'overcluster.npz', 'umap.npy'):
         if (store.path/name).is_file() and 'latent.npy' in store.stale(name):
-            warnings.warn(f"{store.path/name} was computed from the previous latent.npy and is now stale; run the "
-                          f"step that wrote it again (sediment-cluster cluster {store.path} for the clusters)")
+            warnings.warn(f"{store.path/name} was computed from the previous latent.npy and is now stale; "
+                          f"{store.rebuild_hint(name)}")
 
 # %% ../../nbs/13_particles.vae.ipynb #07dfa43c
 def reconstruct(model:FocalVAE, crops) -> np.ndarray:
