@@ -132,7 +132,8 @@ def _read_raw(path) -> np.ndarray:
     fmt = _image_format(path)
     if fmt is None:
         raise InputError(f"{path}: not an image (its first bytes are no PNG, JPEG or TIFF signature)")
-    if _is_truncated(path, fmt): raise InputError(f"{path}: truncated {fmt} image (the file ends early); copy it again")
+    if _is_truncated(path, fmt):
+        raise InputError(f"{path}: truncated or damaged {fmt} image (no end marker); copy it again")
     try: img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     except cv2.error: img = None
     if img is None or not img.size: raise InputError(f"{path}: damaged {fmt} image (it cannot be decoded)")
