@@ -413,8 +413,7 @@ def _verify(path:Path, progress:bool=False) -> list: # (file name in the store, 
     hint = _hint(path, CROPS, m)
     for i in tqdm(range(z.shape[0]), desc='verify', unit='crop', disable=not progress):
         key = z.metadata.encode_chunk_key((i, 0, 0, 0, 0))
-        b = (path/CROPS/key).read_bytes() if (path/CROPS/key).is_file() else None
-        if problem := _chunk_problem(b, i, z.store.sums):
+        if problem := _read_checked(path/CROPS/key, i, z.store.sums)[1]:
             out.append((f'{CROPS}/{key}', f"{path/CROPS/key}: {problem}; {hint}"))
     return out
 
