@@ -14,7 +14,8 @@ from sediment_cluster.core import InputError
 from sediment_cluster.cubes.datacube import write_cube
 from sediment_cluster.cubes.deepcluster import DeepSpectralClustering
 from sediment_cluster.cubes.evaluate import (CubeSegmenter, add_noise, check_reference, cluster_masks, cluster_table,
-                                       compare_baselines, compare_segmenters, cross_cube_protocol, matched_map,
+                                       compare_baselines, compare_segmenters, cross_cube_protocol, cross_cube_summary,
+                                       matched_map,
                                        mislabelled, noise_study, plot_cluster_check, plot_noise_maps, psnr,
                                        UMAPEmbedding)
 from sediment_cluster.ikmeans import IKMeans
@@ -217,6 +218,20 @@ def test_same_classes_generalise(run):
     assert (tab.f1_others > 0.95).all() and (tab.f1_pca > 0.95).all()
     assert (tab.gap.abs() < 0.05).all()
 
+def test_summary_over_seeds():
+    "Per cube: means over the seeds, the gap's spread, and the share of seeds within the tolerance."
+    import pandas as pd
+    gaps = {'a': [0.01, 0.2, 0.04], 'b': [0.3, 0.1, 0.06]}
+    rows = [dict(cube=c, seed=s, f1_others=0.9 - g, f1_self=0.9, f1_pca=0.8, gap=g)
+            for s in range(3) for c, g in ((c, gaps[c][s]) for c in 'ab')]
+    summary = cross_cube_summary(pd.DataFrame(rows).set_index('cube'), tol=0.05)
+    assert list(summary.index) == ['a', 'b']
+    np.testing.assert_allclose(summary.gap, [np.mean(gaps['a']), np.mean(gaps['b'])])
+    np.testing.assert_allclose(summary.gap_sd, [np.std(gaps['a'], ddof=1), np.std(gaps['b'], ddof=1)])
+    np.testing.assert_allclose(summary.within_tol, [2 / 3, 0])
+    assert summary.n_seeds.tolist() == [3, 3] and summary.gap_max.tolist() == [0.2, 0.3]
+    with pytest.raises(InputError, match='columns'): cross_cube_summary(pd.DataFrame({'gap': [0.1]}))
+
 def test_bad_input(run, tmp_path):
     d, paths, refs, _ = run
     with pytest.raises(InputError, match='give at least 2 cube files'):
@@ -224,3 +239,4 @@ def test_bad_input(run, tmp_path):
     with pytest.raises(InputError, match='one reference per cube'): cross_cube_protocol(paths, refs[:2], tmp_path)
     with pytest.raises(InputError, match='reference of cube1.npy'):
         cross_cube_protocol(paths, [refs[0], refs[1][:4], refs[2]], tmp_path)
+    with pytest.raises(InputError, match='n_seeds=1.5'): cross_cube_protocol(paths, refs, tmp_path, n_seeds=1.5)

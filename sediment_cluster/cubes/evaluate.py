@@ -30,7 +30,7 @@ __all__ = ['SCORES', 'as_cube', 'check_reference', 'rgb_reference', 'CubeSegment
            'mislabelled', 'plot_cluster_check', 'plot_confusion_check', 'cluster_table', 'plot_cluster_scores',
            'plot_label_maps', 'UMAPEmbedding', 'baseline_segmenters', 'Comparison', 'score_row', 'compare_segmenters',
            'compare_baselines', 'psnr', 'add_noise', 'NoiseStudy', 'noise_study', 'plot_noise_curve', 'plot_noise_maps',
-           'save_evaluation', 'run_baselines', 'run_noise_study', 'cross_cube_protocol']
+           'save_evaluation', 'run_baselines', 'run_noise_study', 'cross_cube_protocol', 'cross_cube_summary']
 
 # %% ../../nbs/28_cubes.evaluate.ipynb #e8e8e40e
 def as_cube(cube) -> np.ndarray: # H×W×C
@@ -629,6 +629,12 @@ def _protocol_row(i:int, paths:list, refs:list, out:Path, k, k_range, seed, prog
     return dict(cube=stem, k=kk, f1_others=f_o, f1_self=f_s, f1_pca=_pca_f1(p, ref, kk, seed), gap=f_s - f_o,
                 k_found_others=k_o, k_found_self=k_s, train_s_others=s_o, train_s_self=s_s)
 
+# %% ../../nbs/28_cubes.evaluate.ipynb #5eedd1a7
+def _seed_dir(out, seed:int, n_seeds:int) -> Path:
+    "The models' folder: `out` itself for one seed, `out/seed<s>` for each of several."
+    return Path(out) if n_seeds == 1 else Path(out)/f'seed{seed}'
+
+
 # %% ../../nbs/28_cubes.evaluate.ipynb #16f5fc2b
 def cross_cube_protocol(
     cubes:list,                 # cube files (.npy, .h5, .zarr), at least 2, all with the same channels
@@ -638,15 +644,32 @@ def cross_cube_protocol(
     k_range:tuple=(2, 8),       # k tried for the "k found" columns
     random_state:int=0,         # seed of the training, the segmentation and the baseline
     progress:bool=False,        # training progress bars
+    n_seeds:int=1,              # repeat with seeds random_state, random_state + 1, …: one row per cube and seed
     **train_kwargs,             # `train_spectral` parameters (e.g. max_steps, latent)
-) -> pd.DataFrame:              # one row per held-out cube
+) -> pd.DataFrame:              # one row per held-out cube and seed (`cross_cube_summary` averages the seeds)
     "Each cube held out in turn: trained on the others vs on itself, weighted F1 against its reference, PCA beside."
     paths = [Path(c) for c in cubes]
     if len(paths) < 2: raise InputError(f"cross_cube_protocol: {len(paths)} cube given; give at least 2 cube files")
     if len(references) != len(paths):
         raise InputError(f"{len(paths)} cubes but {len(references)} references: give one reference per cube")
+    if int(n_seeds) != n_seeds or n_seeds < 1: raise InputError(f"n_seeds={n_seeds}: need a whole number ≥ 1")
     refs = [check_reference(read_labels(r), _hw(p), f"reference of {p.name}") for p, r in zip(paths, references)]
-    out = Path(out)
-    rows = [_protocol_row(i, paths, refs, out, k, k_range, random_state, progress, train_kwargs)
-            for i in range(len(paths))]
+    seeds = range(random_state, random_state + int(n_seeds))
+    rows = [_protocol_row(i, paths, refs, _seed_dir(out, s, n_seeds), k, k_range, s, progress, train_kwargs)
+            | dict(seed=s) for s in seeds for i in range(len(paths))]
     return pd.DataFrame(rows).set_index('cube')
+
+# %% ../../nbs/28_cubes.evaluate.ipynb #5a11ce03
+def cross_cube_summary(
+    table:pd.DataFrame,         # `cross_cube_protocol`'s rows (one per cube and seed)
+    tol:float=.05,              # a seed "generalises" when its gap is at most this
+) -> pd.DataFrame:              # one row per cube: mean F1s and gap, gap_sd, gap_min, gap_max, within_tol, n_seeds
+    "Per held-out cube, the scores averaged over the seeds and how much the gap moves between them."
+    need = {'f1_others', 'f1_self', 'f1_pca', 'gap'}
+    if missing := need - set(table.columns):
+        raise InputError(f"cross_cube_summary needs cross_cube_protocol's table; columns {sorted(missing)} missing")
+    g = table.groupby(level=0, sort=False)
+    out = g[['f1_others', 'f1_self', 'f1_pca', 'gap']].mean()
+    return out.assign(gap_sd=g.gap.std(ddof=1).fillna(0.), gap_min=g.gap.min(), gap_max=g.gap.max(),
+                      within_tol=g.gap.apply(lambda x: float((x <= tol).mean())), n_seeds=g.size())
+
