@@ -255,6 +255,28 @@ def test_cluster_k_above_particles_is_one_line(tmp_path):
     assert r.returncode == 2 and last.startswith('sediment-cluster cluster: error') and '100' in last
     assert 'Traceback' not in r.stderr
 
+def test_two_cluster_processes_at_once(tmp_path):
+    "A second `cluster` on a store another process is clustering is refused in one line; the first result stands."
+    import pandas as pd
+    s, grp = _toy_store(tmp_path/'s')
+    hold = (f"from sediment_cluster.particles.store import ParticleStore; import time\n"
+            f"with ParticleStore({str(s.path)!r}).locked('cluster run'):\n    print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, '-c', hold], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'held'
+        r = run('cluster', s.path, '--k', '2')
+    finally: holder.kill(); holder.wait()
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and 'another cluster run is writing this store' in last and 'Traceback' not in r.stderr
+    assert not (s.path/'clusters.parquet').exists()
+    both = [subprocess.Popen([EXE, 'cluster', str(s.path), '--k', '2'], stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    codes = [(p.wait(timeout=600), p.stderr.read()) for p in both]
+    assert sorted(c for c, _ in codes)[0] == 0 and all(c in (0, 2) for c, _ in codes), codes
+    assert all('another cluster run' in e for c, e in codes if c == 2) and not any('Traceback' in e for _, e in codes)
+    from sediment_cluster.metrics import ari
+    assert ari(pd.read_parquet(s.path/'clusters.parquet').cluster.to_numpy(), grp) == 1.0
+
 def test_train_vae_then_encode(tmp_path):
     import numpy as np
     s, _ = _toy_store(tmp_path/'s', n=24)
