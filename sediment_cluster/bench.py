@@ -14,7 +14,8 @@ import cv2
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['XRF_PHOTOS', 'bench_extract', 'bench_cube_file', 'bench_cube', 'cluster_datasets', 'bench_cluster', 'bench_features']
+__all__ = ['XRF_PHOTOS', 'bench_extract', 'bench_cube_file', 'bench_cube', 'cluster_datasets', 'bench_cluster',
+           'bench_cross_cube', 'bench_features']
 
 # %% ../nbs/91_bench.ipynb #6d78b266
 from .core import InputError, FocalStack
@@ -421,6 +422,36 @@ def bench_cluster(
         rows += [dict(dataset=name, method=m, k_true=k, **found[m]) for m in methods]
     table = pd.DataFrame(rows)
     if verbose: print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return table
+
+# %% ../nbs/91_bench.ipynb #b3c10002
+def bench_cross_cube(
+    photos=XRF_PHOTOS,          # scikit-image photos made into low-count XRF cubes; each is held out in turn
+    n_seeds:int=3,              # how many training seeds (the first is `random_state`, then the next ones)
+    size:int=64,                # cubes: size × size pixels
+    counts:float=200,           # cubes: mean photons per pixel
+    n_channels:int=512,         # cubes: energy channels
+    tol:float=.05,              # the gap a seed may have and still count as generalising
+    random_state:int=0,         # seed of the cubes and the first training seed
+    workdir=None,               # folder for the cubes and models (default: a temporary one)
+    progress:bool=False,        # training progress bars
+    verbose:bool=True,          # print the table
+    **train_kwargs,             # `train_spectral` parameters to change from its defaults
+) -> pd.DataFrame:              # one row per held-out cube (`cross_cube_summary`)
+    "Trained on the other cubes vs on the cube itself, over several training seeds: F1s, the gap and its spread."
+    from sediment_cluster.cubes.datacube import write_cube
+    from sediment_cluster.cubes.evaluate import cross_cube_protocol, cross_cube_summary
+    if len(photos) < 2: raise InputError(f"photos={list(photos)}: give at least 2 photos, each is held out in turn")
+    data = cluster_datasets(photos, size, counts, n_channels, random_state=random_state)
+    with tempfile.TemporaryDirectory(dir=workdir) as d:
+        paths = [write_cube(Path(d)/f'{n}.npy', c, a) for n, (c, a, _) in data.items()]
+        rows = cross_cube_protocol(paths, [r for _, _, r in data.values()], d, random_state=random_state,
+                                   progress=progress, n_seeds=n_seeds, **train_kwargs)
+    table = cross_cube_summary(rows, tol)
+    if verbose:
+        print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+        print(f"    mean over the cubes: gap {table.gap.mean():.3f}, within {tol} on {table.within_tol.mean():.0%} "
+              f"of the cube × seed pairs; PCA baseline F1 {table.f1_pca.mean():.3f}")
     return table
 
 # %% ../nbs/91_bench.ipynb #eaef7a0e

@@ -42,6 +42,7 @@ _TARGETS = {  # command → 'module:function' it calls
     'bench cube': 'sediment_cluster.bench:bench_cube',
     'bench cluster': 'sediment_cluster.bench:bench_cluster',
     'bench features': 'sediment_cluster.bench:bench_features',
+    'bench cross': 'sediment_cluster.bench:bench_cross_cube',
 }
 
 def _function(spec:str):
@@ -451,7 +452,7 @@ def _bench(fn, kw:dict, args) -> list:
     import json
     from sediment_cluster.core import atomic_path
     r = fn(**kw)
-    if hasattr(r, 'to_dict'): r = r.to_dict('records')    # a table: one JSON record per row
+    if hasattr(r, 'to_dict'): r = (r.reset_index() if r.index.name else r).to_dict('records')  # a row a record
     if args.out is None: return []
     with atomic_path(args.out) as tmp: tmp.write_text(json.dumps(r, indent=1, default=float))
     return [args.out]
@@ -493,13 +494,20 @@ def _add_bench_features(p, fn):
                 ks=Opt('--k', nargs='+', type=int), vae_epochs=Opt(), contrastive_epochs=Opt(),
                 random_state=Opt('--seed'))
 
+# %% ../nbs/90_cli.ipynb #b3c10005
+def _add_bench_cross(p, fn):
+    add_options(p, fn, photos=Opt(nargs='+'), n_seeds=Opt('--seeds'), size=Opt(), counts=Opt(),
+                n_channels=Opt('--channels'), tol=Opt(), random_state=Opt('--seed'))
+
 # %% ../nbs/90_cli.ipynb #51774740
 _BENCHES = {'extract': ('extraction: ours vs scikit-image SLIC at full resolution on all layers', _add_bench_extract),
             'cube': ('IKMeans vs scikit-learn k selection; segmentation spectra/s vs UMAP+KMeans', _add_bench_cube),
             'cluster': ('deep clustering vs PCA + k-means and raw k-means on data not tuned on (NMI/ARI/F1)',
                         _add_bench_cluster),
             'features': ('particle feature sets vs colour + shape: purity, simulated expert objects per action',
-                         _add_bench_features)}
+                         _add_bench_features),
+            'cross': ('trained on other cubes vs on the cube itself, over several seeds (weighted F1, gap)',
+                      _add_bench_cross)}
 
 @command('bench', 'benchmarks: our pipeline against a library baseline in the same run',
          'Run a benchmark and print seconds, ratios and quality for both paths.', run=_bench)

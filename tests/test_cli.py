@@ -126,6 +126,15 @@ def test_bench_extract_prints_ratio_and_writes_json(tmp_path):
     assert b['speedup'] > 1 and set(b['methods']) == {'fast', 'reference'}
     assert 'faster than reference' in r.stdout
 
+def test_bench_cross_writes_one_record_per_cube(tmp_path):
+    import json
+    r = run('bench', 'cross', '--photos', 'rocket', 'retina', '--seeds', '1', '--size', '16', '--channels', '64',
+            '--out', tmp_path/'x.json')
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((tmp_path/'x.json').read_text())
+    assert [x['cube'] for x in rows] == ['rocket', 'retina'] and all(0 <= x['f1_others'] <= 1 for x in rows)
+    assert 'mean over the cubes: gap' in r.stdout
+
 def _toy_store(path, n=40, seed=0):
     "A store of `n` crops in two colour groups with a 2-D latent that separates them."
     import numpy as np, pandas as pd
@@ -259,13 +268,16 @@ def test_two_cluster_processes_at_once(tmp_path):
     "A second `cluster` on a store another process is clustering is refused in one line; the first result stands."
     import pandas as pd
     s, grp = _toy_store(tmp_path/'s')
-    hold = (f"from sediment_cluster.particles.store import ParticleStore; import time\n"
-            f"with ParticleStore({str(s.path)!r}).locked('cluster run'):\n    print('held', flush=True); time.sleep(60)")
+    hold = (f"import time\nfrom sediment_cluster.particles.store import ParticleStore\n"
+            f"with ParticleStore({str(s.path)!r}).locked('cluster run'):\n"
+            f"    print('held', flush=True)\n    time.sleep(60)")
     holder = subprocess.Popen([sys.executable, '-c', hold], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == 'held'
         r = run('cluster', s.path, '--k', '2')
-    finally: holder.kill(); holder.wait()
+    finally:
+        holder.kill()
+        holder.wait()
     last = r.stderr.strip().splitlines()[-1]
     assert r.returncode == 2 and 'another cluster run is writing this store' in last and 'Traceback' not in r.stderr
     assert not (s.path/'clusters.parquet').exists()

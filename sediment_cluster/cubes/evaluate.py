@@ -663,13 +663,13 @@ def cross_cube_protocol(
 def cross_cube_summary(
     table:pd.DataFrame,         # `cross_cube_protocol`'s rows (one per cube and seed)
     tol:float=.05,              # a seed "generalises" when its gap is at most this
-) -> pd.DataFrame:              # one row per cube: mean F1s and gap, gap_sd, gap_min, gap_max, within_tol, n_seeds
+) -> pd.DataFrame:              # per cube: mean F1s and gap, gap_sd (NaN for 1 seed), gap_min/max, within_tol, n_seeds
     "Per held-out cube, the scores averaged over the seeds and how much the gap moves between them."
     need = {'f1_others', 'f1_self', 'f1_pca', 'gap'}
     if missing := need - set(table.columns):
         raise InputError(f"cross_cube_summary needs cross_cube_protocol's table; columns {sorted(missing)} missing")
     g = table.groupby(level=0, sort=False)
     out = g[['f1_others', 'f1_self', 'f1_pca', 'gap']].mean()
-    return out.assign(gap_sd=g.gap.std(ddof=1).fillna(0.), gap_min=g.gap.min(), gap_max=g.gap.max(),
+    return out.assign(gap_sd=g.gap.std(ddof=1), gap_min=g.gap.min(), gap_max=g.gap.max(),
                       within_tol=g.gap.apply(lambda x: float((x <= tol).mean())), n_seeds=g.size())
 
