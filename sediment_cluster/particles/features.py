@@ -25,8 +25,8 @@ __all__ = ['LATENT', 'MORPHOMETRY', 'OUTLINE', 'TEXTURE', 'COLOUR', 'FOCUS', 'LO
            'HANDCRAFTED_TABLE', 'feature_file', 'write_feature_set', 'feature_sets', 'read_feature_set',
            'focus_columns', 'crop_masks', 'morphometry', 'resample_outline', 'outline_curvature', 'straightest_chord',
            'radius_spectrum', 'rim_contrast', 'outline_features', 'texture', 'focus_profile', 'lab_colour',
-           'handcrafted_features', 'standardise', 'handcrafted_matrix', 'encode_handcrafted', 'fuse_features',
-           'fuse_feature_sets']
+           'frame_sides', 'handcrafted_features', 'standardise', 'handcrafted_matrix', 'encode_handcrafted',
+           'fuse_features', 'fuse_feature_sets']
 
 # %% ../../nbs/12a_particles.features.ipynb #96e36d5a
 LATENT = 'latent.npy'  # the VAE's μ (`vae.encode_store`); the store's own files are `store.TABLE`, `store.SUMS`
@@ -318,14 +318,17 @@ def outline_features(
     mask:np.ndarray,    # S×S bool, one particle
     grey:np.ndarray,    # S×S grey image of it, same scale
     n:int=64,           # outline points
+    cut_sides=None,     # (left, top, right, bottom): crop sides on the frame's edge, left out; None: all four
 ) -> dict:              # `OUTLINE` columns and `border`
-    "Curvature, straight edges, notches, radius spectrum and rim contrast of an outline (crop border left out)."
+    "Curvature, straight edges, notches, radius spectrum and rim contrast of an outline (frame cuts left out)."
     m, g = np.pad(mask, 1).astype(np.uint8), np.pad(grey, 1, mode='edge')
     c = max(cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0], key=len)
     q, esd = resample_outline(c, n), np.sqrt(4 * m.sum() / np.pi)
     H, W = m.shape
-    on_border = (q[:, 0] <= 1.5) | (q[:, 1] <= 1.5) | (q[:, 0] >= W - 2.5) | (q[:, 1] >= H - 2.5)
-    valid = ~on_border if (~on_border).sum() >= 8 else np.ones(n, bool)
+    near = np.c_[q[:, 0] <= 1.5, q[:, 1] <= 1.5, q[:, 0] >= W - 2.5, q[:, 1] >= H - 2.5]  # left, top, right, bottom
+    on_border = near.any(1)
+    cut = on_border if cut_sides is None else (near & np.asarray(cut_sides, bool)).any(1)
+    valid = ~cut if (~cut).sum() >= 8 else np.ones(n, bool)
     flat = {}
     for k in (8, 16):
         sag, L = straightest_chord(q, k, valid)
@@ -404,25 +407,37 @@ def _undistort(x:np.ndarray, box, keep_aspect:bool, scale:float=None) -> tuple:
     return cv2.resize(x, size, interpolation=cv2.INTER_AREA), scale
 
 # %% ../../nbs/12a_particles.features.ipynb #44c5fe65
-def _shape_texture(grey, masks, best, boxes, keep_aspect:bool, um:float, tex_scale:float) -> pd.DataFrame:
-    "Morphometry (lengths × `um`), outline and texture (at `tex_scale`) of each particle of a batch, box-shaped."
+def _shape_texture(grey, masks, best, boxes, sides, keep_aspect:bool, um:float, tex_scale:float) -> pd.DataFrame:
+    "Morphometry (lengths × `um`), outline (frame `sides` left out) and texture (at `tex_scale`) of a batch."
     rows = []
-    for g, m, box in zip(grey[np.arange(len(best)), best], masks, boxes):
+    for g, m, box, cut in zip(grey[np.arange(len(best)), best], masks, boxes, sides):
         mu, s = _undistort(m if m.any() else ~m, box, keep_aspect)
         (gt, _), (mt, _) = _undistort(g, box, keep_aspect, tex_scale), _undistort(m, box, keep_aspect, tex_scale)
-        rows.append({**morphometry(mu, s * um), **outline_features(mu, _undistort(g, box, keep_aspect, s)[0]),
+        rows.append({**morphometry(mu, s * um), **outline_features(mu, _undistort(g, box, keep_aspect, s)[0],
+                                                                   cut_sides=cut),
                      **texture(gt, mt if mt.any() else ~mt)})
     return pd.DataFrame(rows, columns=MORPHOMETRY + OUTLINE + ['border'] + TEXTURE)
 
 # %% ../../nbs/12a_particles.features.ipynb #012b7b72
-def _batch_features(crops, boxes, keep_aspect:bool, um:float, tex_scale:float) -> pd.DataFrame:
-    "All handcrafted columns of a batch of crops (N×L×S×S×3) with their frame boxes (N×4)."
+def _batch_features(crops, boxes, sides, keep_aspect:bool, um:float, tex_scale:float) -> pd.DataFrame:
+    "All handcrafted columns of a batch of crops (N×L×S×S×3) with their frame boxes (N×4) and frame sides (N×4)."
     grey = _grey(crops)
     best = _laplacian(grey).reshape(*grey.shape[:2], -1).var(-1).argmax(1)  # sharpest layer of the crop
     lab = _lab(crops[np.arange(len(crops)), best])
     masks = crop_masks(lab)
-    return pd.concat([_shape_texture(grey, masks, best, boxes, keep_aspect, um, tex_scale), lab_colour(lab, masks),
-                      focus_profile(grey, masks)], axis=1)
+    return pd.concat([_shape_texture(grey, masks, best, boxes, sides, keep_aspect, um, tex_scale),
+                      lab_colour(lab, masks), focus_profile(grey, masks)], axis=1)
+
+# %% ../../nbs/12a_particles.features.ipynb #f5a11de2
+def frame_sides(
+    table:pd.DataFrame,     # the store's particle table: x0, y0, x1, y1 (frame px) and `chopped`
+    margin:int=4,           # a box side this close to the frame's edge (px) lies on it
+) -> np.ndarray:            # N×4 bool: the box's left, top, right, bottom side lies on the frame's edge
+    "The sides of each particle's box on the frame's edge: only chopped particles have any."
+    b = table[['x0', 'y0', 'x1', 'y1']].to_numpy()
+    d = np.c_[b[:, :2], b[:, 2].max() - b[:, 2], b[:, 3].max() - b[:, 3]]   # distance of each side to the edge
+    chopped = table['chopped'].to_numpy(bool) if 'chopped' in table else np.ones(len(b), bool)
+    return ((d <= margin) | (d == d.min(1, keepdims=True))) & chopped[:, None]
 
 # %% ../../nbs/12a_particles.features.ipynb #f30ed2a2
 def handcrafted_features(
@@ -442,7 +457,8 @@ def handcrafted_features(
     boxes = t[['x0', 'y0', 'x1', 'y1']].to_numpy() if has_boxes else np.tile([0, 0, S, S], (len(t), 1))  # crop px
     keep = bool(params.get('keep_aspect', False)) or not has_boxes
     ts = texture_scale or float(np.quantile(np.ptp(boxes.reshape(-1, 2, 2), 1).max(1).clip(1), .9)) / S
-    parts = [_batch_features(c, boxes[r.index], keep, um, ts)
+    sides = frame_sides(t) if has_boxes else np.ones((len(t), 4), bool)
+    parts = [_batch_features(c, boxes[r.index], sides[r.index], keep, um, ts)
              for r, c in tqdm(store.batches(batch_size), total=-(-len(store) // batch_size), desc='handcrafted',
                               unit='batch', disable=not progress)]
     return pd.concat([t[['particle_id']], pd.concat(parts, ignore_index=True)], axis=1)
