@@ -159,3 +159,19 @@ def test_outline_sees_cuts_not_the_crop_edge():
     assert abs(edge['flat_sag16'] - whole['flat_sag16']) < .04 and edge['curv4_run'] < .1 < cut['curv4_run']
     blob = outline_features(np.ones((3, 3), bool), np.ones((3, 3)))     # degenerate: finite values, no error
     assert np.isfinite(list(blob.values())).all()
+
+
+def test_only_frame_sides_are_cuts(tmp_path):
+    "The same half disc: its straight side is left out when it lies on the frame's edge, counted when it does not."
+    from sediment_cluster.particles.features import frame_sides, handcrafted_features
+    yy, xx = np.mgrid[:64, :64] - 31.5
+    nz = np.sqrt(np.clip(1 - ((xx + 31.5) ** 2 + yy ** 2) / 30 ** 2, 0, 1))   # a disc centred on the left side
+    crop = np.where(nz[..., None] > 0, (60 + 160 * nz)[..., None] * np.ones(3), [50, 190, 60]).astype(np.uint8)
+    crops = np.stack([np.stack([crop] * 3)] * 3)
+    table = pd.DataFrame({'stack_id': ['s0'] * 3, 'x0': [0, 200, 300], 'y0': [100, 100, 400], 'x1': [64, 264, 364],
+                          'y1': [164, 164, 464], 'chopped': [True, False, False]})   # the third: the frame's extent
+    assert frame_sides(table).tolist() == [[True, False, False, False], [False] * 4, [False] * 4]
+    df = handcrafted_features(ParticleStore.create(tmp_path/'s', table, crops), progress=False)
+    on_frame, in_box = df.iloc[0], df.iloc[1]
+    assert in_box.flat_sag16 < .02 < .1 < on_frame.flat_sag16          # the straight side: a cut only off the frame
+    assert in_box.rim_bright > on_frame.rim_bright and on_frame.border == in_box.border
