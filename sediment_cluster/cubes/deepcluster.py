@@ -197,22 +197,13 @@ def _merge_small(E:np.ndarray, labels:np.ndarray, min_size:int=2) -> np.ndarray:
     return np.searchsorted(keep, out)
 
 # %% ../../nbs/26_cubes.deepcluster.ipynb #f63e3324
-def _gaussians(Z:np.ndarray, labels:np.ndarray, K:int) -> tuple:
-    "(K×d means, K×d×d Cholesky factors of the ridged covariances, K log shares) of the clusters of `labels`."
-    d, ridge = Z.shape[1], 1e-3 * float(Z.var(0).mean()) + 1e-12
-    groups = [Z[labels == k] for k in range(K)]
-    covs = [np.atleast_2d(np.cov(g, rowvar=False, bias=True)) if len(g) > 1 else np.zeros((d, d)) for g in groups]
-    chol = np.stack([np.linalg.cholesky(c + ridge * np.eye(d)) for c in covs])
-    return np.stack([g.mean(0) for g in groups]), chol, np.log([len(g) / len(Z) for g in groups])
-
-# %% ../../nbs/26_cubes.deepcluster.ipynb #14ac1149
-def _log_densities(Z:np.ndarray, means:np.ndarray, chol:np.ndarray, log_prior:np.ndarray) -> np.ndarray:
-    "N×K log prior + log density (up to a shared constant) of codes `Z` under each Gaussian."
-    out = np.empty((len(Z), len(means)))
-    for k, (m, L) in enumerate(zip(means, chol)):
-        y = (Z - m) @ np.linalg.inv(L).T              # whitened: L⁻¹(z − m), one small inverse per cluster
-        out[:, k] = log_prior[k] - np.log(np.diag(L)).sum() - 0.5 * np.einsum('ij,ij->i', y, y)
-    return out
+def _discriminant(Z:np.ndarray, labels:np.ndarray, reg:float=1e-3) -> tuple: # (fitted QDA, per-dimension scale)
+    "scikit-learn's QDA of the clusters `labels` on `Z` scaled to unit spread (`reg`: shrinkage to the identity)."
+    from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
+    scale = Z.std(0) + 1e-12
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')     # 'Variables are collinear': a cluster of two codes, or of one line
+        return QuadraticDiscriminantAnalysis(reg_param=reg).fit(Z / scale, labels), scale
 
 # %% ../../nbs/26_cubes.deepcluster.ipynb #c18f07ab
 class ManifoldRefine(ClusterMixin, BaseEstimator):
@@ -254,17 +245,18 @@ def fit(self:ManifoldRefine, Z, y=None):
     self.kmeans_ = IKMeans(k_range=self.k_range, n_clusters=self.n_clusters, random_state=self.random_state).fit(E)
     lab = _merge_small(E, self.kmeans_.labels_, min_size=2)
     self.n_clusters_ = int(lab.max()) + 1
-    self.means_, self.chol_, self.log_prior_ = _gaussians(Zs, lab, self.n_clusters_)
-    self.cluster_centers_ = self.means_.astype(np.float32)
+    self.qda_, self.scale_ = _discriminant(Zs, lab) if self.n_clusters_ > 1 else (None, np.ones(Z.shape[1]))
+    self.cluster_centers_ = np.stack([Zs[lab == k].mean(0) for k in range(self.n_clusters_)]).astype(np.float32)
     self.scores_, self.sample_labels_ = dict(self.kmeans_.scores_), lab
     return self
 
 # %% ../../nbs/26_cubes.deepcluster.ipynb #2edd227f
 @patch
 def predict(self:ManifoldRefine, Z) -> np.ndarray:
-    "The cluster of each code: the most probable of the discriminant's Gaussians."
-    check_is_fitted(self, 'means_')
-    return _log_densities(np.asarray(Z, np.float64), self.means_, self.chol_, self.log_prior_).argmax(1)
+    "The cluster of each code: the most probable of the discriminant's Gaussians (0 when there is one cluster)."
+    check_is_fitted(self, 'scale_')
+    Z = np.asarray(Z, np.float64)
+    return np.zeros(len(Z), int) if self.qda_ is None else self.qda_.predict(Z / self.scale_)
 
 # %% ../../nbs/26_cubes.deepcluster.ipynb #2195d0fc
 REFINES = (None, 'kmeans', 'gmm', 'manifold', 'umap')
