@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import cv2
 from scipy import ndimage as ndi
-from skimage.feature import graycomatrix, graycoprops, local_binary_pattern
+from skimage.feature import graycomatrix, graycoprops, local_binary_pattern, peak_local_max
 from skimage.filters import threshold_otsu
 from skimage.measure import regionprops
+from skimage.segmentation import watershed
 from tqdm.auto import tqdm
 
 from ..core import InputError, atomic_path
@@ -23,10 +24,10 @@ from .extract import to_lab
 # %% auto #0
 __all__ = ['LATENT', 'MORPHOMETRY', 'OUTLINE', 'TEXTURE', 'COLOUR', 'FOCUS', 'LOG_COLUMNS', 'HANDCRAFTED_GROUPS',
            'HANDCRAFTED_TABLE', 'feature_file', 'write_feature_set', 'feature_sets', 'read_feature_set',
-           'focus_columns', 'crop_masks', 'morphometry', 'resample_outline', 'outline_curvature', 'straightest_chord',
-           'radius_spectrum', 'rim_contrast', 'outline_features', 'texture', 'focus_profile', 'lab_colour',
-           'frame_sides', 'handcrafted_features', 'standardise', 'handcrafted_matrix', 'encode_handcrafted',
-           'fuse_features', 'fuse_feature_sets']
+           'focus_columns', 'crop_masks', 'clump_piece', 'morphometry', 'resample_outline', 'outline_curvature',
+           'straightest_chord', 'radius_spectrum', 'rim_contrast', 'outline_features', 'texture', 'focus_profile',
+           'lab_colour', 'frame_sides', 'handcrafted_features', 'standardise', 'handcrafted_matrix',
+           'encode_handcrafted', 'fuse_features', 'fuse_feature_sets']
 
 # %% ../../nbs/12a_particles.features.ipynb #96e36d5a
 LATENT = 'latent.npy'  # the VAE's μ (`vae.encode_store`); the store's own files are `store.TABLE`, `store.SUMS`
@@ -170,6 +171,23 @@ def crop_masks(
     border = np.concatenate([lab[:, 0], lab[:, -1], lab[:, 1:-1, 0], lab[:, 1:-1, -1]], 1)
     d = np.linalg.norm(lab - np.median(border, 1)[:, None, None], axis=-1)
     return np.stack([_one_mask(x, min_delta) for x in d]) if len(d) else np.zeros(lab.shape[:3], bool)
+
+# %% ../../nbs/12a_particles.features.ipynb #c1a0f002
+def clump_piece(
+    mask:np.ndarray,        # S×S bool, a clump's mask
+    min_share:float=.4,     # keep the largest piece only when it holds at least this share of the mask
+    max_pieces:int=4,       # watershed seeds at most
+) -> np.ndarray:            # S×S bool
+    "The largest grain of a clump: its mask cut by a watershed of the distance transform, largest piece kept."
+    dist = ndi.distance_transform_edt(mask)
+    peaks = peak_local_max(dist, min_distance=max(mask.shape[0] // 8, 2), labels=mask.astype(int),
+                           exclude_border=False, num_peaks=max_pieces)
+    if len(peaks) < 2: return mask
+    seeds = np.zeros(mask.shape, int)
+    seeds[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    pieces = watershed(-dist, seeds, mask=mask)
+    area = np.bincount(pieces.ravel(), minlength=len(peaks) + 1)[1:]
+    return pieces == 1 + area.argmax() if area.max() >= min_share * mask.sum() else mask
 
 # %% ../../nbs/12a_particles.features.ipynb #da10da3a
 def _ferets(hull:np.ndarray) -> tuple:
@@ -419,12 +437,13 @@ def _shape_texture(grey, masks, best, boxes, sides, keep_aspect:bool, um:float, 
     return pd.DataFrame(rows, columns=MORPHOMETRY + OUTLINE + ['border'] + TEXTURE)
 
 # %% ../../nbs/12a_particles.features.ipynb #012b7b72
-def _batch_features(crops, boxes, sides, keep_aspect:bool, um:float, tex_scale:float) -> pd.DataFrame:
-    "All handcrafted columns of a batch of crops (N×L×S×S×3) with their frame boxes (N×4) and frame sides (N×4)."
+def _batch_features(crops, boxes, sides, clumped, keep_aspect:bool, um:float, tex_scale:float) -> pd.DataFrame:
+    "All handcrafted columns of a batch of crops (N×L×S×S×3), their frame boxes and sides (N×4), clump flags (N)."
     grey = _grey(crops)
     best = _laplacian(grey).reshape(*grey.shape[:2], -1).var(-1).argmax(1)  # sharpest layer of the crop
     lab = _lab(crops[np.arange(len(crops)), best])
     masks = crop_masks(lab)
+    for i in np.flatnonzero(clumped): masks[i] = clump_piece(masks[i])
     return pd.concat([_shape_texture(grey, masks, best, boxes, sides, keep_aspect, um, tex_scale),
                       lab_colour(lab, masks), focus_profile(grey, masks)], axis=1)
 
@@ -458,7 +477,8 @@ def handcrafted_features(
     keep = bool(params.get('keep_aspect', False)) or not has_boxes
     ts = texture_scale or float(np.quantile(np.ptp(boxes.reshape(-1, 2, 2), 1).max(1).clip(1), .9)) / S
     sides = frame_sides(t) if has_boxes else np.ones((len(t), 4), bool)
-    parts = [_batch_features(c, boxes[r.index], sides[r.index], keep, um, ts)
+    clumped = t['clumped'].to_numpy(bool) if 'clumped' in t else np.zeros(len(t), bool)
+    parts = [_batch_features(c, boxes[r.index], sides[r.index], clumped[r.index], keep, um, ts)
              for r, c in tqdm(store.batches(batch_size), total=-(-len(store) // batch_size), desc='handcrafted',
                               unit='batch', disable=not progress)]
     return pd.concat([t[['particle_id']], pd.concat(parts, ignore_index=True)], axis=1)
