@@ -175,3 +175,17 @@ def test_only_frame_sides_are_cuts(tmp_path):
     on_frame, in_box = df.iloc[0], df.iloc[1]
     assert in_box.flat_sag16 < .02 < .1 < on_frame.flat_sag16          # the straight side: a cut only off the frame
     assert in_box.rim_bright > on_frame.rim_bright and on_frame.border == in_box.border
+
+
+def test_clumped_particles_are_described_by_their_largest_grain(tmp_path):
+    "The same two-grain crop: flagged clumped, its morphometry is the big grain's; not flagged, the pair's."
+    from sediment_cluster.particles.features import handcrafted_features
+    yy, xx = np.mgrid[:64, :64]
+    big, small = (yy - 32) ** 2 + (xx - 24) ** 2 < 18 ** 2, (yy - 32) ** 2 + (xx - 50) ** 2 < 10 ** 2
+    crop = np.where((big | small)[..., None], [200, 180, 150], [50, 190, 60]).astype(np.uint8)
+    table = pd.DataFrame({'stack_id': ['s0'] * 2, 'x0': [100, 300], 'y0': [100, 100], 'x1': [164, 364],
+                          'y1': [164, 164], 'chopped': [False, False], 'clumped': [True, False]})
+    df = handcrafted_features(ParticleStore.create(tmp_path/'s', table, np.stack([np.stack([crop] * 3)] * 2)),
+                              progress=False)
+    assert abs(df.area[0] - big.sum()) < .06 * big.sum() and abs(df.area[1] - (big | small).sum()) < .06 * big.sum()
+    assert df.solidity[0] > .95 > df.solidity[1]                        # one round grain against a dumbbell
