@@ -263,3 +263,16 @@ def test_artefacts(ref, tmp_path):
     assert s.read_table('labels.csv').name.tolist() == ['quartz']
     assert not list(s.path.glob('.*.tmp*'))
     with pytest.raises(InputError, match='plain file name'): s.write_table('sub/x.csv', s.table)
+
+
+def test_script_without_main_guard_is_one_clear_line(plates, tmp_path):
+    "Workers of a script with no `if __name__ == '__main__':` die at start: one InputError saying so, not a pool traceback."
+    script = tmp_path/'noguard.py'
+    script.write_text(textwrap.dedent(f"""
+        from sediment_cluster.particles.store import extract_store
+        extract_store({str(plates)!r}, {str(tmp_path/'s')!r}, size=16, workers=2, progress=False)
+    """))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode != 0 and last.startswith('sediment_cluster.core.InputError: a worker process')
+    assert "if __name__ == '__main__':" in last and 'workers=1' in last

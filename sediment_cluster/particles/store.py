@@ -593,6 +593,17 @@ def _init_worker(blob:bytes, parent:int):
 # %% ../../nbs/12_particles.store.ipynb #4d4e19b5
 def _pool_task(task): return _extract_one(_FN, *task)
 
+# %% ../../nbs/12_particles.store.ipynb #b20c0de1
+def _pool_result(future):
+    "A worker's result; a worker that died (memory, or a script without a main guard) as one line, not a traceback."
+    from concurrent.futures.process import BrokenProcessPool
+    try: return future.result()
+    except BrokenProcessPool:
+        msg = ("a worker process of the extraction died (killed for lack of memory, or a Python script that runs "
+               "extract_store with workers > 1 without `if __name__ == '__main__':` around its code); the stacks "
+               "already extracted are kept: guard the script, or run again with workers=1")
+        raise InputError(msg) from None
+
 # %% ../../nbs/12_particles.store.ipynb #e3665328
 def _run_pool(fn, tasks, workers:int):
     import cloudpickle
@@ -607,7 +618,7 @@ def _run_pool(fn, tasks, workers:int):
             pending |= {ex.submit(_pool_task, t) for t in itertools.islice(tasks, 2 * workers - len(pending))}
             if not pending: return
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for f in done: yield f.result()
+            for f in done: yield _pool_result(f)
     finally: ex.shutdown(wait=True, cancel_futures=True)
 
 # %% ../../nbs/12_particles.store.ipynb #760271ca
