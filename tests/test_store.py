@@ -266,7 +266,7 @@ def test_artefacts(ref, tmp_path):
 
 
 def test_script_without_main_guard_is_one_clear_line(plates, tmp_path):
-    "Workers of a script with no `if __name__ == '__main__':` die at start: one InputError saying so, not a pool traceback."
+    "Workers of a script with no `if __name__ == '__main__':` die at start: one InputError, not a pool traceback."
     script = tmp_path/'noguard.py'
     script.write_text(textwrap.dedent(f"""
         from sediment_cluster.particles.store import extract_store
