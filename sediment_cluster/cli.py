@@ -452,7 +452,8 @@ def _bench(fn, kw:dict, args) -> list:
     import json
     from sediment_cluster.core import atomic_path
     r = fn(**kw)
-    if hasattr(r, 'to_dict'): r = (r.reset_index() if r.index.name else r).to_dict('records')  # a row a record
+    if hasattr(r, 'to_dict'):  # a table: a record per row, NaN as null (strict JSON)
+        r = json.loads((r.reset_index() if r.index.name else r).to_json(orient='records'))
     if args.out is None: return []
     with atomic_path(args.out) as tmp: tmp.write_text(json.dumps(r, indent=1, default=float))
     return [args.out]

@@ -131,8 +131,10 @@ def test_bench_cross_writes_one_record_per_cube(tmp_path):
     r = run('bench', 'cross', '--photos', 'rocket', 'retina', '--seeds', '1', '--size', '16', '--channels', '64',
             '--out', tmp_path/'x.json')
     assert r.returncode == 0, r.stderr
-    rows = json.loads((tmp_path/'x.json').read_text())
+    text = (tmp_path/'x.json').read_text()
+    rows = json.loads(text)
     assert [x['cube'] for x in rows] == ['rocket', 'retina'] and all(0 <= x['f1_others'] <= 1 for x in rows)
+    assert 'NaN' not in text and all(x['gap_sd'] is None for x in rows)       # one seed: no spread, strict JSON
     assert 'mean over the cubes: gap' in r.stdout
 
 def _toy_store(path, n=40, seed=0):
