@@ -413,6 +413,8 @@ def _add_train_spectral(p, fn):
                 read_options=Opt('--read', type=_read_options, help=_READ_HELP), random_state=Opt('--seed'))
 
 # %% ../nbs/90_cli.ipynb #b4560aa8
+_REFINES = ['kmeans', 'gmm', 'manifold', 'umap']  # `deepcluster.REFINES` but None, not imported (torch)
+
 @command('segment', 'segment a datacube with a trained spectral model',
          'Encode every pixel spectrum (streamed in row blocks), choose k (by silhouette unless --k-criterion says '
          'otherwise) and save the label map.')
@@ -422,7 +424,7 @@ def _add_segment(p, fn):
                 model_path=Opt('--model', type=Path, help='model file from train-spectral'),
                 out_labels_npy=Opt('--out', type=Path, help='label map to write (.npy, H x W)'),
                 k_range=Opt('--k-range', nargs=2, metavar=('KMIN', 'KMAX')), scheduler=Opt(),
-                refine=Opt(choices=['kmeans', 'gmm', 'manifold', 'umap']), k_criterion=Opt(choices=list(K_CRITERIA)),
+                refine=Opt(choices=_REFINES), k_criterion=Opt(choices=list(K_CRITERIA)),
                 fit_size=Opt(), read_options=Opt('--read', type=_read_options, help=_READ_HELP))
 
 # %% ../nbs/90_cli.ipynb #dea64aef
@@ -483,10 +485,11 @@ def _add_bench_cube(p, fn):
 
 # %% ../nbs/90_cli.ipynb #977642cd
 def _add_bench_cluster(p, fn):
+    from sediment_cluster.ikmeans import K_CRITERIA
     add_options(p, fn, datasets=Opt(nargs='+'), methods=Opt(nargs='+', choices=['deep', 'pca', 'kmeans']),
                 k_range=Opt('--k-min', '--k-max', help=('smallest k tried', 'largest k tried')), size=Opt(),
-                counts=Opt(), refine=Opt(choices=['kmeans', 'gmm', 'manifold', 'umap']),
-                k_criterion=Opt(choices=['silhouette', 'gap', 'elbow', 'stability']), random_state=Opt('--seed'))
+                counts=Opt(), refine=Opt(choices=_REFINES),
+                k_criterion=Opt(choices=list(K_CRITERIA)), random_state=Opt('--seed'))
 
 # %% ../nbs/90_cli.ipynb #743246d3
 def _add_bench_features(p, fn):

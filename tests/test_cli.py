@@ -393,3 +393,9 @@ def test_curated_api_resolves():
     import importlib, sediment_cluster
     for name, mod in sediment_cluster._API.items():
         assert getattr(sediment_cluster, name) is getattr(importlib.import_module(f'sediment_cluster.{mod}'), name)
+
+
+def test_refine_choices_follow_the_library():
+    "The command line lists the heads without importing torch; they must stay those `deepcluster.REFINES` accepts."
+    from sediment_cluster.cubes.deepcluster import REFINES
+    assert cli._REFINES == [r for r in REFINES if r is not None]

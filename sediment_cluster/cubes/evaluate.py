@@ -634,7 +634,6 @@ def _seed_dir(out, seed:int, n_seeds:int) -> Path:
     "The models' folder: `out` itself for one seed, `out/seed<s>` for each of several."
     return Path(out) if n_seeds == 1 else Path(out)/f'seed{seed}'
 
-
 # %% ../../nbs/28_cubes.evaluate.ipynb #16f5fc2b
 def cross_cube_protocol(
     cubes:list,                 # cube files (.npy, .h5, .zarr), at least 2, all with the same channels
@@ -665,11 +664,11 @@ def cross_cube_summary(
     tol:float=.05,              # a seed "generalises" when its gap is at most this
 ) -> pd.DataFrame:              # per cube: mean F1s and gap, gap_sd (NaN for 1 seed), gap_min/max, within_tol, n_seeds
     "Per held-out cube, the scores averaged over the seeds and how much the gap moves between them."
-    need = {'f1_others', 'f1_self', 'f1_pca', 'gap'}
-    if missing := need - set(table.columns):
-        raise InputError(f"cross_cube_summary needs cross_cube_protocol's table; columns {sorted(missing)} missing")
+    scores = ['f1_others', 'f1_self', 'f1_pca', 'gap']
+    if missing := sorted(set(scores) - set(table.columns)):
+        raise InputError(f"cross_cube_summary needs cross_cube_protocol's table; columns {missing} missing")
     g = table.groupby(level=0, sort=False)
-    out = g[['f1_others', 'f1_self', 'f1_pca', 'gap']].mean()
+    out = g[scores].mean()
     return out.assign(gap_sd=g.gap.std(ddof=1), gap_min=g.gap.min(), gap_max=g.gap.max(),
                       within_tol=g.gap.apply(lambda x: float((x <= tol).mean())), n_seeds=g.size())
 
