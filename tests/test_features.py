@@ -134,6 +134,28 @@ def test_encode_and_fuse(hard_store, tmp_path):
     assert st.verify() == []
 
 
+def test_matrix_weights(hard_store):
+    "The default matrix is the plain standardised columns times the two learnt weights; each can be turned off."
+    from sediment_cluster.particles.features import (HANDCRAFTED_GROUPS, _group_columns, agreement_weights,
+                                                     collinear_weights, handcrafted_features, handcrafted_matrix,
+                                                     standardise)
+    df = handcrafted_features(hard_store, progress=False)
+    plain = handcrafted_matrix(df, collinear=None, agreement=False)
+    cols = _group_columns(df)
+    assert plain.shape == (len(df), sum(len(cols[g]) for g in HANDCRAFTED_GROUPS))
+    t0 = len(cols['morphometry']) + len(cols['outline'])
+    np.testing.assert_allclose(plain[:, t0:t0 + len(cols['texture'])], standardise(df[cols['texture']].to_numpy()))
+    w = collinear_weights(plain)
+    assert w.min() < 1 and w.max() == 1                    # the size columns are near-copies, others are not
+    sizes = [len(cols[g]) for g in HANDCRAFTED_GROUPS]
+    a = np.concatenate(agreement_weights(np.split(plain * w, np.cumsum(sizes)[:-1], 1)))
+    assert ((a >= 0) & (a <= 1)).all() and a.std() > 0
+    np.testing.assert_allclose(handcrafted_matrix(df), plain * w * a, atol=1e-5)
+    np.testing.assert_allclose(handcrafted_matrix(df, ['focus']), handcrafted_matrix(df, ['focus'], agreement=False))
+    with pytest.raises(InputError, match='collinear=0: give a correlation in'):
+        handcrafted_matrix(df, collinear=0)
+
+
 def test_handcrafted_without_boxes(tmp_path):
     "A store made by `create` without boxes: lengths in crop pixels; a flat crop falls back to the whole crop."
     from sediment_cluster.particles.features import handcrafted_features

@@ -26,8 +26,8 @@ __all__ = ['LATENT', 'MORPHOMETRY', 'OUTLINE', 'TEXTURE', 'COLOUR', 'FOCUS', 'LO
            'HANDCRAFTED_TABLE', 'feature_file', 'write_feature_set', 'feature_sets', 'read_feature_set',
            'focus_columns', 'crop_masks', 'clump_piece', 'morphometry', 'resample_outline', 'outline_curvature',
            'straightest_chord', 'radius_spectrum', 'rim_contrast', 'outline_features', 'texture', 'focus_profile',
-           'lab_colour', 'frame_sides', 'handcrafted_features', 'standardise', 'handcrafted_matrix',
-           'encode_handcrafted', 'fuse_features', 'fuse_feature_sets']
+           'lab_colour', 'frame_sides', 'handcrafted_features', 'standardise', 'collinear_weights', 'agreement_weights',
+           'handcrafted_matrix', 'encode_handcrafted', 'fuse_features', 'fuse_feature_sets']
 
 # %% ../../nbs/12a_particles.features.ipynb #96e36d5a
 LATENT = 'latent.npy'  # the VAE's μ (`vae.encode_store`); the store's own files are `store.TABLE`, `store.SUMS`
@@ -506,20 +506,62 @@ def standardise(X:np.ndarray, clip:float=5.) -> np.ndarray: # float32, same shap
     sd = X.std(0)
     return np.clip((X - np.median(X, 0)) / np.where(sd > 1e-12, sd, 1), -clip, clip).astype(np.float32)
 
+# %% ../../nbs/12a_particles.features.ipynb #c011ea57
+def collinear_weights(
+    X:np.ndarray,           # N × D standardised columns
+    threshold:float=.9,     # |correlation| at which two columns are near-copies
+) -> np.ndarray:            # D weights
+    "1/√n per column, n = the columns (itself included) with |r| ≥ `threshold` to it: near-copies count once."
+    if not 0 < threshold <= 1: raise InputError(f"collinear={threshold}: give a correlation in (0, 1], or None for off")
+    with np.errstate(invalid='ignore', divide='ignore'):
+        C = np.nan_to_num(np.abs(np.corrcoef(np.asarray(X, np.float64), rowvar=False)))
+    np.fill_diagonal(C, 1)
+    return 1 / np.sqrt((C >= threshold).sum(1))
+
+# %% ../../nbs/12a_particles.features.ipynb #a9ee0002
+def agreement_weights(
+    blocks:list,            # the families' standardised matrices, N × D_g each
+    n_neighbors:int=10,     # neighbours in each family's graph
+    max_rows:int=5000,      # particles sampled to build the graphs
+    random_state=0,         # seed of that sample
+) -> list:                  # per block, a weight in [0, 1] per column
+    "Per column: 1 − its roughness over the nearest-neighbour graph of the other families (1 when there is one)."
+    from sklearn.neighbors import NearestNeighbors
+    n = len(blocks[0]) if len(blocks) else 0
+    if len(blocks) < 2 or n < 3: return [np.ones(b.shape[1]) for b in blocks]
+    rows = np.sort(np.random.default_rng(random_state).permutation(n)[:max_rows])
+    k = min(n_neighbors, len(rows) - 1)
+    weights = []
+    for g, own in enumerate(blocks):
+        rest = np.concatenate([b[rows] for h, b in enumerate(blocks) if h != g], 1)
+        near = NearestNeighbors(n_neighbors=k + 1).fit(rest).kneighbors(rest, return_distance=False)[:, 1:]
+        x = np.asarray(own[rows], np.float64)
+        rough = ((x[:, None, :] - x[near]) ** 2).mean((0, 1)) / np.maximum(2 * x.var(0), 1e-12)
+        weights.append(np.clip(1 - rough, 0, 1))
+    return weights
+
 # %% ../../nbs/12a_particles.features.ipynb #6474f79b
 def handcrafted_matrix(
     df:pd.DataFrame,                  # `handcrafted_features` output
     groups=HANDCRAFTED_GROUPS,        # families to use (a subset of `HANDCRAFTED_GROUPS`)
     balance:bool=False,               # weigh every family equally, whatever its number of columns
+    collinear:float=.9,               # near-copies (|r| at least this) count once (`collinear_weights`); None: off
+    agreement:bool=True,              # weigh each column by its agreement with the other families (`agreement_weights`)
+    random_state=0,                   # seed of the particles sampled for `agreement_weights` (stores over 5,000)
 ) -> np.ndarray:                      # float32 N × D
-    "The standardised matrix of the chosen families of handcrafted columns."
+    "The standardised, weighed matrix of the chosen families of handcrafted columns."
     _check_groups(groups)
     cols, mats = _group_columns(df), []
     for g in groups:
         x = df[cols[g]].to_numpy(np.float64, copy=True)
         if g == 'morphometry': x[:, :len(LOG_COLUMNS)] = np.log(np.maximum(x[:, :len(LOG_COLUMNS)], 1e-9))
         mats.append(standardise(x) / (np.sqrt(x.shape[1]) if balance else 1))
-    return np.concatenate(mats, 1)
+    X = np.concatenate(mats, 1)
+    if collinear is not None: X = X * collinear_weights(X, collinear)
+    if agreement:
+        X = X * np.concatenate(agreement_weights(np.split(X, np.cumsum([m.shape[1] for m in mats])[:-1], 1),
+                                                 random_state=random_state))
+    return X.astype(np.float32)
 
 # %% ../../nbs/12a_particles.features.ipynb #87a1dd3b
 HANDCRAFTED_TABLE = 'handcrafted.parquet'
@@ -530,18 +572,21 @@ def encode_handcrafted(
     groups=HANDCRAFTED_GROUPS,  # families in the feature set (the table always has them all)
     pixel_size_um:float=None,   # µm per frame pixel (default: the extraction's)
     balance:bool=False,         # weigh every family equally (see `handcrafted_matrix`)
+    collinear:float=.9,         # near-copies count once (see `handcrafted_matrix`); None: off
+    agreement:bool=True,        # weigh columns by their agreement with the other families (see `handcrafted_matrix`)
     progress:bool=True,         # show a progress bar
 ) -> Path:                      # the feature set's `.npy`
     "Compute the handcrafted bank of `store`: the table `handcrafted.parquet` and the feature set `handcrafted`."
     store = ParticleStore.open(store)
     _check_groups(groups)
     df = handcrafted_features(store, pixel_size_um, progress=progress)
-    X = handcrafted_matrix(df, groups, balance)
+    X = handcrafted_matrix(df, groups, balance, collinear, agreement)
     cmd = f"sediment-cluster encode {store.path} --features handcrafted"
     store.write_table(HANDCRAFTED_TABLE, df, sources=[SUMS, TABLE], rebuild=cmd)
     return write_feature_set(store, 'handcrafted', X, sources=[HANDCRAFTED_TABLE], rebuild=cmd,
                              made_by='handcrafted_features + handcrafted_matrix',
-                             params=dict(groups=list(groups), pixel_size_um=pixel_size_um, balance=balance))
+                             params=dict(groups=list(groups), pixel_size_um=pixel_size_um, balance=balance,
+                                         collinear=collinear, agreement=agreement))
 
 # %% ../../nbs/12a_particles.features.ipynb #74760fe3
 def fuse_features(
