@@ -45,7 +45,8 @@ def store(tmp_path_factory): return make_store(tmp_path_factory.mktemp('store')/
 
 @pytest.fixture(scope='module')
 def fitted(store):
-    return ContrastiveEncoder(epochs=12, **TINY).fit(store)
+    "30 epochs (90 steps): at 12 the NT-Xent loss stayed near chance (log 15 = 2.71); the views test hung on luck."
+    return ContrastiveEncoder(epochs=30, **TINY).fit(store)
 
 
 # --- views ---------------------------------------------------------------------------------------
@@ -107,7 +108,7 @@ def test_a_few_steps_reduce_the_loss(store):
 
 def test_fit_lowers_the_validation_loss(fitted):
     h = pd.DataFrame(fitted.history_)
-    assert len(h) == 12 and h.valid_loss.iloc[-3:].mean() < h.valid_loss.iloc[0], h
+    assert len(h) == 30 and h.valid_loss.iloc[-3:].mean() < h.valid_loss.iloc[0], h
 
 def test_two_views_embed_closer_than_other_particles(fitted, store):
     "After a short fit, a particle's two views are nearer (cosine) than views of different particles."
