@@ -16,8 +16,8 @@ from fastcore.docments import docments
 from .core import InputError
 
 # %% auto #0
-__all__ = ['target', 'Opt', 'param', 'add_options', 'call_kwargs', 'command', 'encode', 'load_labels', 'demo', 'make_parser',
-           'main']
+__all__ = ['BENCH_PACKAGES', 'target', 'Opt', 'param', 'add_options', 'call_kwargs', 'command', 'encode', 'load_labels',
+           'package_versions', 'demo', 'make_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #01fc9d25
 _TARGETS = {  # command → 'module:function' it calls
@@ -449,10 +449,25 @@ def _add_evaluate(p, fn):
     p.add_argument('--out', required=True, type=Path, help='metrics file to write (JSON)')
     add_options(p, fn, alpha=Opt(), beta=Opt(), match=Opt(choices=['hungarian', 'majority']))
 
+# %% ../nbs/90_cli.ipynb #f170e25e
+BENCH_PACKAGES = ('numpy', 'scipy', 'pandas', 'scikit-learn', 'scikit-image', 'opencv-python-headless', 'opencv-python',
+                  'numba', 'torch', 'fastai', 'umap-learn')
+
+def package_versions(names=BENCH_PACKAGES) -> str:
+    "Python's and the installed `names`' versions, one line: benchmarks print it (figures move between installs)."
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+    found = []
+    for n in names:
+        try: found.append(f"{n} {version(n)}")
+        except PackageNotFoundError: pass
+    return ', '.join([f"python {platform.python_version()}", *found])
+
 # %% ../nbs/90_cli.ipynb #6caa81d7
 def _bench(fn, kw:dict, args) -> list:
     import json
     from sediment_cluster.core import atomic_path
+    print(f"versions: {package_versions()}", flush=True)
     r = fn(**kw)
     if hasattr(r, 'to_dict'):  # a table: a record per row, NaN as null (strict JSON)
         r = json.loads((r.reset_index() if r.index.name else r).to_json(orient='records'))

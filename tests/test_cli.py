@@ -125,6 +125,7 @@ def test_bench_extract_prints_ratio_and_writes_json(tmp_path):
     b = json.loads((tmp_path/'b.json').read_text())
     assert b['speedup'] > 1 and set(b['methods']) == {'fast', 'reference'}
     assert 'faster than reference' in r.stdout
+    assert r.stdout.startswith('versions: python 3.') and 'numpy ' in r.stdout  # figures traceable to an install
 
 def test_bench_cross_writes_one_record_per_cube(tmp_path):
     import json
